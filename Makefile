@@ -1,0 +1,34 @@
+# Flux: `make install` then `make test`. Everything runs on CPU.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PLUGINS := $(wildcard flux_plugins/*)
+TINY_MODEL := .cache/tiny-model
+
+.PHONY: install test demo bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Idempotent. torch is pinned first so no multi-GB CUDA build is pulled in.
+install: $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]" $(foreach plugin,$(PLUGINS),-e $(plugin))
+	@$(BIN)/flux plugins
+
+test:
+	$(BIN)/python -m pytest -q
+
+$(TINY_MODEL)/config.json:
+	$(BIN)/flux tiny-model $(TINY_MODEL)
+
+demo: $(TINY_MODEL)/config.json
+	$(BIN)/python examples/make_preferences.py examples/preferences.jsonl --pairs 256
+	cd examples && ../$(BIN)/python dpo_tutorial.py ../configs/dpo-demo.yaml
+
+bench: $(TINY_MODEL)/config.json
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf outputs examples/outputs .cache

@@ -1,0 +1,23 @@
+"""Flux: a slim, plugin-based post-training framework on top of Hugging Face TRL.
+
+``from flux import FluxConfig, FluxTrainer`` is the whole user API; algorithms come
+from installed plugins (``pip install flux-dpo``). Heavy modules load on first use.
+"""
+
+from flux_core import __version__
+from flux_core.config import FluxConfig
+from flux_core.errors import ConfigError, DataError, FluxError
+
+__all__ = ["FluxConfig", "FluxTrainer", "FitResult", "StepResult", "FluxError", "ConfigError", "DataError", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "FluxTrainer":
+        from flux_core.trainer import FluxTrainer
+
+        return FluxTrainer
+    if name in ("FitResult", "StepResult"):
+        from flux_core import callbacks
+
+        return getattr(callbacks, name)
+    raise AttributeError(f"module 'flux' has no attribute {name!r}")

@@ -1,0 +1,158 @@
+"""StepResult / FitResult and the bridge from TRL's logs to Flux step callbacks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from flux_core.errors import FluxError
+
+StepCallback = Callable[["StepResult"], Any]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step callback receives after every optimizer step.
+
+    Attributes:
+        step: 1-based optimizer step.
+        metrics: named metrics of this step (``loss``, ``learning_rate``, ``grad_norm``
+            and the algorithm's own, e.g. DPO's ``chosen_reward``, ``rejected_reward``,
+            ``reward_margin``, ``accuracy``), plus any from ``step_metrics`` plugins.
+    """
+
+    step: int
+    metrics: dict[str, float]
+
+
+@dataclass
+class FitResult:
+    """What ``FluxTrainer.fit`` returns.
+
+    Attributes:
+        final_loss: training loss of the last step.
+        steps: number of optimizer steps run.
+        history: every step's :class:`StepResult`, in order.
+        best_path: directory of the best checkpoint (see the checkpoint docs for the rule).
+        final_path: directory of the final checkpoint.
+        checkpoint_paths: every ``checkpoint-N`` directory written, in order.
+    """
+
+    final_loss: float
+    steps: int
+    history: list[StepResult] = field(default_factory=list)
+    best_path: str | None = None
+    final_path: str | None = None
+    checkpoint_paths: list[str] = field(default_factory=list)
+
+    def metric(self, name: str) -> list[float]:
+        """The values of one metric over all steps (steps without it are skipped)."""
+        return [result.metrics[name] for result in self.history if name in result.metrics]
+
+
+def rename_metrics(logs: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, float]:
+    """TRL log keys -> Flux metric names; unmapped keys keep their name with '/' -> '_'."""
+    metrics = {}
+    for key, value in logs.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        metrics[names.get(key, key.replace("/", "_"))] = float(value)
+    return metrics
+
+
+def merge_plugin_metrics(step: int, metrics: dict[str, float], config: Any) -> dict[str, float]:
+    """Add every ``step_metrics`` plugin's metrics; a name clash is an error naming both sides."""
+    from flux_core.plugins import get_plugin_manager
+
+    manager = get_plugin_manager()
+    owners = {name: "built-in metrics" for name in metrics}
+    merged = dict(metrics)
+    for impl in reversed(manager.hook.step_metrics.get_hookimpls()):  # registration order
+        extra = impl.function(step=step, metrics=dict(metrics), config=config)
+        for name, value in (extra or {}).items():
+            if name in owners:
+                raise FluxError(
+                    f"step metric '{name}' from plugin '{impl.plugin_name}' clashes with {owners[name]}; rename it"
+                )
+            owners[name] = f"plugin '{impl.plugin_name}'"
+            merged[name] = float(value)
+    return merged
+
+
+class StepReporter:
+    """Turns each training log into a StepResult: history, callbacks, progress bar.
+
+    Algorithm runners feed it from a ``transformers.TrainerCallback`` (see
+    :func:`make_trl_callback`) or directly from their own loop.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        callbacks: list[StepCallback],
+        metric_names: Mapping[str, str],
+        progress_metrics: tuple[str, ...] = ("loss",),
+        show_progress: bool = True,
+        on_step: Callable[[StepResult, Any], None] | None = None,
+    ):
+        self.config = config
+        self.callbacks = callbacks
+        self.metric_names = metric_names
+        self.progress_metrics = progress_metrics
+        self.show_progress = show_progress
+        self.on_step = on_step
+        self.history: list[StepResult] = []
+        self._bar = None
+
+    def report(self, step: int, logs: Mapping[str, Any], model: Any = None) -> StepResult:
+        metrics = rename_metrics(logs, self.metric_names)
+        metrics = merge_plugin_metrics(step, metrics, self.config)
+        result = StepResult(step=step, metrics=metrics)
+        self.history.append(result)
+        self._update_progress(result)
+        for callback in self.callbacks:
+            callback(result)
+        if self.on_step is not None:
+            self.on_step(result, model)
+        return result
+
+    def _update_progress(self, result: StepResult) -> None:
+        if not self.show_progress:
+            return
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.config.num_steps, desc=f"flux {self.config.algorithm.name}", unit="step")
+        shown = {
+            name: f"{result.metrics[name]:.4f}"
+            for name in self.progress_metrics
+            if name in result.metrics and math.isfinite(result.metrics[name])
+        }
+        self._bar.set_postfix(shown, refresh=False)
+        self._bar.update(result.step - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def make_trl_callback(reporter: StepReporter):
+    """A ``transformers.TrainerCallback`` feeding every training log to ``reporter``.
+
+    Only the main process reports, so callbacks run, bars print and checkpoints are
+    written once under ``accelerate launch``.
+    """
+    from transformers import TrainerCallback
+
+    class FluxStepCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+            if not logs or "loss" not in logs or not state.is_world_process_zero:
+                return  # eval logs and the end-of-training summary carry no step loss
+            reporter.report(state.global_step, logs, model)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            reporter.close()
+
+    return FluxStepCallback()

@@ -1,0 +1,190 @@
+"""Checkpoints: ``checkpoint-N``, ``best`` and ``final``, written atomically.
+
+Each checkpoint directory holds safetensors weights, the tokenizer, ``flux_config.yaml``
+and ``flux_checkpoint.json``, and loads with plain
+``AutoModelForCausalLM.from_pretrained``. A LoRA run saves the merged model there and
+the adapter alone in ``adapter/`` beside it.
+
+Atomicity: a checkpoint is written into a hidden temporary directory next to its
+target and renamed into place; an existing checkpoint of that name is first renamed
+aside and deleted only after the new one is in place. A crash therefore never leaves
+a half-written directory under a real name; if it strikes between the two renames,
+:func:`resolve_checkpoint` finds the previous complete checkpoint aside.
+
+Which checkpoint is ``best``: at every save point (every ``checkpoint.save_steps``
+steps, and at the end of training) Flux scores the model, by the loss on
+``eval_data`` when it is given, else by the training loss smoothed with an
+exponential moving average (weight 0.9 on the past, bias-corrected, as TensorBoard's
+smoothing). ``best`` holds the save point with the lowest score; ties keep the earlier.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from flux_core.errors import FluxError
+
+CONFIG_FILE = "flux_config.yaml"
+META_FILE = "flux_checkpoint.json"
+ADAPTER_DIR = "adapter"
+
+
+def _aside(path: Path, tag: str) -> Path:
+    return path.parent / f".{path.name}.{tag}-{os.getpid()}"
+
+
+def _swap_into_place(staged: Path, path: Path) -> None:
+    old = _aside(path, "old")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(staged, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def merged_state_dict(model: Any) -> dict[str, Any]:
+    """State dict of a peft LoRA model with every adapter folded into its base weight.
+
+    Computed from a copy, so the live model (and its unmerged base weights) is untouched.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    state = {}
+    for key, value in base.state_dict().items():
+        if "lora_" in key:
+            continue
+        state[key.replace(".base_layer.", ".")] = value
+    for name, module in base.named_modules():
+        if isinstance(module, LoraLayer):
+            key = f"{name}.weight"
+            for adapter in module.active_adapters:
+                state[key] = state[key] + module.get_delta_weight(adapter).to(state[key].dtype)
+    return state
+
+
+def save_model(model: Any, tokenizer: Any, directory: Path) -> None:
+    """Write a loadable model (merged when LoRA) + tokenizer into ``directory``."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model.save_pretrained(directory / ADAPTER_DIR)
+        base = model.get_base_model()
+        with _no_grad():
+            base.save_pretrained(directory, state_dict={k: v.detach().contiguous() for k, v in merged_state_dict(model).items()})
+    else:
+        model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def write_checkpoint(path: str | Path, model: Any, tokenizer: Any, config: Any, meta: dict[str, Any]) -> Path:
+    """Atomically write one checkpoint directory at ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = _aside(path, "tmp")
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir()
+    try:
+        save_model(model, tokenizer, staged)
+        (staged / CONFIG_FILE).write_text(config.to_yaml())
+        (staged / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        _swap_into_place(staged, path)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return path
+
+
+def copy_checkpoint(source: Path, path: Path, meta_update: dict[str, Any]) -> Path:
+    """Atomically copy a complete checkpoint to ``path`` (used for ``best``)."""
+    staged = _aside(path, "tmp")
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(source, staged)
+    meta = json.loads((staged / META_FILE).read_text())
+    meta.update(meta_update)
+    (staged / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    _swap_into_place(staged, path)
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The directory to load for ``path``: itself, or the previous copy a crash left aside."""
+    path = Path(path)
+    if (path / "config.json").exists():
+        return path
+    aside = sorted(path.parent.glob(f".{path.name}.old-*")) if path.parent.exists() else []
+    if aside and (aside[-1] / "config.json").exists():
+        return aside[-1]
+    if path.exists():
+        raise FluxError(f"{path}: not a checkpoint (no config.json); expected a directory written by Flux or transformers")
+    raise FluxError(f"{path}: checkpoint directory not found")
+
+
+class _no_grad:
+    def __enter__(self):
+        import torch
+
+        self._context = torch.no_grad()
+        self._context.__enter__()
+
+    def __exit__(self, *exc):
+        return self._context.__exit__(*exc)
+
+
+class CheckpointManager:
+    """Writes ``checkpoint-N`` every ``save_steps``, keeps ``best`` and writes ``final``."""
+
+    SMOOTHING = 0.9
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        config: Any,
+        tokenizer: Any,
+        save_steps: int | None,
+        evaluate: Callable[[], float] | None = None,
+    ):
+        self.output_dir = Path(output_dir)
+        self.config = config
+        self.tokenizer = tokenizer
+        self.save_steps = save_steps
+        self.evaluate = evaluate
+        self.checkpoint_paths: list[str] = []
+        self.best_score: float | None = None
+        self.best_path = self.output_dir / "best"
+        self.final_path = self.output_dir / "final"
+        self._ema = 0.0
+        self._ema_steps = 0
+
+    def _smoothed_loss(self) -> float:
+        return self._ema / (1 - self.SMOOTHING**self._ema_steps)
+
+    def _score(self) -> tuple[float, str]:
+        if self.evaluate is not None:
+            return float(self.evaluate()), "eval_loss"
+        return self._smoothed_loss(), "smoothed_train_loss"
+
+    def on_step(self, step: int, loss: float | None, model: Any) -> None:
+        if loss is not None:
+            self._ema = self.SMOOTHING * self._ema + (1 - self.SMOOTHING) * loss
+            self._ema_steps += 1
+        if self.save_steps and step % self.save_steps == 0:
+            score, rule = self._score()
+            meta = {"step": step, "score": score, "score_name": rule}
+            path = write_checkpoint(self.output_dir / f"checkpoint-{step}", model, self.tokenizer, self.config, meta)
+            self.checkpoint_paths.append(str(path))
+            self._maybe_best(path, score, rule)
+
+    def _maybe_best(self, source: Path, score: float, rule: str) -> None:
+        if self.best_score is None or score < self.best_score:
+            self.best_score = score
+            copy_checkpoint(source, self.best_path, {"best": True, "score": score, "score_name": rule})
+
+    def finalize(self, step: int, model: Any) -> None:
+        score, rule = self._score() if self._ema_steps or self.evaluate else (float("inf"), "none")
+        meta = {"step": step, "score": score, "score_name": rule}
+        write_checkpoint(self.final_path, model, self.tokenizer, self.config, meta)
+        self._maybe_best(self.final_path, score, rule)

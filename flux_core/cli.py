@@ -1,0 +1,157 @@
+"""The ``flux`` command: train, generate, plugins, tiny-model.
+
+Bad input exits non-zero with one line on stderr; ``--debug`` shows the traceback.
+Nothing heavy is imported until a subcommand needs it, so ``flux --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flux",
+        description="Flux: plugin-based post-training (DPO, GRPO, PPO) on top of Hugging Face TRL.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train with a YAML config", description="Train with a YAML config.")
+    train.add_argument("config", help="path to the YAML config")
+    train.add_argument("--data", help="training data (JSONL); defaults to the config's data: key")
+    train.add_argument("--eval-data", help="held-out data in the same format; best/ is then picked by eval loss")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set algorithm.beta=0.2 (repeatable)",
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    generate = commands.add_parser("generate", help="generate text from a checkpoint")
+    generate.add_argument("checkpoint", help="checkpoint directory (e.g. outputs/dpo/best) or model path")
+    generate.add_argument("prompt", help="prompt text")
+    generate.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default 64)")
+    generate.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+
+    plugins = commands.add_parser("plugins", help="list installed plugins and every registered name")
+    plugins.add_argument("--hooks", action="store_true", help="also print every hook specification")
+
+    tiny = commands.add_parser("tiny-model", help="build the tiny offline model + tokenizer used by tests and demos")
+    tiny.add_argument("directory", help="where to write it")
+    tiny.add_argument("--hidden-size", type=int, default=128, help="hidden size (default 128)")
+    tiny.add_argument("--layers", type=int, default=2, help="number of layers (default 2)")
+    tiny.add_argument("--seed", type=int, default=0, help="init seed (default 0)")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from flux_core.config import FluxConfig
+    from flux_core.trainer import FluxTrainer
+
+    config = FluxConfig.from_yaml(args.config, overrides=args.overrides)
+    trainer = FluxTrainer(config, show_progress=not args.no_progress)
+    result = trainer.fit(prompts=args.data or config.data, eval_data=args.eval_data)
+    print(
+        f"flux: trained {result.steps} steps, final loss {result.final_loss:.4f}; "
+        f"best: {result.best_path}; final: {result.final_path}"
+    )
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from flux_core.checkpoint import resolve_checkpoint
+    from flux_core.modeling import generate_text, load_model, load_tokenizer, resolve_precision
+    from pathlib import Path
+
+    path = str(resolve_checkpoint(args.checkpoint)) if Path(args.checkpoint).exists() else args.checkpoint
+    tokenizer = load_tokenizer(path)
+    model = load_model(path, resolve_precision("auto"))
+    sampling = {"do_sample": True, "temperature": args.temperature} if args.temperature > 0 else {}
+    print(generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens, **sampling))
+    return 0
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from flux_core import hookspecs
+    from flux_core.plugins import failed_plugins, list_plugins
+    from flux_core.registry import get_registry
+
+    print("Plugins:")
+    for info in list_plugins():
+        origin = f"{info.distribution} {info.version}" if info.distribution else "built-in"
+        print(f"  {info.name} ({origin}): {', '.join(info.hooks)}")
+    for failure in failed_plugins:
+        print(f"  {failure.name} ({failure.distribution}): FAILED TO LOAD: {failure.error}")
+    registry = get_registry()
+    print("Algorithms:")
+    for name, algorithm in sorted(registry.algorithms.items()):
+        print(f"  {name}: {algorithm.description} [data_format={algorithm.data_format}]")
+    print("Losses:")
+    by_algorithm: dict[str, list[str]] = {}
+    for (algorithm_name, loss_name), loss in sorted(registry.losses.items()):
+        suffix = "" if loss.plugin in ("dpo", "grpo", "ppo") else f" ({loss.plugin})"
+        by_algorithm.setdefault(algorithm_name, []).append(loss_name + suffix)
+    for algorithm_name, names in by_algorithm.items():
+        print(f"  {algorithm_name}: {', '.join(names)}")
+    print("Rewards:")
+    print("  " + (", ".join(f"{name} ({r.plugin})" for name, r in sorted(registry.rewards.items())) or "none"))
+    if args.hooks:
+        import inspect
+
+        print("Hooks:")
+        for name in sorted(n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "flux_spec")):
+            function = getattr(hookspecs, name)
+            print(f"  {name}{inspect.signature(function)}")
+            print("      " + (inspect.getdoc(function) or "").replace("\n", "\n      "))
+    return 0
+
+
+def _tiny_model(args: argparse.Namespace) -> int:
+    from flux_core.testing import build_tiny_model
+
+    path = build_tiny_model(args.directory, hidden_size=args.hidden_size, num_layers=args.layers, seed=args.seed)
+    print(f"flux: wrote tiny model and tokenizer to {path}")
+    return 0
+
+
+COMMANDS = {"train": _train, "generate": _generate, "plugins": _plugins, "tiny-model": _tiny_model}
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"flux: warning: {message}", file=sys.stderr if file is None else file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 0
+    if not args.debug:
+        warnings.showwarning = _one_line_warning
+    from flux_core.errors import FluxError
+
+    try:
+        return COMMANDS[args.command](args)
+    except FluxError as error:
+        if args.debug:
+            raise
+        print(f"flux: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("flux: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # unexpected: still one line, traceback on --debug
+        if args.debug:
+            raise
+        print(f"flux: error: {type(error).__name__}: {error} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

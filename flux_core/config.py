@@ -1,0 +1,272 @@
+"""FluxConfig: the YAML schema every algorithm shares, validated by pydantic v2.
+
+The ``algorithm:`` block is validated by the selected algorithm's own schema (from its
+plugin), and ``trl:`` keys are checked against the algorithm's TRL config class. Every
+validation failure becomes one ``ConfigError`` line naming the file, the line, the key
+path and, for a misspelled key, the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SerializeAsAny, ValidationError, field_validator, model_validator
+
+from flux_core.errors import ConfigError, FluxError
+from flux_core.registry import close_match
+
+
+class StrictModel(BaseModel):
+    """A config section: unknown keys are errors, every field has a description."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AlgorithmConfig(StrictModel):
+    """Base of every ``algorithm:`` block; plugins subclass it with their own keys."""
+
+    name: str = Field(description="Which installed algorithm to run (dpo, grpo, ppo, ...).")
+
+
+class SGLangConfig(StrictModel):
+    base_url: str | None = Field(
+        default=None, description="URL of an SGLang server used for rollouts by online algorithms."
+    )
+
+
+class AdaptiveAsyncConfig(StrictModel):
+    enabled: bool = Field(
+        default=False,
+        description="Overlap rollout generation with training (online algorithms with a server backend only).",
+    )
+
+
+class CheckpointConfig(StrictModel):
+    save_steps: PositiveInt | None = Field(
+        default=None,
+        description="Write output_dir/checkpoint-N every this many steps (None: only best/ and final/).",
+    )
+
+
+class LoraConfig(StrictModel):
+    r: PositiveInt = Field(default=8, description="LoRA rank.")
+    alpha: float = Field(default=16.0, gt=0, description="LoRA scaling numerator (lora_alpha).")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the LoRA branch.")
+    target_modules: list[str] | str = Field(
+        default="all-linear",
+        description="Module names to adapt, or 'all-linear' for every linear layer except the output head.",
+    )
+
+
+class FluxConfig(StrictModel):
+    """Everything one Flux run needs. Load it with :meth:`FluxConfig.from_yaml`."""
+
+    model_path: str = Field(description="Hub model id (e.g. Qwen/Qwen3-8B) or a local model directory.")
+    output_dir: str = Field(default="./outputs", description="Where checkpoint-N/, best/ and final/ are written.")
+    sglang: SGLangConfig = Field(default_factory=SGLangConfig, description="Inference server for rollouts.")
+    num_steps: PositiveInt = Field(default=1000, description="Number of optimizer steps to train.")
+    batch_size: PositiveInt = Field(default=8, description="Examples per optimizer step (per process).")
+    learning_rate: float = Field(default=1e-6, gt=0, description="Peak learning rate.")
+    max_length: PositiveInt | None = Field(
+        default=1024, description="Truncate prompt+completion to this many tokens (None: no truncation)."
+    )
+    seed: int = Field(default=42, description="Random seed for model init (LoRA), data order and sampling.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="auto: bf16 on GPUs that support it, fp32 on CPU."
+    )
+    data: str | None = Field(
+        default=None, description="Training data file for `flux train` (fit(prompts=...) and --data override it)."
+    )
+    eval_data: str | None = Field(
+        default=None, description="Optional held-out file in the training data format; picks best/ by eval loss."
+    )
+    algorithm: SerializeAsAny[AlgorithmConfig] = Field(description="The algorithm and its settings.")
+    lora: LoraConfig | None = Field(default=None, description="Train a LoRA adapter instead of every weight.")
+    adaptive_async: AdaptiveAsyncConfig = Field(default_factory=AdaptiveAsyncConfig, description="Async rollouts.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoint cadence.")
+    trl: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra settings passed to the algorithm's TRL config (e.g. DPOConfig); each key must be a field of it.",
+    )
+
+    @field_validator("algorithm", mode="before")
+    @classmethod
+    def _validate_algorithm(cls, value: Any) -> Any:
+        if isinstance(value, AlgorithmConfig) and type(value) is not AlgorithmConfig:
+            return value
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        if not isinstance(value, dict) or "name" not in value:
+            raise ValueError("needs a 'name' key naming the algorithm (e.g. name: dpo)")
+        from flux_core.registry import get_registry
+
+        algorithm = get_registry().get_algorithm(str(value["name"]))
+        return algorithm.config_schema.model_validate(value)
+
+    @model_validator(mode="after")
+    def _check_trl_block(self) -> "FluxConfig":
+        if self.trl:
+            from flux_core.registry import get_registry
+
+            algorithm = get_registry().get_algorithm(self.algorithm.name)
+            trl_class = algorithm.load_trl_config()
+            if trl_class is None:
+                raise ValueError(f"algorithm '{algorithm.name}' takes no trl: block")
+            valid = {f.name for f in dataclasses.fields(trl_class)}
+            for key in self.trl:
+                if key not in valid:
+                    raise _TrlKeyError(key, f"not a field of {trl_class.__name__}{close_match(key, valid)}")
+            owned = getattr(self.algorithm, "flux_owned_trl_fields", {})
+            for key in self.trl:
+                if key in owned:
+                    raise _TrlKeyError(key, owned[key])
+        return self
+
+    @model_validator(mode="after")
+    def _warn_on_ignored_settings(self) -> "FluxConfig":
+        warn = getattr(self.algorithm, "warnings_for", None)
+        for message in warn(self) if warn else ():
+            warnings.warn(message, UserWarning, stacklevel=2)
+        return self
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "FluxConfig":
+        """Load ``path``, apply ``--set``-style ``key.sub=value`` overrides, validate."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read config file: {error.strerror}") from None
+        try:
+            data = yaml.safe_load(text)
+            node = yaml.compose(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            problem = getattr(error, "problem", None) or str(error)
+            raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+        if data is None:
+            raise ConfigError(f"{path}: config file is empty")
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+        for override in overrides or ():
+            apply_override(data, override)
+        return cls.from_dict(data, source=str(path), yaml_node=node)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config", yaml_node: Any = None) -> "FluxConfig":
+        """Validate ``data``; errors name ``source`` (and the YAML line when known)."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise ConfigError(format_validation_error(error, source, yaml_node, data)) from None
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+class _TrlKeyError(ValueError):
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one ``key.sub=value`` override (value parsed as YAML) to ``data``."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. --set algorithm.beta=0.2")
+    target = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = target.get(part)
+        if child is None:
+            child = target[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {override!r}: '{part}' is not a section")
+        target = child
+    try:
+        target[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {override!r}: value is not valid YAML") from None
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def _line_of(node: Any, loc: tuple) -> int | None:
+    """1-based line of the YAML key at ``loc`` (or of its deepest existing parent)."""
+    line = None
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for key_node, value_node in node.value:
+            if key_node.value == str(part):
+                line = key_node.start_mark.line + 1
+                node = value_node
+                break
+        else:
+            break
+    return line
+
+
+def _model_at(loc: tuple, root: type[BaseModel], data_root: Any) -> type[BaseModel] | None:
+    """The pydantic model class whose fields live at ``loc`` (for 'did you mean')."""
+    model: Any = root
+    for part in loc:
+        if model is FluxConfig and part == "algorithm":
+            model = _algorithm_schema(data_root) or AlgorithmConfig
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = getattr(annotation, "__args__", (annotation,))
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return None
+    return model
+
+
+def _algorithm_schema(data: Any) -> type[BaseModel] | None:
+    try:
+        from flux_core.registry import get_registry
+
+        return get_registry().get_algorithm(data["algorithm"]["name"]).config_schema
+    except (FluxError, KeyError, TypeError):
+        return None
+
+
+def format_validation_error(error: ValidationError, source: str, yaml_node: Any = None, data: Any = None) -> str:
+    """One line for the first problem: ``file:line: key.path: what is wrong``."""
+    first = error.errors(include_url=False)[0]
+    loc = tuple(first["loc"])
+    context_error = (first.get("ctx") or {}).get("error")
+    if isinstance(context_error, _TrlKeyError):
+        loc = ("trl", context_error.key)
+    key_path = ".".join(str(part) for part in loc) or "(top level)"
+    line = _line_of(yaml_node, loc) if yaml_node is not None else None
+    where = f"{source}:{line}" if line else source
+
+    if first["type"] == "extra_forbidden":
+        model = _model_at(loc[:-1], FluxConfig, data)
+        valid = list(getattr(model, "model_fields", {})) if model else []
+        hint = close_match(loc[-1], valid) or (f" (valid keys: {', '.join(valid)})" if valid else "")
+        return f"{where}: {key_path}: unknown key{hint}"
+    if first["type"] == "missing":
+        return f"{where}: {key_path}: required key is missing"
+    message = first["msg"]
+    if isinstance(context_error, Exception):
+        message = str(context_error)
+    elif message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    return f"{where}: {key_path}: {message}"
+

@@ -1,0 +1,77 @@
+"""Flux hook specifications: markers and specs only.
+
+A plugin is any module or object with functions decorated ``@flux_core.hookimpl``,
+registered through the ``flux`` entry-point group. The docstrings below are the
+reference documentation for each hook (``flux plugins --hooks`` prints them).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("flux")
+hookimpl = pluggy.HookimplMarker("flux")
+
+
+@hookspec
+def register_algorithms(register: Callable[..., None]) -> None:
+    """Register training algorithms.
+
+    Call ``register(algorithm)`` with a :class:`flux_core.registry.Algorithm` for each
+    algorithm the plugin provides. ``algorithm.name`` is what YAML's ``algorithm.name``
+    selects; ``algorithm.config_schema`` validates the ``algorithm:`` block.
+    """
+
+
+@hookspec
+def register_losses(register: Callable[..., None]) -> None:
+    """Register named losses.
+
+    Call ``register(name, fn, algorithm="dpo")``. YAML ``algorithm.loss: NAME`` selects
+    one. The calling convention of ``fn`` belongs to the algorithm; for DPO it is
+    ``fn(inputs: flux_core.losses.PreferenceLogps, *, beta, label_smoothing, **loss_kwargs)``
+    returning one loss per example (``algorithm.loss_kwargs`` fills ``loss_kwargs``).
+    """
+
+
+@hookspec
+def register_rewards(register: Callable[..., None]) -> None:
+    """Register named reward functions for online algorithms (GRPO, PPO).
+
+    Call ``register(name, fn)``. ``fn(prompts, completions, **kwargs)`` returns one
+    float (or ``None`` for "not applicable") per completion; ``kwargs`` hold the extra
+    dataset columns and the reward's configured ``kwargs``.
+    """
+
+
+@hookspec(firstresult=True)
+def reference_policy(config: Any, use_lora: bool) -> str | None:
+    """Decide how reference log-probs are obtained for a run.
+
+    Return one of ``"copy"`` (a frozen copy of the initial policy), ``"adapter"``
+    (the LoRA policy with its adapter disabled), ``"precompute"`` (one pass before
+    training) or ``"none"`` (reference-free), or ``None`` to let the next plugin decide.
+    The built-in default (registered ``trylast``) honours ``algorithm.reference_free``
+    and ``algorithm.reference_policy``; ``auto`` picks ``adapter`` with LoRA, else
+    ``copy``.
+    """
+
+
+@hookspec(firstresult=True)
+def collate_batch(config: Any, tokenizer: Any, algorithm: str) -> Any:
+    """Return the data collator for ``algorithm``, or ``None`` to use the next one.
+
+    The built-in default returns ``None`` for every algorithm, which keeps TRL's own
+    padded collator.
+    """
+
+
+@hookspec
+def step_metrics(step: int, metrics: dict[str, float], config: Any) -> dict[str, float] | None:
+    """Return extra named metrics to merge into this step's ``result.metrics``.
+
+    Called once per optimizer step with the step's built-in metrics. A name that
+    clashes with a built-in metric or with another plugin's is an error.
+    """

@@ -1,0 +1,110 @@
+"""Loading models and tokenizers, precision choice, LoRA setup and generation.
+
+``model_path`` is a local directory or a hub id (e.g. ``Qwen/Qwen3-8B``): both go
+through ``from_pretrained``, so the hub path is the real transformers code path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flux_core.errors import FluxError
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> ``bf16`` on a GPU that supports it, else ``fp32``; never a crash on CPU."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if precision == "auto":
+        return "bf16" if has_cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if precision in ("bf16", "fp16") and not has_cuda:
+        raise FluxError(f"precision: {precision} needs a GPU and none is available; use precision: auto or fp32")
+    return precision
+
+
+def torch_dtype(precision: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _looks_local(model_path: str) -> bool:
+    return model_path.startswith((".", "/", "~")) or Path(model_path).exists()
+
+
+def load_tokenizer(model_path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(_checked_path(model_path))
+    except (OSError, ValueError) as error:
+        raise FluxError(f"cannot load tokenizer from '{model_path}': {_first_line(error)}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(model_path: str, precision: str = "fp32"):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(_checked_path(model_path), dtype=torch_dtype(precision))
+    except (OSError, ValueError) as error:
+        raise FluxError(f"cannot load model from '{model_path}': {_first_line(error)}") from None
+
+
+def _checked_path(model_path: str) -> str:
+    if _looks_local(model_path):
+        path = Path(model_path).expanduser()
+        if not path.is_dir():
+            raise FluxError(f"model_path '{model_path}': directory not found")
+        return str(path)
+    return model_path  # a hub id: transformers resolves (and caches) it
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def peft_config(lora: Any):
+    """A peft ``LoraConfig`` from Flux's ``lora:`` block (None when LoRA is off)."""
+    if lora is None:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def generate_text(model: Any, tokenizer: Any, prompt: str | list[dict[str, str]], **generate_kwargs: Any) -> str:
+    """Generate a completion for one prompt; greedy unless sampling is asked for.
+
+    A string prompt is tokenized as raw text and a list of chat messages goes through
+    the tokenizer's chat template, exactly as in training.
+    """
+    import torch
+
+    if isinstance(prompt, str):
+        input_ids = tokenizer(prompt, return_tensors="pt").input_ids
+    else:
+        input_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True).input_ids
+    device = next(model.parameters()).device
+    input_ids = input_ids.to(device)
+    settings = {"max_new_tokens": 64, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
+    settings.update(generate_kwargs)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **settings)
+    finally:
+        model.train(was_training)
+    return tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=True)

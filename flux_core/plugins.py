@@ -1,0 +1,107 @@
+"""The one Flux PluginManager: entry points of group ``flux`` plus built-in defaults.
+
+Entry points load lazily, on first use, so ``import flux`` and ``flux --help`` stay
+fast. ``FLUX_LOAD_PLUGINS=a,b`` limits which entry points load (empty string: none);
+built-in defaults always load. A plugin that fails to import is reported by name
+and skipped: one broken package never takes down the others.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+from dataclasses import dataclass
+
+import pluggy
+
+from flux_core import hookspecs
+
+ENTRY_POINT_GROUP = "flux"
+DEFAULT_PLUGINS = ("flux_core.default_plugins",)
+
+pm = pluggy.PluginManager("flux")
+pm.add_hookspecs(hookspecs)
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """An entry point that could not be loaded."""
+
+    name: str
+    distribution: str
+    error: str
+
+
+failed_plugins: list[PluginFailure] = []
+_loaded = False
+
+
+def _allowed_entry_points() -> set[str] | None:
+    value = os.environ.get("FLUX_LOAD_PLUGINS")
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def load_plugins() -> pluggy.PluginManager:
+    """Load built-in and installed plugins once; return the plugin manager."""
+    global _loaded
+    if _loaded:
+        return pm
+    _loaded = True
+    for module_name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(module_name), name=module_name)
+
+    allowed = _allowed_entry_points()
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if allowed is not None and entry_point.name not in allowed:
+            continue
+        if pm.get_plugin(entry_point.name) is not None:
+            continue
+        distribution = entry_point.dist.name if entry_point.dist else "?"
+        try:
+            plugin = entry_point.load()
+            pm.register(plugin, name=entry_point.name)
+        except Exception as error:  # a broken plugin must not break the others
+            failure = PluginFailure(entry_point.name, distribution, f"{type(error).__name__}: {error}")
+            failed_plugins.append(failure)
+            print(
+                f"flux: warning: plugin '{failure.name}' ({distribution}) failed to load and was skipped: "
+                f"{failure.error}",
+                file=sys.stderr,
+            )
+    return pm
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The plugin manager with every plugin loaded."""
+    return load_plugins()
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """A loaded plugin: its name, the distribution it came from and its version."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    hooks: tuple[str, ...]
+
+
+def list_plugins() -> list[PluginInfo]:
+    """Every loaded plugin with its distribution, version and implemented hooks."""
+    manager = get_plugin_manager()
+    dist_of = {dist_name: (dist, version) for dist_name, dist, version in _entry_point_distributions()}
+    infos = []
+    for name, plugin in sorted(manager.list_name_plugin(), key=lambda item: item[0]):
+        hooks = tuple(sorted(caller.name for caller in manager.get_hookcallers(plugin) or ()))
+        dist, version = dist_of.get(name, (None, None))
+        infos.append(PluginInfo(name=name, distribution=dist, version=version, hooks=hooks))
+    return infos
+
+
+def _entry_point_distributions():
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.dist is not None:
+            yield entry_point.name, entry_point.dist.name, entry_point.dist.version

@@ -1,0 +1,168 @@
+"""Named registries filled by the ``register_*`` hooks: algorithms, losses, rewards.
+
+Each registry is built on first use by calling its hook on every plugin. Registering
+the same name twice is an error that names both plugins, so a clash never silently
+swaps one implementation for another.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from flux_core.errors import FluxError
+from flux_core.plugins import get_plugin_manager
+
+# Algorithms that Flux publishes as separate distributions: a missing one gets a
+# `pip install` hint instead of a bare "unknown algorithm".
+KNOWN_ALGORITHM_PACKAGES = {"dpo": "flux-dpo", "grpo": "flux-grpo", "ppo": "flux-ppo"}
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """A training algorithm contributed by a plugin.
+
+    Attributes:
+        name: what ``algorithm.name`` selects in YAML.
+        config_schema: pydantic model validating the ``algorithm:`` block.
+        runner: ``"module:attribute"`` of the runner class, imported only when a run
+            starts so that listing plugins never imports torch or TRL.
+        data_format: the ``data_format`` that ``FluxTrainer.fit`` accepts.
+        trl_config: ``"module:attribute"`` of the TRL config class that the ``trl:``
+            block is checked against, or ``None`` when the algorithm takes no ``trl:``.
+        description: one line for ``flux plugins``.
+    """
+
+    name: str
+    config_schema: type
+    runner: str
+    data_format: str
+    trl_config: str | None = None
+    description: str = ""
+
+    def load_runner(self) -> type:
+        return _import_attribute(self.runner)
+
+    def load_trl_config(self) -> type | None:
+        return _import_attribute(self.trl_config) if self.trl_config else None
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A named loss for one algorithm."""
+
+    name: str
+    fn: Callable[..., Any]
+    algorithm: str
+    plugin: str
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A named reward function for online algorithms."""
+
+    name: str
+    fn: Callable[..., Any]
+    plugin: str
+
+
+def _import_attribute(path: str) -> Any:
+    module_name, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def close_match(name: str, candidates) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
+    matches = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1)
+    return f" (did you mean '{matches[0]}'?)" if matches else ""
+
+
+@dataclass
+class Registry:
+    """Every registered algorithm, loss and reward, keyed by name."""
+
+    algorithms: dict[str, Algorithm] = field(default_factory=dict)
+    losses: dict[tuple[str, str], Loss] = field(default_factory=dict)
+    rewards: dict[str, Reward] = field(default_factory=dict)
+    _owners: dict[tuple[str, Any], str] = field(default_factory=dict)
+
+    def _claim(self, kind: str, key: Any, plugin: str) -> None:
+        owner = self._owners.get((kind, key))
+        if owner is not None:
+            raise FluxError(f"{kind} {key!r} is registered twice: by plugin '{owner}' and by plugin '{plugin}'")
+        self._owners[(kind, key)] = plugin
+
+    def get_algorithm(self, name: str) -> Algorithm:
+        if name in self.algorithms:
+            return self.algorithms[name]
+        package = KNOWN_ALGORITHM_PACKAGES.get(name)
+        if package:
+            raise FluxError(f"algorithm '{name}' is not installed: pip install {package}")
+        installed = ", ".join(sorted(self.algorithms)) or "none"
+        raise FluxError(
+            f"unknown algorithm '{name}'{close_match(name, self.algorithms)}; installed algorithms: {installed}"
+        )
+
+    def get_loss(self, name: str, algorithm: str) -> Loss:
+        loss = self.losses.get((algorithm, name))
+        if loss is None:
+            names = sorted(n for a, n in self.losses if a == algorithm)
+            raise FluxError(
+                f"unknown {algorithm} loss '{name}'{close_match(name, names)}; registered: {', '.join(names)}"
+            )
+        return loss
+
+    def get_reward(self, name: str) -> Reward:
+        reward = self.rewards.get(name)
+        if reward is None:
+            raise FluxError(
+                f"unknown reward '{name}'{close_match(name, self.rewards)}; registered: {', '.join(sorted(self.rewards))}"
+            )
+        return reward
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The registry, built from every loaded plugin on first call."""
+    global _registry
+    if _registry is None:
+        _registry = _build_registry()
+    return _registry
+
+
+def reset_registry() -> None:
+    """Forget the built registry (tests that register plugins on the fly call this)."""
+    global _registry
+    _registry = None
+
+
+def _build_registry() -> Registry:
+    registry = Registry()
+    manager = get_plugin_manager()
+
+    for impl in manager.hook.register_algorithms.get_hookimpls():
+        def register(algorithm: Algorithm, _plugin=impl.plugin_name) -> None:
+            registry._claim("algorithm", algorithm.name, _plugin)
+            registry.algorithms[algorithm.name] = algorithm
+
+        impl.function(register=register)
+
+    for impl in manager.hook.register_losses.get_hookimpls():
+        def register(name: str, fn: Callable[..., Any], algorithm: str = "dpo", _plugin=impl.plugin_name) -> None:
+            registry._claim(f"{algorithm} loss", name, _plugin)
+            registry.losses[(algorithm, name)] = Loss(name=name, fn=fn, algorithm=algorithm, plugin=_plugin)
+
+        impl.function(register=register)
+
+    for impl in manager.hook.register_rewards.get_hookimpls():
+        def register(name: str, fn: Callable[..., Any], _plugin=impl.plugin_name) -> None:
+            registry._claim("reward", name, _plugin)
+            registry.rewards[name] = Reward(name=name, fn=fn, plugin=_plugin)
+
+        impl.function(register=register)
+
+    return registry

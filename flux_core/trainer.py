@@ -1,0 +1,93 @@
+"""FluxTrainer: the user API (fit, add_step_callback, load_checkpoint, generate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flux_core.callbacks import FitResult, StepCallback
+from flux_core.config import FluxConfig
+from flux_core.data import load_records
+from flux_core.errors import FluxError
+from flux_core.registry import get_registry
+
+
+class FluxTrainer:
+    """Train, checkpoint and generate with the algorithm that ``config`` selects.
+
+    Example::
+
+        trainer = FluxTrainer(FluxConfig.from_yaml("dpo-config.yaml"))
+
+        @trainer.add_step_callback
+        def log(result):
+            print(result.step, result.metrics["loss"])
+
+        result = trainer.fit(prompts="preferences.jsonl", data_format="preferences")
+    """
+
+    def __init__(self, config: FluxConfig, show_progress: bool = True):
+        if not isinstance(config, FluxConfig):
+            raise FluxError(f"FluxTrainer needs a FluxConfig, got {type(config).__name__}")
+        self.config = config
+        self.algorithm = get_registry().get_algorithm(config.algorithm.name)
+        self.show_progress = show_progress
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self._step_callbacks: list[StepCallback] = []
+
+    def add_step_callback(self, callback: StepCallback) -> StepCallback:
+        """Call ``callback(result)`` after every optimizer step; usable as a decorator."""
+        if not callable(callback):
+            raise FluxError("add_step_callback needs a function taking one StepResult")
+        self._step_callbacks.append(callback)
+        return callback
+
+    def fit(self, prompts: Any = None, data_format: str | None = None, eval_data: Any = None) -> FitResult:
+        """Train on ``prompts`` (a JSONL path, a list of dicts or a ``datasets.Dataset``).
+
+        ``data_format`` defaults to the algorithm's own ("preferences" for DPO,
+        "prompts" for GRPO/PPO). ``eval_data`` (or ``config.eval_data``) is an optional
+        held-out set in the same format; with it, ``best/`` is chosen by eval loss.
+        All data is read and validated before any model is loaded.
+        """
+        if prompts is None:
+            prompts = self.config.data
+        if prompts is None:
+            raise FluxError("fit() needs training data: fit(prompts='data.jsonl', data_format='...')")
+        data_format = data_format or self.algorithm.data_format
+        if data_format != self.algorithm.data_format:
+            raise FluxError(
+                f"algorithm '{self.algorithm.name}' trains on data_format='{self.algorithm.data_format}', "
+                f"not '{data_format}'"
+            )
+        records = load_records(prompts, data_format)
+        eval_source = eval_data if eval_data is not None else self.config.eval_data
+        eval_records = load_records(eval_source, data_format) if eval_source is not None else None
+
+        runner = self.algorithm.load_runner()(self.config, show_progress=self.show_progress)
+        result = runner.fit(records, eval_records, list(self._step_callbacks))
+        self.model, self.tokenizer = runner.model, runner.tokenizer
+        return result
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Load a checkpoint directory (``output_dir/best``, ``final`` or ``checkpoint-N``)."""
+        from flux_core.checkpoint import resolve_checkpoint
+        from flux_core.modeling import load_model, load_tokenizer, resolve_precision
+
+        directory = str(resolve_checkpoint(path))
+        self.tokenizer = load_tokenizer(directory)
+        self.model = load_model(directory, resolve_precision(self.config.precision))
+
+    def generate(self, prompt: str | list[dict[str, str]], **generate_kwargs: Any) -> str:
+        """Generate a completion (greedy by default; pass e.g. ``do_sample=True``).
+
+        Uses the trained model after ``fit``, the loaded one after ``load_checkpoint``,
+        else the base model at ``config.model_path``.
+        """
+        from flux_core.modeling import generate_text, load_model, load_tokenizer, resolve_precision
+
+        if self.model is None:
+            self.tokenizer = load_tokenizer(self.config.model_path)
+            self.model = load_model(self.config.model_path, resolve_precision(self.config.precision))
+        return generate_text(self.model, self.tokenizer, prompt, **generate_kwargs)

@@ -1,0 +1,149 @@
+"""DPORunner: FluxConfig + validated records -> a trained, checkpointed model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flux_core.callbacks import FitResult, StepReporter, StepCallback, make_trl_callback
+from flux_core.checkpoint import CheckpointManager
+from flux_core.config import FluxConfig
+from flux_core.errors import FluxError
+from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
+from flux_core.plugins import get_plugin_manager
+from flux_core.registry import get_registry
+
+# TRL's log keys -> the metric names Flux users see.
+METRIC_NAMES = {
+    "rewards/chosen": "chosen_reward",
+    "rewards/rejected": "rejected_reward",
+    "rewards/margins": "reward_margin",
+    "rewards/accuracies": "accuracy",
+    "logps/chosen": "chosen_logp",
+    "logps/rejected": "rejected_logp",
+}
+
+REFERENCE_POLICIES = ("copy", "adapter", "precompute", "none")
+
+
+def build_dpo_args(config: FluxConfig, precision: str, reference_policy: str):
+    """The ``trl.DPOConfig`` for a Flux run: Flux's keys first, then the ``trl:`` block."""
+    import torch
+    from trl import DPOConfig
+
+    algorithm = config.algorithm
+    settings: dict[str, Any] = dict(
+        output_dir=config.output_dir,
+        max_steps=config.num_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        max_length=config.max_length,
+        beta=algorithm.beta,
+        label_smoothing=algorithm.label_smoothing,
+        # Reference-free runs set this too: TRL then loads no reference model, and
+        # FluxDPOTrainer skips the pass (see its docstring).
+        precompute_ref_log_probs=reference_policy in ("precompute", "none"),
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        logging_steps=1,  # one StepResult per optimizer step
+        save_strategy="no",  # Flux writes its own atomic checkpoints
+        report_to="none",
+        disable_tqdm=True,  # Flux shows its own progress bar
+    )
+    settings.update(config.trl)
+    return DPOConfig(**settings)
+
+
+class DPORunner:
+    """Builds model, reference policy, loss and TRL trainer for one DPO run."""
+
+    def __init__(self, config: FluxConfig, show_progress: bool = True):
+        self.config = config
+        self.show_progress = show_progress
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.trainer: Any = None
+
+    def reference_policy(self) -> str:
+        use_lora = self.config.lora is not None
+        policy = get_plugin_manager().hook.reference_policy(config=self.config, use_lora=use_lora)
+        if policy not in REFERENCE_POLICIES:
+            raise FluxError(f"reference policy {policy!r} is not one of {', '.join(REFERENCE_POLICIES)}")
+        if policy == "adapter" and not use_lora:
+            raise FluxError("algorithm.reference_policy: adapter needs a lora: block (there is no adapter to disable)")
+        return policy
+
+    def build_trainer(self, records: list[dict], eval_records: list[dict] | None, callbacks: list[Any] = ()):
+        from datasets import Dataset
+        from transformers.trainer_callback import PrinterCallback
+
+        from flux_dpo.trainer import FluxDPOTrainer
+
+        config = self.config
+        precision = resolve_precision(config.precision)
+        policy = self.reference_policy()
+        self.tokenizer = load_tokenizer(config.model_path)
+        model = load_model(config.model_path, precision)
+        # `copy` with LoRA needs an explicit frozen copy; without LoRA TRL loads it itself.
+        ref_model = load_model(config.model_path, precision) if policy == "copy" and config.lora else None
+        loss = get_registry().get_loss(config.algorithm.loss, "dpo")
+        collator = get_plugin_manager().hook.collate_batch(config=config, tokenizer=self.tokenizer, algorithm="dpo")
+
+        trainer = FluxDPOTrainer(
+            model=model,
+            ref_model=ref_model,
+            args=build_dpo_args(config, precision, policy),
+            data_collator=collator,
+            train_dataset=Dataset.from_list(records),
+            eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
+            processing_class=self.tokenizer,
+            peft_config=peft_config(config.lora),
+            callbacks=list(callbacks),
+            loss_fn=loss.fn,
+            loss_name=loss.name,
+            loss_kwargs=dict(config.algorithm.loss_kwargs),
+            reference_policy=policy,
+        )
+        trainer.remove_callback(PrinterCallback)  # TRL would print every log dict
+        self.trainer = trainer
+        self.model = trainer.model
+        return trainer
+
+    def fit(self, records: list[dict], eval_records: list[dict] | None, callbacks: list[StepCallback]) -> FitResult:
+        config = self.config
+        checkpoints: CheckpointManager | None = None
+
+        def on_step(result, model):
+            checkpoints.on_step(result.step, result.metrics.get("loss"), model)
+
+        reporter = StepReporter(
+            config,
+            callbacks,
+            METRIC_NAMES,
+            progress_metrics=("loss", "reward_margin"),
+            show_progress=self.show_progress,
+            on_step=on_step,
+        )
+        trainer = self.build_trainer(records, eval_records, [make_trl_callback(reporter)])
+        evaluate = (lambda: trainer.evaluate()["eval_loss"]) if eval_records else None
+        checkpoints = CheckpointManager(
+            config.output_dir, config, self.tokenizer, config.checkpoint.save_steps, evaluate
+        )
+        try:
+            trainer.train()
+        finally:
+            reporter.close()
+        self.model = trainer.model
+        if trainer.accelerator.is_main_process:
+            checkpoints.finalize(trainer.state.global_step, self.model)
+        history = reporter.history
+        return FitResult(
+            final_loss=history[-1].metrics["loss"] if history else float("nan"),
+            steps=trainer.state.global_step,
+            history=history,
+            best_path=str(checkpoints.best_path),
+            final_path=str(checkpoints.final_path),
+            checkpoint_paths=checkpoints.checkpoint_paths,
+        )

@@ -1,0 +1,128 @@
+"""FluxDPOTrainer: TRL's DPOTrainer with one seam, the loss.
+
+TRL 1.16 computes its 15 DPO losses in an if/elif chain inside the private
+``DPOTrainer._compute_loss``; there is no public way to plug in another. This
+subclass overrides exactly that method: the policy forward pass (TRL's fused LM head)
+and the reference log-probs (``DPOTrainer.compute_ref_log_probs``) are TRL's own, the
+loss comes from Flux's loss registry, and the metrics keep TRL's names so TRL's
+logging is unchanged. Everything else (tokenization, collation, precompute, PEFT,
+distributed training) is inherited.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from trl import DPOTrainer
+
+from flux_core.errors import FluxError
+from flux_core.losses import PreferenceLogps
+
+_NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps"}
+
+
+class FluxDPOTrainer(DPOTrainer):
+    """DPOTrainer whose loss is a registered Flux loss.
+
+    Args:
+        loss_fn: ``fn(PreferenceLogps, *, beta, label_smoothing, **loss_kwargs) -> Tensor[batch]``.
+        loss_name: name shown in errors.
+        loss_kwargs: the user's ``algorithm.loss_kwargs``.
+        reference_policy: ``copy``, ``adapter``, ``precompute`` or ``none``.
+        Other arguments are ``DPOTrainer``'s. With ``reference_policy="none"``, pass
+        ``args.precompute_ref_log_probs=True``: TRL then loads no reference model, and
+        this class skips the precompute pass itself.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        loss_fn: Callable[..., torch.Tensor],
+        loss_name: str,
+        loss_kwargs: dict[str, Any],
+        reference_policy: str,
+        **kwargs: Any,
+    ):
+        self.flux_loss_fn = loss_fn
+        self.flux_loss_name = loss_name
+        self.flux_loss_kwargs = loss_kwargs
+        self.flux_reference_policy = reference_policy
+        super().__init__(*args, **kwargs)
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        if self.flux_reference_policy == "none":
+            return dataset  # reference-free: nothing to precompute
+        return super()._precompute_ref_logps(dataset, name, batch_size)
+
+    def _reference_logps(self, inputs: dict[str, torch.Tensor]):
+        if self.flux_reference_policy == "none":
+            return None, None
+        if self.precompute_ref_logps:
+            return inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        return self.compute_ref_log_probs(self.ref_model or self.model, inputs)
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
+        model_kwargs["use_cache"] = False
+        if self.aux_loss_enabled:
+            model_kwargs["output_router_logits"] = True
+        completion_mask = inputs["completion_mask"]
+        shift_completion_mask = completion_mask[..., 1:]
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+        seq_len = shift_completion_mask.size(1)
+        per_token_logps = outputs.log_probs[:, -seq_len:]  # masked positions are 0
+
+        chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)
+        chosen_lengths, rejected_lengths = completion_mask.sum(dim=1).float().chunk(2, dim=0)
+        ref_chosen_logps, ref_rejected_logps = self._reference_logps(inputs)
+        batch = PreferenceLogps(
+            chosen_logps=chosen_logps,
+            rejected_logps=rejected_logps,
+            ref_chosen_logps=ref_chosen_logps,
+            ref_rejected_logps=ref_rejected_logps,
+            chosen_lengths=chosen_lengths,
+            rejected_lengths=rejected_lengths,
+        )
+        per_example = self.flux_loss_fn(
+            batch, beta=self.beta, label_smoothing=self.label_smoothing, **self.flux_loss_kwargs
+        )
+        if not isinstance(per_example, torch.Tensor) or per_example.shape != chosen_logps.shape:
+            shape = tuple(per_example.shape) if isinstance(per_example, torch.Tensor) else type(per_example).__name__
+            raise FluxError(
+                f"loss '{self.flux_loss_name}' must return one value per example (shape {tuple(chosen_logps.shape)}), "
+                f"got {shape}"
+            )
+        loss = per_example.mean()
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
+
+        self._log_metrics(mode, batch, outputs, shift_completion_mask, seq_len, inputs)
+        if return_outputs:
+            with torch.no_grad():
+                outputs = model(**model_kwargs)
+            return loss, outputs
+        return loss
+
+    def _log_metrics(self, mode, batch: PreferenceLogps, outputs, shift_completion_mask, seq_len, inputs) -> None:
+        """Record TRL's metric names (rewards/*, logps/*, entropy) for TRL's ``log``."""
+        gather = self.accelerator.gather_for_metrics
+        with torch.no_grad():
+            chosen_rewards = self.beta * batch.chosen_logratios.detach()
+            rejected_rewards = self.beta * batch.rejected_logratios.detach()
+            metrics = self._metrics[mode]
+            metrics["rewards/chosen"].append(gather(chosen_rewards).mean().item())
+            metrics["rewards/rejected"].append(gather(rejected_rewards).mean().item())
+            metrics["rewards/accuracies"].append(gather((chosen_rewards > rejected_rewards).float()).mean().item())
+            metrics["rewards/margins"].append(gather(chosen_rewards - rejected_rewards).mean().item())
+            metrics["logps/chosen"].append(gather(batch.chosen_logps.detach()).mean().item())
+            metrics["logps/rejected"].append(gather(batch.rejected_logps.detach()).mean().item())
+            if outputs.entropy is not None:
+                entropy_sum = gather((outputs.entropy[:, -seq_len:] * shift_completion_mask).sum()).sum()
+                tokens = gather(shift_completion_mask.sum()).sum()
+                metrics["entropy"].append((entropy_sum / tokens.clamp(min=1)).item())
+            if mode == "train":
+                self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item()
+                metrics["num_tokens"] = [self._total_train_tokens]
