@@ -25,7 +25,8 @@ $(TINY_MODEL)/config.json:
 
 demo: $(TINY_MODEL)/config.json
 	$(BIN)/python examples/make_preferences.py examples/preferences.jsonl --pairs 256
-	cd examples && ../$(BIN)/python dpo_tutorial.py ../configs/dpo-demo.yaml
+	cp configs/dpo-demo.yaml examples/dpo-config.yaml
+	cd examples && ../$(BIN)/python dpo_tutorial.py
 
 bench: $(TINY_MODEL)/config.json
 	$(BIN)/python benchmarks/run.py

@@ -70,8 +70,11 @@ def _generate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     path = str(resolve_checkpoint(args.checkpoint)) if Path(args.checkpoint).exists() else args.checkpoint
-    tokenizer = load_tokenizer(path)
-    model = load_model(path, resolve_precision("auto"))
+    from flux_core.quiet import quiet_libraries
+
+    with quiet_libraries():
+        tokenizer = load_tokenizer(path)
+        model = load_model(path, resolve_precision("auto"))
     sampling = {"do_sample": True, "temperature": args.temperature} if args.temperature > 0 else {}
     print(generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens, **sampling))
     return 0

@@ -65,8 +65,11 @@ class FluxTrainer:
         eval_source = eval_data if eval_data is not None else self.config.eval_data
         eval_records = load_records(eval_source, data_format) if eval_source is not None else None
 
+        from flux_core.quiet import quiet_libraries
+
         runner = self.algorithm.load_runner()(self.config, show_progress=self.show_progress)
-        result = runner.fit(records, eval_records, list(self._step_callbacks))
+        with quiet_libraries():
+            result = runner.fit(records, eval_records, list(self._step_callbacks))
         self.model, self.tokenizer = runner.model, runner.tokenizer
         return result
 
@@ -75,9 +78,12 @@ class FluxTrainer:
         from flux_core.checkpoint import resolve_checkpoint
         from flux_core.modeling import load_model, load_tokenizer, resolve_precision
 
+        from flux_core.quiet import quiet_libraries
+
         directory = str(resolve_checkpoint(path))
-        self.tokenizer = load_tokenizer(directory)
-        self.model = load_model(directory, resolve_precision(self.config.precision))
+        with quiet_libraries():
+            self.tokenizer = load_tokenizer(directory)
+            self.model = load_model(directory, resolve_precision(self.config.precision))
 
     def generate(self, prompt: str | list[dict[str, str]], **generate_kwargs: Any) -> str:
         """Generate a completion (greedy by default; pass e.g. ``do_sample=True``).
@@ -87,7 +93,10 @@ class FluxTrainer:
         """
         from flux_core.modeling import generate_text, load_model, load_tokenizer, resolve_precision
 
+        from flux_core.quiet import quiet_libraries
+
         if self.model is None:
-            self.tokenizer = load_tokenizer(self.config.model_path)
-            self.model = load_model(self.config.model_path, resolve_precision(self.config.precision))
+            with quiet_libraries():
+                self.tokenizer = load_tokenizer(self.config.model_path)
+                self.model = load_model(self.config.model_path, resolve_precision(self.config.precision))
         return generate_text(self.model, self.tokenizer, prompt, **generate_kwargs)

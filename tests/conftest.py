@@ -1,0 +1,60 @@
+"""Shared fixtures: the tiny offline model, data files and config builders."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# Single-threaded torch makes CPU runs deterministic and keeps two test workers from fighting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random-init Qwen3-style model + tokenizer (built once per session)."""
+    from flux_core.testing import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def preferences_file(tmp_path_factory) -> Path:
+    """64 synthetic preference pairs with a learnable chosen/rejected difference."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "examples"))
+    from make_preferences import make_pairs
+
+    path = tmp_path_factory.mktemp("data") / "preferences.jsonl"
+    path.write_text("".join(json.dumps(pair) + "\n" for pair in make_pairs(64, seed=0)))
+    return path
+
+
+@pytest.fixture
+def dpo_config(tiny_model_dir, tmp_path):
+    """Build a small DPO FluxConfig; keyword arguments override top-level keys."""
+    from flux_core.config import FluxConfig
+
+    def make(algorithm: dict | None = None, **overrides) -> FluxConfig:
+        data = {
+            "model_path": str(tiny_model_dir),
+            "output_dir": str(tmp_path / "outputs"),
+            "num_steps": 8,
+            "batch_size": 8,
+            "learning_rate": 5e-4,
+            "max_length": 128,
+            "algorithm": {"name": "dpo", "beta": 0.1, **(algorithm or {})},
+        }
+        data.update(overrides)
+        return FluxConfig.from_dict(data)
+
+    return make
