@@ -104,7 +104,10 @@ class FluxConfig(StrictModel):
             raise ValueError("needs a 'name' key naming the algorithm (e.g. name: dpo)")
         from flux_core.registry import get_registry
 
-        algorithm = get_registry().get_algorithm(str(value["name"]))
+        try:
+            algorithm = get_registry().get_algorithm(str(value["name"]))
+        except FluxError as error:
+            raise ValueError(str(error)) from None  # pydantic reports ValueErrors with their key path
         return algorithm.config_schema.model_validate(value)
 
     @model_validator(mode="after")

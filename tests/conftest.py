@@ -58,3 +58,28 @@ def dpo_config(tiny_model_dir, tmp_path):
         return FluxConfig.from_dict(data)
 
     return make
+
+
+@pytest.fixture
+def register_plugin():
+    """Register plugin objects for one test (then unregister), rebuilding the registry."""
+    from flux_core.plugins import get_plugin_manager
+    from flux_core.registry import reset_registry
+
+    manager = get_plugin_manager()
+    registered = []
+
+    def register(plugin, name: str | None = None):
+        registered.append(manager.register(plugin, name=name))
+        reset_registry()
+        return plugin
+
+    yield register
+    for name in registered:
+        manager.unregister(name=name)
+    reset_registry()
+
+
+@pytest.fixture
+def preference_records(preferences_file) -> list[dict]:
+    return [json.loads(line) for line in preferences_file.read_text().splitlines()]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from flux_core.config import AlgorithmConfig
 
@@ -59,15 +59,24 @@ class DPOAlgorithmConfig(AlgorithmConfig):
 
     flux_owned_trl_fields: ClassVar[dict[str, str]] = FLUX_OWNED_TRL_FIELDS
 
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, loss: str) -> str:
+        from flux_core.errors import FluxError
+        from flux_core.registry import get_registry
+
+        try:
+            get_registry().get_loss(loss, "dpo")
+        except FluxError as error:  # pydantic reports ValueErrors with their key path
+            raise ValueError(str(error)) from None
+        return loss
+
     @model_validator(mode="after")
     def _check(self) -> "DPOAlgorithmConfig":
         if self.reference_free and self.reference_policy not in ("auto", "none"):
             raise ValueError(
                 f"reference_free: true contradicts reference_policy: {self.reference_policy}; drop one of them"
             )
-        from flux_core.registry import get_registry
-
-        get_registry().get_loss(self.loss, "dpo")  # unknown loss: error with a close match
         if self.loss == "exo_pair" and self.label_smoothing == 0:
             raise ValueError("loss exo_pair needs label_smoothing > 0 (its epsilon; the paper suggests 1e-3)")
         return self

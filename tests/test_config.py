@@ -1,0 +1,132 @@
+"""FluxConfig: the tutorial's YAML loads, and every mistake is one line naming file, line and key."""
+
+from pathlib import Path
+
+import pytest
+
+from flux import ConfigError, FluxConfig
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "dpo-config.yaml"
+    path.write_text(text)
+    return path
+
+
+def error_of(path, overrides=None) -> str:
+    with pytest.raises(ConfigError) as info:
+        FluxConfig.from_yaml(path, overrides=overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_the_tutorial_config_loads_with_every_key(recwarn):
+    config = FluxConfig.from_yaml(REPO / "configs" / "dpo.yaml")
+    assert config.model_path == "Qwen/Qwen3-8B"  # a hub id stays a hub id
+    assert (config.num_steps, config.batch_size, config.learning_rate) == (1000, 8, 5e-7)
+    assert (config.algorithm.name, config.algorithm.beta) == ("dpo", 0.1)
+    assert config.algorithm.reference_free is False and config.algorithm.label_smoothing == 0.0
+    assert config.sglang.base_url == "http://localhost:8000"
+    assert config.adaptive_async.enabled is False and config.checkpoint.save_steps == 200
+    assert any("DPO has no rollouts" in str(w.message) for w in recwarn)
+
+
+def test_misspelled_key_names_file_line_and_closest_key(tmp_path):
+    path = write(tmp_path, "model_path: m\nalgorithm:\n  name: dpo\n  bta: 0.2\n")
+    assert error_of(path) == f"{path}:4: algorithm.bta: unknown key (did you mean 'beta'?)"
+
+
+def test_misspelled_top_level_key(tmp_path):
+    path = write(tmp_path, "model_path: m\nnum_step: 3\nalgorithm: {name: dpo}\n")
+    assert error_of(path) == f"{path}:2: num_step: unknown key (did you mean 'num_steps'?)"
+
+
+@pytest.mark.parametrize(
+    "block,expected",
+    [
+        ("beta: 0", "algorithm.beta: Input should be greater than 0"),
+        ("label_smoothing: 0.5", "algorithm.label_smoothing: Input should be less than 0.5"),
+        ("loss: sigmod", "unknown dpo loss 'sigmod' (did you mean 'sigmoid'?)"),
+        ("reference_free: true\n  reference_policy: copy", "reference_free: true contradicts reference_policy: copy"),
+    ],
+)
+def test_algorithm_block_is_validated_by_the_dpo_schema(tmp_path, block, expected):
+    path = write(tmp_path, f"model_path: m\nalgorithm:\n  name: dpo\n  {block}\n")
+    message = error_of(path)
+    assert message.startswith(f"{path}:")
+    assert expected in message
+
+
+def test_missing_algorithm_package_names_the_pip_install(tmp_path):
+    path = write(tmp_path, "model_path: m\nalgorithm:\n  name: nosuch_grpo_like\n")
+    assert "unknown algorithm 'nosuch_grpo_like'" in error_of(path)
+    from flux_core.registry import KNOWN_ALGORITHM_PACKAGES, get_registry
+
+    missing = [name for name in KNOWN_ALGORITHM_PACKAGES if name not in get_registry().algorithms]
+    for name in missing:  # algorithms whose plugin is not installed here
+        path = write(tmp_path, f"model_path: m\nalgorithm:\n  name: {name}\n")
+        assert error_of(path).endswith(f"algorithm 'name' is not installed: pip install flux-{name}".replace("'name'", f"'{name}'"))
+
+
+def test_trl_block_keys_must_be_real_dpo_config_fields(tmp_path):
+    path = write(tmp_path, "model_path: m\nalgorithm: {name: dpo}\ntrl:\n  warmup_steps: 2\n  gradient_acumulation_steps: 2\n")
+    assert error_of(path) == (
+        f"{path}:5: trl.gradient_acumulation_steps: not a field of DPOConfig "
+        "(did you mean 'gradient_accumulation_steps'?)"
+    )
+    owned = write(tmp_path, "model_path: m\nalgorithm: {name: dpo}\ntrl:\n  beta: 0.3\n")
+    assert error_of(owned).endswith("trl.beta: is set by Flux: use algorithm.beta")
+    good = write(tmp_path, "model_path: m\nalgorithm: {name: dpo}\ntrl:\n  warmup_steps: 2\n")
+    assert FluxConfig.from_yaml(good).trl == {"warmup_steps": 2}
+
+
+def test_set_overrides_apply_before_validation(tmp_path):
+    path = write(tmp_path, "model_path: m\nalgorithm: {name: dpo}\n")
+    config = FluxConfig.from_yaml(path, overrides=["algorithm.beta=0.25", "lora.r=4", "num_steps=7"])
+    assert (config.algorithm.beta, config.lora.r, config.num_steps) == (0.25, 4, 7)
+    assert "algorithm.bet: unknown key (did you mean 'beta'?)" in error_of(path, ["algorithm.bet=1"])
+    assert "expected KEY=VALUE" in error_of(path, ["algorithm.beta"])
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("", "config file is empty"),
+        ("- a\n- b\n", "expected a mapping of settings at the top level"),
+        ("model_path: m\nalgorithm: [\n", "invalid YAML"),
+        ("algorithm: {name: dpo}\n", "model_path: required key is missing"),
+    ],
+)
+def test_broken_files(tmp_path, text, expected):
+    assert expected in error_of(write(tmp_path, text))
+
+
+def test_missing_file(tmp_path):
+    assert error_of(tmp_path / "nope.yaml") == f"{tmp_path / 'nope.yaml'}: config file not found"
+
+
+def test_label_smoothing_with_a_loss_that_ignores_it_warns(tmp_path):
+    path = write(tmp_path, "model_path: m\nalgorithm: {name: dpo, label_smoothing: 0.1}\n")
+    with pytest.warns(UserWarning, match="has no effect with loss 'sigmoid'"):
+        FluxConfig.from_yaml(path)
+
+
+def test_every_config_field_is_documented():
+    from pydantic import BaseModel
+
+    from flux_core.registry import get_registry
+
+    models = {FluxConfig} | {a.config_schema for a in get_registry().algorithms.values()}
+    seen = set()
+    while models:
+        model = models.pop()
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+            for arg in getattr(field.annotation, "__args__", (field.annotation,)):
+                if isinstance(arg, type) and issubclass(arg, BaseModel) and arg not in seen:
+                    models.add(arg)
+    assert len(seen) >= 6
