@@ -18,7 +18,7 @@ import pluggy
 from flux_core import hookspecs
 
 ENTRY_POINT_GROUP = "flux"
-DEFAULT_PLUGINS = ("flux_core.default_plugins",)
+DEFAULT_PLUGINS = ("flux_core.default_plugins", "flux_core.builtin_rewards")
 
 pm = pluggy.PluginManager("flux")
 pm.add_hookspecs(hookspecs)

@@ -1,0 +1,312 @@
+"""Reward functions for online algorithms (GRPO, PPO): selection, validation, weighting.
+
+A reward is a plain function registered through the ``register_rewards`` hook::
+
+    def my_reward(prompts, completions, *, my_setting=1.0, **columns) -> list[float | None]
+
+- ``prompts`` / ``completions``: one entry per completion (a prompt is repeated once per
+  completion sampled from it). Each is a string, or a list of chat messages when the
+  data is chat-formatted (as in TRL).
+- keyword-only parameters (``my_setting``) are the reward's *settings*, filled from
+  ``kwargs:`` in YAML and checked when the config is loaded;
+- every other keyword argument is a dataset column, one value per completion
+  (e.g. a reference ``answer``).
+- Return one number per completion, or ``None`` where the reward does not apply.
+
+YAML selects and weights rewards::
+
+    algorithm:
+      rewards:
+        - {name: exact_match, kwargs: {column: answer}}
+        - {name: format_check, weight: 0.5, kwargs: {pattern: "^<answer>.*</answer>$"}}
+        - {model: ./my-reward-model}        # a sequence-classification model directory
+
+:func:`build_reward_functions` turns those specs into callables that TRL's trainers accept
+directly and that turn every misbehaving reward into a one-line :class:`FluxError`
+naming the reward (and, when it raised, the offending completion). :func:`score_completions`
+combines several rewards into one weighted total per completion, for algorithms that
+score outside TRL (PPO).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from numbers import Real
+from typing import Any, Callable, Sequence
+
+from pydantic import Field, model_validator
+
+from flux_core.config import StrictModel
+from flux_core.errors import FluxError
+from flux_core.registry import close_match
+
+REWARD_MODEL = "reward_model"
+
+# Arguments TRL's GRPOTrainer passes to reward functions on top of the dataset columns. They
+# are TRL internals, not columns: Flux rewards get the same arguments under every algorithm.
+TRL_INTERNAL_ARGUMENTS = frozenset({"completion_ids", "trainer_state", "log_extra", "log_metric", "environments"})
+
+
+class RewardSpec(StrictModel):
+    """One entry of ``algorithm.rewards``: which reward, its weight and its settings."""
+
+    name: str | None = Field(
+        default=None,
+        description="A registered reward (see `flux plugins`); may be omitted when `model` is given.",
+    )
+    model: str | None = Field(
+        default=None,
+        description="Directory of a sequence-classification reward model; shorthand for "
+        "{name: reward_model, kwargs: {path: ...}}.",
+    )
+    weight: float = Field(default=1.0, description="Multiplier of this reward in the total reward.")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Settings of the reward (its keyword-only parameters)."
+    )
+    label: str | None = Field(
+        default=None,
+        description="Name shown in metrics (reward_<label>); defaults to `name`. Needed when one reward is listed twice.",
+    )
+
+    @model_validator(mode="after")
+    def _resolve(self) -> "RewardSpec":
+        if self.model is not None:
+            if self.name not in (None, REWARD_MODEL):
+                raise ValueError(f"give either name: {self.name} or model: {self.model}, not both")
+            if "path" in self.kwargs:
+                raise ValueError("give the reward model directory once: model: PATH or kwargs: {path: PATH}")
+            # Bypass validate_assignment: these fields are being normalised, not set by the user.
+            object.__setattr__(self, "name", REWARD_MODEL)
+            object.__setattr__(self, "kwargs", {**self.kwargs, "path": self.model})
+        if self.name is None:
+            raise ValueError("each reward needs a name (a registered reward) or model (a reward model directory)")
+        if not math.isfinite(self.weight):
+            raise ValueError(f"weight must be a finite number, not {self.weight}")
+        from flux_core.registry import get_registry
+
+        try:
+            fn = get_registry().get_reward(self.name).fn
+        except FluxError as error:  # ValueError, so the config error names the file and line
+            raise ValueError(str(error)) from None
+        check_settings(self.name, fn, self.kwargs)
+        # A reward may check its settings' values too (e.g. that a regex compiles).
+        validate = getattr(fn, "validate_settings", None)
+        if validate is not None:
+            try:
+                validate(**self.kwargs)
+            except FluxError as error:
+                raise ValueError(str(error)) from None
+        return self
+
+    @property
+    def metric_name(self) -> str:
+        """The name this reward has in metrics and error messages."""
+        return self.label or self.name  # type: ignore[return-value]
+
+
+def reward_settings(fn: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    """The keyword-only parameters of ``fn``: the settings ``kwargs:`` may fill."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return {}
+    return {p.name: p for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def check_settings(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Raise ``ValueError`` for a setting ``fn`` does not take or a required one missing."""
+    settings = reward_settings(fn)
+    if settings:  # a reward without keyword-only parameters takes anything (columns and settings alike)
+        for key in kwargs:
+            if key not in settings:
+                valid = ", ".join(settings)
+                raise ValueError(f"reward '{name}' has no setting '{key}'{close_match(key, settings)}; settings: {valid}")
+    for setting in settings.values():
+        if setting.default is inspect.Parameter.empty and setting.name not in kwargs:
+            raise ValueError(f"reward '{name}' needs kwargs: {{{setting.name}: ...}}")
+
+
+def check_unique_labels(specs: Sequence[RewardSpec]) -> None:
+    """Raise ``ValueError`` when two specs would share one metric name."""
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.metric_name in seen:
+            raise ValueError(
+                f"reward '{spec.metric_name}' is listed twice; give each a distinct label: (e.g. label: {spec.metric_name}_2)"
+            )
+        seen.add(spec.metric_name)
+
+
+class RewardFunction:
+    """A configured reward: TRL-compatible callable that validates every value it returns.
+
+    Call it as TRL does, ``fn(prompts=..., completions=..., **columns)``; it returns one
+    ``float`` or ``None`` per completion. ``__name__`` is the metric name, which is what
+    TRL logs the reward under.
+    """
+
+    def __init__(self, spec: RewardSpec, fn: Callable[..., Any]):
+        self.spec = spec
+        self.fn = fn
+        self.name = spec.metric_name
+        self.weight = spec.weight
+        self.__name__ = self.name
+
+    def __repr__(self) -> str:
+        return f"RewardFunction({self.name!r}, weight={self.weight})"
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float | None]:
+        columns = {key: value for key, value in columns.items() if key not in TRL_INTERNAL_ARGUMENTS}
+        for key in columns.keys() & self.spec.kwargs.keys():
+            raise FluxError(f"reward '{self.name}': setting '{key}' has the same name as a dataset column; rename one")
+        try:
+            values = self.fn(prompts, completions, **columns, **self.spec.kwargs)
+        except FluxError:
+            raise  # already a user-facing message naming the reward
+        except Exception as error:
+            raise self._describe_failure(error, prompts, completions, columns) from error
+        return self._checked(values, prompts)
+
+    def _describe_failure(self, error: Exception, prompts, completions, columns) -> FluxError:
+        """A one-line error naming the reward and, when it can be found, the completion that broke it."""
+        index = self._first_failing_index(prompts, completions, columns)
+        where = f" on completion {index} (prompt {_excerpt(prompts[index])})" if index is not None else ""
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return FluxError(f"reward '{self.name}' raised {type(error).__name__}{where}: {detail}".rstrip(": "))
+
+    def _first_failing_index(self, prompts, completions, columns) -> int | None:
+        # Rewards score batches; to point at the culprit, rescore one completion at a time.
+        for index in range(len(completions)):
+            single = {key: value[index : index + 1] for key, value in columns.items()}
+            try:
+                self.fn(prompts[index : index + 1], completions[index : index + 1], **single, **self.spec.kwargs)
+            except Exception:
+                return index
+        return None
+
+    def _checked(self, values: Any, prompts: Sequence[Any]) -> list[float | None]:
+        try:
+            values = list(values)
+        except TypeError:
+            raise FluxError(
+                f"reward '{self.name}' returned {type(values).__name__}, not a list with one number per completion"
+            ) from None
+        if len(values) != len(prompts):
+            raise FluxError(
+                f"reward '{self.name}' returned {len(values)} values for {len(prompts)} completions; "
+                "return exactly one per completion (None where it does not apply)"
+            )
+        checked: list[float | None] = []
+        for index, value in enumerate(values):
+            if value is None:
+                checked.append(None)
+                continue
+            if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:  # numpy / torch scalars
+                value = value.item()
+            if not isinstance(value, Real):
+                raise FluxError(
+                    f"reward '{self.name}' returned {type(value).__name__} {_excerpt(value)} for completion {index} "
+                    f"(prompt {_excerpt(prompts[index])}); rewards must be numbers or None"
+                )
+            value = float(value)
+            if not math.isfinite(value):
+                raise FluxError(
+                    f"reward '{self.name}' returned {value} for completion {index} (prompt {_excerpt(prompts[index])}); "
+                    "rewards must be finite (return None where it does not apply)"
+                )
+            checked.append(value)
+        return checked
+
+
+def build_reward_functions(specs: Sequence[RewardSpec | dict[str, Any]]) -> list[RewardFunction]:
+    """Turn ``algorithm.rewards`` entries into validated, TRL-compatible reward callables."""
+    specs = [spec if isinstance(spec, RewardSpec) else RewardSpec.model_validate(spec) for spec in specs]
+    if not specs:
+        raise FluxError("algorithm.rewards is empty: list at least one reward (see `flux plugins` for names)")
+    try:
+        check_unique_labels(specs)
+    except ValueError as error:
+        raise FluxError(str(error)) from None
+    from flux_core.registry import get_registry
+
+    registry = get_registry()
+    return [RewardFunction(spec, registry.get_reward(spec.name).fn) for spec in specs]  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RewardScores:
+    """Rewards of one batch of completions.
+
+    Attributes:
+        total: weighted sum of the rewards that apply to each completion; ``None``
+            where no reward applies (every reward returned ``None``).
+        by_name: each reward's own values (unweighted), keyed by its metric name.
+        weights: each reward's weight, keyed by its metric name.
+    """
+
+    total: list[float | None]
+    by_name: dict[str, list[float | None]] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        """``reward``, ``reward_std`` and ``reward_<name>`` (means over applicable completions)."""
+        metrics = {}
+        totals = [value for value in self.total if value is not None]
+        if totals:
+            metrics["reward"] = _mean(totals)
+            metrics["reward_std"] = _std(totals)
+        for name, values in self.by_name.items():
+            applicable = [value for value in values if value is not None]
+            if applicable:
+                metrics[f"reward_{name}"] = _mean(applicable)
+        return metrics
+
+
+def score_completions(
+    reward_functions: Sequence[RewardFunction],
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    columns: dict[str, Sequence[Any]] | None = None,
+) -> RewardScores:
+    """Score each completion with every reward and combine them by weight.
+
+    ``columns`` holds the dataset's extra columns, one value per completion. As in TRL,
+    a ``None`` reward is left out of a completion's total (not counted as 0).
+    """
+    columns = columns or {}
+    by_name = {fn.name: fn(prompts, completions, **columns) for fn in reward_functions}
+    weights = {fn.name: fn.weight for fn in reward_functions}
+    total: list[float | None] = []
+    for index in range(len(completions)):
+        parts = [weights[name] * values[index] for name, values in by_name.items() if values[index] is not None]
+        total.append(sum(parts) if parts else None)
+    return RewardScores(total=total, by_name=by_name, weights=weights)
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a completion: itself, or the content of its last chat message."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        return str(completion[-1].get("content", ""))
+    raise FluxError(f"expected a completion string or chat message list, not {type(completion).__name__}")
+
+
+def _excerpt(value: Any, limit: int = 60) -> str:
+    text = completion_text(value) if isinstance(value, list) and value and isinstance(value[-1], dict) else str(value)
+    text = " ".join(text.split())
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _std(values: Sequence[float]) -> float:
+    # Sample standard deviation (n - 1), matching the reward_std that TRL's GRPOTrainer logs.
+    if len(values) < 2:
+        return 0.0
+    mean = _mean(values)
+    return math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
