@@ -87,7 +87,7 @@ def _read_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
             if not line.strip():
                 continue
             try:
-                yield number, json.loads(line)
+                yield number, json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as error:
                 raise DataError(f"{path}:{number}: invalid JSON: {error.msg} (column {error.colno})") from None
 
