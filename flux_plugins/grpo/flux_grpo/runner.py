@@ -1,0 +1,186 @@
+"""GRPORunner: FluxConfig + validated prompt records -> a trained, checkpointed policy."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from flux_core.callbacks import FitResult, StepCallback, StepReporter, make_trl_callback
+from flux_core.checkpoint import CheckpointManager
+from flux_core.config import FluxConfig
+from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
+from flux_core.rewards import RewardFunction, build_reward_functions
+from flux_core.rollout import RolloutBackend, SamplingParams, create_backend
+
+from flux_grpo.config import check_run
+
+# TRL's log keys -> the metric names Flux users see. Each reward's own mean and std
+# are added per run (see metric_names), other keys keep their name with '/' -> '_'.
+METRIC_NAMES = {
+    "completions/mean_length": "completion_length",
+    "completions/clipped_ratio": "truncated_fraction",
+}
+
+BackendFactory = Callable[[FluxConfig, Any, Any], RolloutBackend]
+
+
+def metric_names(reward_functions: list[RewardFunction]) -> dict[str, str]:
+    """METRIC_NAMES plus ``rewards/<name>/mean`` -> ``reward_<name>`` (and ``_std``)."""
+    names = dict(METRIC_NAMES)
+    for reward in reward_functions:
+        names[f"rewards/{reward.name}/mean"] = f"reward_{reward.name}"
+        names[f"rewards/{reward.name}/std"] = f"reward_{reward.name}_std"
+    return names
+
+
+def sampling_params(config: FluxConfig) -> SamplingParams:
+    algorithm = config.algorithm
+    return SamplingParams(
+        max_new_tokens=algorithm.max_completion_length, temperature=algorithm.temperature, top_p=algorithm.top_p
+    )
+
+
+def build_grpo_args(config: FluxConfig, precision: str, reward_functions: list[RewardFunction]):
+    """The ``trl.GRPOConfig`` for a Flux run: Flux's keys first, then the ``trl:`` block."""
+    import torch
+    from trl import GRPOConfig
+
+    algorithm = config.algorithm
+    settings: dict[str, Any] = dict(
+        output_dir=config.output_dir,
+        max_steps=config.num_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        num_generations=algorithm.num_generations,
+        max_completion_length=algorithm.max_completion_length,
+        temperature=algorithm.temperature,
+        top_p=algorithm.top_p,
+        beta=algorithm.beta,
+        epsilon=algorithm.epsilon,
+        epsilon_high=algorithm.epsilon_high,
+        loss_type=algorithm.loss_type,
+        scale_rewards=algorithm.scale_rewards,
+        importance_sampling_level=algorithm.importance_sampling_level,
+        num_iterations=algorithm.num_iterations,
+        mask_truncated_completions=algorithm.mask_truncated_completions,
+        reward_weights=[reward.weight for reward in reward_functions],
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        logging_steps=1,  # one StepResult per optimizer step
+        save_strategy="no",  # Flux writes its own atomic checkpoints
+        report_to="none",
+        disable_tqdm=True,  # Flux shows its own progress bar
+    )
+    settings.update(config.trl)
+    return GRPOConfig(**settings)
+
+
+class RewardCheckpoints(CheckpointManager):
+    """Checkpoints whose ``best/`` is the save point with the highest reward.
+
+    The runner feeds ``-reward`` where DPO feeds the loss, so the shared
+    lowest-score-wins rule (with its smoothing) picks the highest smoothed reward, or
+    the highest mean reward on ``eval_data`` when it is given.
+    """
+
+    def _score(self) -> tuple[float, str]:
+        score, rule = super()._score()
+        return score, {"eval_loss": "negative_eval_reward"}.get(rule, "negative_smoothed_reward")
+
+
+class GRPORunner:
+    """Builds policy, rewards, rollouts and TRL's GRPOTrainer for one GRPO run.
+
+    Args:
+        config: the run's validated config (``algorithm.name: grpo``).
+        show_progress: show a progress bar with the reward.
+        rollout_backend: ``factory(config, model, tokenizer)`` of the backend that
+            generates completions. ``None`` (default): :func:`flux_core.rollout.create_backend`;
+            when that is local, TRL's own ``generate`` path is used (same sampling, and it
+            handles gradient checkpointing and sharded weights). Any backend given here
+            generates through TRL's ``rollout_func`` seam.
+    """
+
+    def __init__(self, config: FluxConfig, show_progress: bool = True, rollout_backend: BackendFactory | None = None):
+        check_run(config)  # explain bad batch/group sizes before TRL does
+        self.config = config
+        self.show_progress = show_progress
+        self.rollout_backend = rollout_backend
+        self.reward_functions: list[RewardFunction] = build_reward_functions(config.algorithm.rewards)
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.trainer: Any = None
+
+    def build_trainer(self, records: list[dict], eval_records: list[dict] | None, callbacks: list[Any] = ()):
+        from datasets import Dataset
+        from transformers.trainer_callback import PrinterCallback
+        from trl import GRPOTrainer
+
+        from flux_grpo.rollouts import as_trl_rollout_func
+
+        config = self.config
+        precision = resolve_precision(config.precision)
+        self.tokenizer = load_tokenizer(config.model_path)
+        model = load_model(config.model_path, precision)
+
+        rollout_func = None
+        factory = self.rollout_backend or create_backend
+        backend = factory(config, model, self.tokenizer)
+        if self.rollout_backend is not None or not backend.is_local:
+            rollout_func = as_trl_rollout_func(backend, sampling_params(config))
+
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=list(self.reward_functions),
+            args=build_grpo_args(config, precision, self.reward_functions),
+            train_dataset=Dataset.from_list(records),
+            eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
+            processing_class=self.tokenizer,
+            peft_config=peft_config(config.lora),
+            callbacks=list(callbacks),
+            rollout_func=rollout_func,
+        )
+        trainer.remove_callback(PrinterCallback)  # TRL would print every log dict
+        if rollout_func is not None:
+            backend.sync_weights(trainer.model)  # the trainer may have wrapped the model (LoRA)
+        self.trainer = trainer
+        self.model = trainer.model
+        return trainer
+
+    def fit(self, records: list[dict], eval_records: list[dict] | None, callbacks: list[StepCallback]) -> FitResult:
+        config = self.config
+        checkpoints: RewardCheckpoints | None = None
+
+        def on_step(result, model):
+            reward = result.metrics.get("reward")
+            checkpoints.on_step(result.step, -reward if reward is not None else None, model)
+
+        reporter = StepReporter(
+            config,
+            callbacks,
+            metric_names(self.reward_functions),
+            progress_metrics=("reward", "completion_length"),
+            show_progress=self.show_progress,
+            on_step=on_step,
+        )
+        trainer = self.build_trainer(records, eval_records, [make_trl_callback(reporter)])
+        evaluate = (lambda: -trainer.evaluate()["eval_reward"]) if eval_records else None
+        checkpoints = RewardCheckpoints(config.output_dir, config, self.tokenizer, config.checkpoint.save_steps, evaluate)
+        try:
+            trainer.train()
+        finally:
+            reporter.close()
+        self.model = trainer.model
+        if trainer.accelerator.is_main_process:
+            checkpoints.finalize(trainer.state.global_step, self.model)
+        history = reporter.history
+        return FitResult(
+            final_loss=history[-1].metrics["loss"] if history else float("nan"),
+            steps=trainer.state.global_step,
+            history=history,
+            best_path=str(checkpoints.best_path),
+            final_path=str(checkpoints.final_path),
+            checkpoint_paths=checkpoints.checkpoint_paths,
+        )
