@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PLUGINS := $(wildcard flux_plugins/*)
 TINY_MODEL := .cache/tiny-model
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo demo-grpo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: $(TINY_MODEL)/config.json
 	$(BIN)/python examples/make_preferences.py examples/preferences.jsonl --pairs 256
 	cp configs/dpo-demo.yaml examples/dpo-config.yaml
 	cd examples && ../$(BIN)/python dpo_tutorial.py
+
+demo-grpo: $(TINY_MODEL)/config.json
+	$(BIN)/python examples/make_prompts.py examples/prompts.jsonl --prompts 256
+	$(BIN)/python examples/grpo_demo.py configs/grpo-demo.yaml
 
 bench: $(TINY_MODEL)/config.json
 	$(BIN)/python benchmarks/run.py
