@@ -1,0 +1,165 @@
+"""The networks of a PPO run: policy log-probs, the value model and the reference.
+
+All three score the same padded batch: prompts left-padded, completions right-padded
+after them, so every completion starts at the same column and
+``input_ids[:, -completion_length:]`` are the completion tokens. Positions come from
+the attention mask, exactly as ``generate`` computed them while sampling, so log-probs
+of a left-padded prompt equal those of the same prompt unpadded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from flux_core.errors import FluxError
+
+
+def position_ids_from(attention_mask: Tensor) -> Tensor:
+    """0, 1, 2, ... over the attended tokens of each row (padding gets 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def completion_logprobs(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    completion_length: int,
+    temperature: float,
+    with_entropy: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Log-prob of each completion token under ``model`` (and, optionally, the entropy of
+    its next-token distribution), shape ``[batch, completion_length]``.
+
+    Logits are divided by ``temperature`` first: the ratios PPO needs are those of the
+    distribution that was actually sampled from.
+    """
+    from trl.trainer.utils import entropy_from_logits, selective_log_softmax
+
+    outputs = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from(attention_mask),
+        use_cache=False,
+        logits_to_keep=completion_length + 1,  # only the positions that predict completion tokens
+    )
+    # The logit at position i predicts token i + 1: drop the one after the last token.
+    logits = outputs.logits[:, :-1].float() / temperature
+    logprobs = selective_log_softmax(logits, input_ids[:, -completion_length:])
+    entropy = entropy_from_logits(logits) if with_entropy else None
+    return logprobs, entropy
+
+
+# ---------------------------------------------------------------------- value model
+
+
+def load_value_model(path: str, precision_dtype: torch.dtype, key: str) -> nn.Module:
+    """A transformer trunk with a scalar head: ``AutoModelForSequenceClassification`` with
+    one label, loaded from ``path``.
+
+    From a causal-LM directory (the policy) this keeps the trunk and adds a new head;
+    from a sequence-classification directory (e.g. the reward model) it keeps both, the
+    InstructGPT choice. ``key`` names the setting in error messages.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    local = Path(path).expanduser()
+    if path.startswith((".", "/", "~")) or local.exists():
+        if not local.is_dir():
+            raise FluxError(f"{key}: '{path}': directory not found")
+        path = str(local)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=precision_dtype)
+    except (OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FluxError(f"{key}: cannot load a value model from '{path}': {first}") from None
+    if not hasattr(model, "score"):
+        raise FluxError(
+            f"{key}: {type(model).__name__} has no scalar 'score' head; use a decoder model (Llama, Qwen, Mistral, ...)"
+        )
+    return model
+
+
+def value_trunk_and_head(value_model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The transformer trunk and the ``score`` head of a (possibly LoRA-wrapped) value model."""
+    from peft import PeftModel
+
+    inner = value_model.get_base_model() if isinstance(value_model, PeftModel) else value_model
+    return getattr(inner, inner.base_model_prefix), inner.score
+
+
+def completion_values(
+    value_model: nn.Module, input_ids: Tensor, attention_mask: Tensor, completion_length: int
+) -> Tensor:
+    """Value of the state before each completion token, shape ``[batch, completion_length]``.
+
+    Like the policy's logits, the value at position i belongs to token i + 1: it is the
+    critic's estimate of the return from that token on.
+    """
+    trunk, head = value_trunk_and_head(value_model)
+    hidden = trunk(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from(attention_mask),
+        use_cache=False,
+    ).last_hidden_state
+    return head(hidden[:, -completion_length - 1 : -1]).squeeze(-1).float()
+
+
+# ---------------------------------------------------------------------- reference
+
+
+class ReferencePolicy:
+    """Reference log-probs for the KL penalty, from one of three sources.
+
+    - ``copy``: a frozen copy of the initial policy (``model`` is that copy).
+    - ``adapter``: the LoRA policy itself with its adapter disabled, which *is* the
+      initial model, so no second copy is held in memory.
+    - ``none``: no reference; :meth:`logprobs` returns ``None`` and there is no KL penalty.
+    """
+
+    def __init__(self, kind: str, model: nn.Module | None = None, policy: nn.Module | None = None):
+        if kind == "copy" and model is None:
+            raise ValueError("a 'copy' reference needs its frozen model")
+        if kind == "adapter" and policy is None:
+            raise ValueError("an 'adapter' reference needs the LoRA policy")
+        self.kind = kind
+        self.model = model
+        self.policy = policy
+
+    @contextlib.contextmanager
+    def _reference_model(self) -> Iterator[nn.Module]:
+        if self.kind == "adapter":
+            with self.policy.disable_adapter():
+                yield self.policy
+        else:
+            yield self.model
+
+    @torch.no_grad()
+    def logprobs(
+        self, input_ids: Tensor, attention_mask: Tensor, completion_length: int, temperature: float
+    ) -> Tensor | None:
+        if self.kind == "none":
+            return None
+        with self._reference_model() as model:
+            logprobs, _ = completion_logprobs(model, input_ids, attention_mask, completion_length, temperature)
+        return logprobs
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and no gradients: for the frozen reference copy."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def disable_dropout(model: Any) -> None:
+    """Dropout off everywhere: with it, the log-probs of one rollout would differ between
+    the rollout pass and the first update, and the PPO ratio would not start at 1."""
+    from trl.trainer.utils import disable_dropout_in_model
+
+    disable_dropout_in_model(model)

@@ -1,0 +1,442 @@
+"""PPORunner: FluxConfig + prompts -> a policy trained with actor-critic PPO.
+
+One training step is one PPO iteration, as in InstructGPT and TRL <= 1.12:
+
+1. **rollout**: sample ``num_generations`` completions for each of ``batch_size`` prompts
+   through the shared rollout interface (:mod:`flux_core.rollout`);
+2. **score**: the configured rewards (:mod:`flux_core.rewards`), minus
+   ``missing_eos_penalty`` for completions cut without an EOS token;
+3. **experience**: log-probs of the sampling policy, of the reference, and the critic's
+   values, in one no-grad pass; per-token rewards = ``-kl_coef * KL`` plus the score
+   on the last token; GAE advantages and returns; advantage whitening;
+4. **update**: ``ppo_epochs`` passes over the rollout in ``num_minibatches`` shuffled
+   minibatches, each one optimizer update of ``policy_loss + vf_coef * value_loss``.
+
+Every piece of math is a small function in :mod:`flux_ppo.advantages` and
+:mod:`flux_ppo.losses`; the policy loss comes from the loss registry.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from flux_core.callbacks import FitResult, StepCallback, StepReporter
+from flux_core.checkpoint import CheckpointManager
+from flux_core.config import FluxConfig
+from flux_core.errors import FluxError
+from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision, torch_dtype
+from flux_core.plugins import get_plugin_manager
+from flux_core.registry import get_registry
+from flux_core.rewards import build_reward_functions, score_completions
+from flux_core.rollout import Rollout, SamplingParams, create_backend
+
+from flux_ppo.advantages import (
+    explained_variance,
+    generalized_advantage_estimation,
+    kl_penalty,
+    masked_mean,
+    masked_whiten,
+    token_level_rewards,
+)
+from flux_ppo.kl_control import AdaptiveKLController, FixedKLController
+from flux_ppo.losses import (
+    PolicyLossInputs,
+    approx_kl,
+    clipped_value_loss,
+    policy_clip_fraction,
+    value_clip_fraction,
+)
+from flux_ppo.models import (
+    ReferencePolicy,
+    completion_logprobs,
+    completion_values,
+    disable_dropout,
+    freeze,
+    load_value_model,
+)
+
+REFERENCE_POLICIES = ("copy", "adapter", "none")
+
+
+# ---------------------------------------------------------------------- rollout tensors
+
+
+@dataclass(frozen=True)
+class RolloutBatch:
+    """A rollout as tensors: left-padded prompts followed by right-padded completions.
+
+    Attributes:
+        input_ids: ``[n, prompt_width + completion_length]``.
+        attention_mask: 1 on prompt and completion tokens, 0 on padding (same shape).
+        completion_mask: ``[n, completion_length]``, 1 on completion tokens (EOS included).
+        truncated: ``[n]``, True where generation hit ``max_completion_length`` without EOS.
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    completion_mask: Tensor
+    truncated: Tensor
+
+    @property
+    def completion_length(self) -> int:
+        return self.completion_mask.size(1)
+
+    def select(self, rows: Tensor) -> "RolloutBatch":
+        return RolloutBatch(self.input_ids[rows], self.attention_mask[rows], self.completion_mask[rows], self.truncated[rows])
+
+
+def collate_rollouts(rollouts: Sequence[Rollout], pad_token_id: int) -> RolloutBatch:
+    """Pad rollouts so every completion starts at the same column."""
+    prompt_width = max(len(r.prompt_ids) for r in rollouts)
+    completion_length = max(max(len(r.completion_ids) for r in rollouts), 1)
+    input_ids, attention_mask, completion_mask = [], [], []
+    for rollout in rollouts:
+        prompt_pad = prompt_width - len(rollout.prompt_ids)
+        completion_pad = completion_length - len(rollout.completion_ids)
+        input_ids.append([pad_token_id] * prompt_pad + rollout.prompt_ids + rollout.completion_ids + [pad_token_id] * completion_pad)
+        attention_mask.append([0] * prompt_pad + [1] * len(rollout.prompt_ids) + [1] * len(rollout.completion_ids) + [0] * completion_pad)
+        completion_mask.append([1.0] * len(rollout.completion_ids) + [0.0] * completion_pad)
+    return RolloutBatch(
+        input_ids=torch.tensor(input_ids),
+        attention_mask=torch.tensor(attention_mask),
+        completion_mask=torch.tensor(completion_mask),
+        truncated=torch.tensor([r.truncated for r in rollouts]),
+    )
+
+
+@dataclass(frozen=True)
+class Experience:
+    """One rollout with everything the PPO update needs (tensors ``[n, completion_length]``)."""
+
+    batch: RolloutBatch
+    logprobs: Tensor
+    ref_logprobs: Tensor | None
+    values: Tensor
+    advantages: Tensor
+    returns: Tensor
+    metrics: dict[str, float]
+
+
+def prompt_batches(records: list[dict[str, Any]], batch_size: int, seed: int) -> Iterator[list[dict[str, Any]]]:
+    """Endless batches of records: each pass over the data in a new seeded order."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    while True:
+        while len(order) < batch_size:
+            epoch = list(range(len(records)))
+            rng.shuffle(epoch)
+            order.extend(epoch)
+        yield [records[i] for i in order[:batch_size]]
+        del order[:batch_size]
+
+
+class RewardCheckpointManager(CheckpointManager):
+    """``best/`` is the checkpoint with the highest (smoothed) reward.
+
+    PPO's loss is no measure of progress (advantages are re-normalised every batch), so
+    the runner feeds the negated mean reward where the manager expects a loss, and the
+    checkpoint metadata names the score for what it is.
+    """
+
+    SCORE_NAMES = {"smoothed_train_loss": "negative_smoothed_reward", "eval_loss": "negative_eval_reward"}
+
+    def _score(self) -> tuple[float, str]:
+        score, rule = super()._score()
+        return score, self.SCORE_NAMES.get(rule, rule)
+
+
+# ---------------------------------------------------------------------- runner
+
+
+class PPORunner:
+    """Builds policy, reference, value model, rewards and rollout backend; runs PPO."""
+
+    def __init__(self, config: FluxConfig, show_progress: bool = True):
+        self.config = config
+        self.algorithm = config.algorithm
+        self.show_progress = show_progress
+        self.rollout_size = config.batch_size * self.algorithm.num_generations
+        if self.rollout_size % self.algorithm.num_minibatches:
+            raise FluxError(
+                f"algorithm.num_minibatches: {self.algorithm.num_minibatches} does not divide the rollout batch "
+                f"(batch_size * num_generations = {self.rollout_size}); pick a divisor of {self.rollout_size}"
+            )
+        self.minibatch_size = self.rollout_size // self.algorithm.num_minibatches
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.value_model: Any = None
+
+    # ------------------------------------------------------------------ building
+
+    def reference_policy(self) -> str:
+        use_lora = self.config.lora is not None
+        policy = get_plugin_manager().hook.reference_policy(config=self.config, use_lora=use_lora)
+        if policy == "precompute":
+            raise FluxError(
+                "algorithm.reference_policy: PPO scores fresh completions every step, so reference log-probs "
+                "cannot be precomputed; use copy, adapter (with lora:) or none"
+            )
+        if policy not in REFERENCE_POLICIES:
+            raise FluxError(f"reference policy {policy!r} is not one of {', '.join(REFERENCE_POLICIES)}")
+        if policy == "adapter" and not use_lora:
+            raise FluxError("algorithm.reference_policy: adapter needs a lora: block (there is no adapter to disable)")
+        return policy
+
+    def build(self) -> None:
+        from peft import get_peft_model
+
+        config, algorithm = self.config, self.algorithm
+        torch.manual_seed(config.seed)  # LoRA and value-head init, then sampling
+        dtype = torch_dtype(resolve_precision(config.precision))
+        reference_kind = self.reference_policy()
+        self.loss = get_registry().get_loss(algorithm.loss, "ppo")
+        self.reward_functions = build_reward_functions(algorithm.reward_specs)
+
+        self.tokenizer = load_tokenizer(config.model_path)
+        policy = load_model(config.model_path, resolve_precision(config.precision))
+        disable_dropout(policy)
+        if config.lora is not None:
+            policy = get_peft_model(policy, peft_config(config.lora))
+        self.model = policy
+        reference_model = (
+            freeze(load_model(config.model_path, resolve_precision(config.precision)))
+            if reference_kind == "copy"
+            else None
+        )
+        self.reference = ReferencePolicy(reference_kind, model=reference_model, policy=policy)
+
+        value_key = "algorithm.value_model" if algorithm.value_model else "model_path"
+        value_model = load_value_model(algorithm.value_model or config.model_path, dtype, key=value_key)
+        value_model.config.pad_token_id = self.tokenizer.pad_token_id
+        disable_dropout(value_model)
+        if algorithm.value_lora and config.lora is not None:
+            lora = peft_config(config.lora)
+            lora.task_type = "SEQ_CLS"  # keeps the scalar `score` head fully trainable
+            value_model = get_peft_model(value_model, lora)
+        self.value_model = value_model
+        policy.train()
+        value_model.train()
+
+        value_lr = algorithm.value_learning_rate or config.learning_rate
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": [p for p in policy.parameters() if p.requires_grad], "lr": config.learning_rate},
+                {"params": [p for p in value_model.parameters() if p.requires_grad], "lr": value_lr},
+            ],
+            eps=algorithm.adam_epsilon,
+            weight_decay=0.0,
+        )
+        num_steps = config.num_steps
+        decay = (lambda step: 1.0 - step / num_steps) if algorithm.lr_scheduler == "linear" else (lambda step: 1.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
+        self.kl_controller = (
+            AdaptiveKLController(algorithm.kl_coef, algorithm.kl_target, algorithm.kl_horizon)
+            if algorithm.adaptive_kl
+            else FixedKLController(algorithm.kl_coef)
+        )
+        self.backend = create_backend(config, policy, self.tokenizer)
+        self.sampling = SamplingParams(
+            max_new_tokens=algorithm.max_completion_length, temperature=algorithm.temperature
+        )
+        # A dedicated generator for minibatch shuffling keeps it independent of sampling.
+        self.shuffle_generator = torch.Generator().manual_seed(config.seed)
+
+    # ------------------------------------------------------------------ experience
+
+    def rollout(self, records: list[dict[str, Any]], sampling: SamplingParams, n: int):
+        """Sample ``n`` completions per record and score them.
+
+        Returns the rollouts and their :class:`flux_core.rewards.RewardScores`.
+        """
+        prompts = [record["prompt"] for record in records]
+        rollouts = self.backend.generate(prompts, n=n, sampling=sampling)
+        owners = [records[r.prompt_index] for r in rollouts]
+        completions = [
+            [{"role": "assistant", "content": r.text}] if isinstance(owner["prompt"], list) else r.text
+            for r, owner in zip(rollouts, owners)
+        ]
+        column_names = sorted({key for record in records for key in record} - {"prompt"})
+        columns = {name: [owner.get(name) for owner in owners] for name in column_names}
+        scores = score_completions(
+            self.reward_functions, [owner["prompt"] for owner in owners], completions, columns
+        )
+        return rollouts, scores
+
+    @torch.no_grad()
+    def _score_tokens(self, batch: RolloutBatch) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+        """Sampling-policy log-probs, entropy, reference log-probs and values, in chunks
+        of one minibatch (the size the update already fits in memory)."""
+        temperature, length = self.algorithm.temperature, batch.completion_length
+        parts = defaultdict(list)
+        for rows in torch.arange(self.rollout_size).split(self.minibatch_size):
+            chunk = batch.select(rows)
+            logprobs, entropy = completion_logprobs(
+                self.model, chunk.input_ids, chunk.attention_mask, length, temperature, with_entropy=True
+            )
+            parts["logprobs"].append(logprobs)
+            parts["entropy"].append(entropy)
+            parts["values"].append(completion_values(self.value_model, chunk.input_ids, chunk.attention_mask, length))
+            ref = self.reference.logprobs(chunk.input_ids, chunk.attention_mask, length, temperature)
+            if ref is not None:
+                parts["ref_logprobs"].append(ref)
+        ref_logprobs = torch.cat(parts["ref_logprobs"]) if parts["ref_logprobs"] else None
+        return torch.cat(parts["logprobs"]), ref_logprobs, torch.cat(parts["values"]), torch.cat(parts["entropy"])
+
+    def make_experience(self, records: list[dict[str, Any]]) -> Experience:
+        algorithm = self.algorithm
+        rollouts, scores = self.rollout(records, self.sampling, algorithm.num_generations)
+        batch = collate_rollouts(rollouts, self.tokenizer.pad_token_id)
+        mask = batch.completion_mask
+        # A completion no reward applies to (every reward returned None) scores 0, as in TRL.
+        score = torch.tensor([0.0 if value is None else value for value in scores.total])
+        if algorithm.missing_eos_penalty is not None:
+            score = score - algorithm.missing_eos_penalty * batch.truncated.float()
+
+        logprobs, ref_logprobs, values, entropy = self._score_tokens(batch)
+        kl = kl_penalty(logprobs, ref_logprobs, algorithm.kl_estimator) if ref_logprobs is not None else torch.zeros_like(logprobs)
+        kl = kl * mask
+        kl_coef = self.kl_controller.value if ref_logprobs is not None else 0.0
+        rewards = token_level_rewards(score, kl, mask, kl_coef)
+        if algorithm.whiten_rewards:
+            rewards = masked_whiten(rewards, mask, shift_mean=False)
+        advantages, returns = generalized_advantage_estimation(rewards, values, mask, algorithm.gamma, algorithm.lam)
+        if algorithm.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+
+        sequence_kl = kl.sum(dim=1)
+        non_score_reward = (-kl_coef * sequence_kl).mean().item()
+        metrics = {
+            **scores.metrics(),
+            "kl": sequence_kl.mean().item(),
+            "kl_coef": kl_coef,
+            "entropy": masked_mean(entropy, mask).item(),
+            "non_score_reward": non_score_reward,
+            "rlhf_reward": score.mean().item() + non_score_reward,
+            "completion_length": mask.sum(dim=1).mean().item(),
+            "truncated_fraction": batch.truncated.float().mean().item(),
+            "value_explained_variance": explained_variance(values, returns, mask).item(),
+        }
+        return Experience(batch, logprobs, ref_logprobs, values, advantages, returns, metrics)
+
+    # ------------------------------------------------------------------ update
+
+    def update(self, experience: Experience) -> dict[str, float]:
+        """``ppo_epochs`` passes of minibatch updates; returns the mean of each statistic."""
+        algorithm = self.algorithm
+        length = experience.batch.completion_length
+        trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
+        stats = defaultdict(list)
+        for _ in range(algorithm.ppo_epochs):
+            order = torch.randperm(self.rollout_size, generator=self.shuffle_generator)
+            for rows in order.split(self.minibatch_size):
+                batch = experience.batch.select(rows)
+                mask = batch.completion_mask
+                logprobs, _ = completion_logprobs(
+                    self.model, batch.input_ids, batch.attention_mask, length, algorithm.temperature
+                )
+                values = completion_values(self.value_model, batch.input_ids, batch.attention_mask, length)
+                inputs = PolicyLossInputs(
+                    logprobs=logprobs,
+                    old_logprobs=experience.logprobs[rows],
+                    advantages=experience.advantages[rows],
+                    completion_mask=mask,
+                    ref_logprobs=None if experience.ref_logprobs is None else experience.ref_logprobs[rows],
+                )
+                policy_loss = masked_mean(self._policy_loss_per_token(inputs), mask)
+                value_loss = clipped_value_loss(
+                    values, experience.values[rows], experience.returns[rows], mask, algorithm.cliprange_value
+                )
+                loss = policy_loss + algorithm.vf_coef * value_loss
+
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                max_norm = algorithm.max_grad_norm if algorithm.max_grad_norm is not None else float("inf")
+                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm)
+                self.optimizer.step()
+
+                with torch.no_grad():
+                    stats["loss"].append(loss.item())
+                    stats["policy_loss"].append(policy_loss.item())
+                    stats["value_loss"].append(value_loss.item())
+                    stats["clipfrac"].append(policy_clip_fraction(inputs, algorithm.cliprange).item())
+                    stats["value_clipfrac"].append(
+                        value_clip_fraction(
+                            values, experience.values[rows], experience.returns[rows], mask, algorithm.cliprange_value
+                        ).item()
+                    )
+                    stats["approx_kl"].append(approx_kl(logprobs, inputs.old_logprobs, mask).item())
+                    stats["grad_norm"].append(grad_norm.item())
+        return {name: sum(values) / len(values) for name, values in stats.items()}
+
+    def _policy_loss_per_token(self, inputs: PolicyLossInputs) -> Tensor:
+        per_token = self.loss.fn(inputs, cliprange=self.algorithm.cliprange, **self.algorithm.loss_kwargs)
+        if not isinstance(per_token, Tensor) or per_token.shape != inputs.logprobs.shape:
+            shape = tuple(per_token.shape) if isinstance(per_token, Tensor) else type(per_token).__name__
+            raise FluxError(
+                f"ppo loss '{self.loss.name}' must return one value per completion token "
+                f"(shape {tuple(inputs.logprobs.shape)}), got {shape}"
+            )
+        return per_token
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, records: list[dict[str, Any]]) -> float:
+        """Mean reward of greedy completions of ``records`` (deterministic)."""
+        greedy = SamplingParams(max_new_tokens=self.algorithm.max_completion_length, temperature=0.0)
+        totals = []
+        for start in range(0, len(records), self.rollout_size):
+            _, scores = self.rollout(records[start : start + self.rollout_size], greedy, n=1)
+            totals.extend(value for value in scores.total if value is not None)
+        return sum(totals) / len(totals) if totals else 0.0
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, records: list[dict], eval_records: list[dict] | None, callbacks: list[StepCallback]) -> FitResult:
+        config = self.config
+        self.build()
+        evaluate = (lambda: -self.evaluate(eval_records)) if eval_records else None
+        checkpoints = RewardCheckpointManager(
+            config.output_dir, config, self.tokenizer, config.checkpoint.save_steps, evaluate
+        )
+
+        def on_step(result, model):
+            reward = result.metrics.get("reward")
+            checkpoints.on_step(result.step, None if reward is None else -reward, model)
+
+        reporter = StepReporter(
+            config,
+            callbacks,
+            metric_names={},  # the runner already uses Flux's metric names
+            progress_metrics=("reward", "kl"),
+            show_progress=self.show_progress,
+            on_step=on_step,
+        )
+        batches = prompt_batches(records, config.batch_size, config.seed)
+        step = 0
+        try:
+            for step in range(1, config.num_steps + 1):
+                experience = self.make_experience(next(batches))
+                learning_rate = self.optimizer.param_groups[0]["lr"]
+                stats = self.update(experience)
+                self.scheduler.step()
+                self.backend.sync_weights(self.model)
+                self.kl_controller.update(experience.metrics["kl"], self.rollout_size)
+                reporter.report(step, {**experience.metrics, **stats, "learning_rate": learning_rate}, self.model)
+        finally:
+            reporter.close()
+        checkpoints.finalize(step, self.model)
+        history = reporter.history
+        return FitResult(
+            final_loss=history[-1].metrics["loss"] if history else float("nan"),
+            steps=step,
+            history=history,
+            best_path=str(checkpoints.best_path),
+            final_path=str(checkpoints.final_path),
+            checkpoint_paths=checkpoints.checkpoint_paths,
+        )
