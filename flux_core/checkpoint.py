@@ -42,7 +42,9 @@ def _swap_into_place(staged: Path, path: Path) -> None:
     if path.exists():
         os.replace(path, old)
     os.replace(staged, path)
-    shutil.rmtree(old, ignore_errors=True)
+    # The new checkpoint is in place: drop the previous one and any a crash left aside.
+    for leftover in path.parent.glob(f".{path.name}.old-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def merged_state_dict(model: Any) -> dict[str, Any]:
