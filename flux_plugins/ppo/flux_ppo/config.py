@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from flux_core.config import AlgorithmConfig
 from flux_core.rewards import RewardSpec, check_unique_labels
@@ -117,11 +117,20 @@ class PPOAlgorithmConfig(AlgorithmConfig):
         "(its scalar head is always trained fully); no effect without a lora: block.",
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> "PPOAlgorithmConfig":
+    @field_validator("loss")
+    @classmethod
+    def _registered_loss(cls, loss: str) -> str:
+        from flux_core.errors import FluxError
         from flux_core.registry import get_registry
 
-        get_registry().get_loss(self.loss, "ppo")  # unknown loss: error with a close match
+        try:
+            get_registry().get_loss(loss, "ppo")
+        except FluxError as error:  # as a ValueError it is reported as `file:line: algorithm.loss: ...`
+            raise ValueError(str(error)) from None
+        return loss
+
+    @model_validator(mode="after")
+    def _check(self) -> "PPOAlgorithmConfig":
         if not self.rewards and self.reward_model is None:
             raise ValueError(
                 "PPO needs a reward: list rewards: [{name: ..., kwargs: {...}}] and/or set reward_model: DIR "
