@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 from flux_core.callbacks import FitResult, StepCallback, StepReporter, make_trl_callback
@@ -131,17 +132,20 @@ class GRPORunner:
         if self.rollout_backend is not None or not backend.is_local:
             rollout_func = as_trl_rollout_func(backend, sampling_params(config))
 
-        trainer = GRPOTrainer(
-            model=model,
-            reward_funcs=list(self.reward_functions),
-            args=build_grpo_args(config, precision, self.reward_functions),
-            train_dataset=Dataset.from_list(records),
-            eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
-            processing_class=self.tokenizer,
-            peft_config=peft_config(config.lora),
-            callbacks=list(callbacks),
-            rollout_func=rollout_func,
-        )
+        with warnings.catch_warnings():
+            # Flux owns the rollout_func seam (and pins TRL < 1.17): TRL's "experimental" notice is not for users.
+            warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
+            trainer = GRPOTrainer(
+                model=model,
+                reward_funcs=list(self.reward_functions),
+                args=build_grpo_args(config, precision, self.reward_functions),
+                train_dataset=Dataset.from_list(records),
+                eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
+                processing_class=self.tokenizer,
+                peft_config=peft_config(config.lora),
+                callbacks=list(callbacks),
+                rollout_func=rollout_func,
+            )
         trainer.remove_callback(PrinterCallback)  # TRL would print every log dict
         if rollout_func is not None:
             backend.sync_weights(trainer.model)  # the trainer may have wrapped the model (LoRA)

@@ -1,0 +1,114 @@
+"""The rollout interface: LocalBackend, sampling settings, and GRPO through a pluggable backend."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from flux_core.config import FluxConfig
+from flux_core.errors import FluxError
+from flux_core.rollout import LocalBackend, RolloutBackend, SamplingParams
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "examples"))
+from make_prompts import make_prompts  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_model_dir):
+    from flux_core.modeling import load_model, load_tokenizer
+
+    return load_model(str(tiny_model_dir)), load_tokenizer(str(tiny_model_dir))
+
+
+def test_local_backend_returns_n_completions_per_prompt_grouped_by_prompt(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    backend = LocalBackend(model, tokenizer)
+    assert isinstance(backend, RolloutBackend)
+    prompts = ["Explain jazz.", [{"role": "user", "content": "Explain coffee."}]]
+    rollouts = backend.generate(prompts, n=3, sampling=SamplingParams(max_new_tokens=6))
+
+    assert [r.prompt_index for r in rollouts] == [0, 0, 0, 1, 1, 1]
+    assert rollouts[0].prompt_ids == tokenizer("Explain jazz.", add_special_tokens=False).input_ids
+    chat_text = tokenizer.decode(rollouts[3].prompt_ids)
+    assert chat_text.startswith("<|im_start|>user\nExplain coffee.") and chat_text.endswith("<|im_start|>assistant\n")
+    for rollout in rollouts:
+        assert 1 <= len(rollout.completion_ids) <= 6
+        ended = rollout.completion_ids[-1] in backend.eos_token_ids
+        assert rollout.truncated == (not ended)
+        if rollout.truncated:
+            assert len(rollout.completion_ids) == 6
+        assert rollout.text == tokenizer.decode(rollout.completion_ids, skip_special_tokens=True)
+        assert rollout.logprobs is None
+    assert len({tuple(r.completion_ids) for r in rollouts[:3]}) > 1  # sampling gives different completions
+
+
+def test_temperature_zero_is_greedy_and_the_training_mode_is_restored(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    model.train()
+    backend = LocalBackend(model, tokenizer, max_batch_size=2)
+    greedy = SamplingParams(max_new_tokens=5, temperature=0)
+    first = backend.generate(["Describe volcanoes."], n=3, sampling=greedy)
+    again = backend.generate(["Describe volcanoes."], n=1, sampling=greedy)
+    assert len({tuple(r.completion_ids) for r in first + again}) == 1
+    assert model.training
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens must be at least 1"),
+        ({"temperature": -1}, "temperature must be >= 0 (0 = greedy)"),
+        ({"top_p": 0}, "top_p must be in (0, 1]"),
+        ({"top_k": -2}, "top_k must be >= 0"),
+    ],
+)
+def test_bad_sampling_settings_are_explained(settings, message):
+    with pytest.raises(FluxError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        SamplingParams(**settings)
+
+
+def test_grpo_generates_through_any_backend_given_to_the_runner(tiny_model_dir, tmp_path):
+    """The seam a server backend uses: GRPO trains on whatever the backend returns."""
+    from flux_grpo.runner import GRPORunner
+
+    calls, syncs = [], []
+
+    class RecordingBackend(LocalBackend):
+        is_local = False  # behaves like a server: TRL must not generate by itself
+
+        def generate(self, prompts, n, sampling):
+            calls.append((list(prompts), n, sampling))
+            return super().generate(prompts, n, sampling)
+
+        def sync_weights(self, model):
+            syncs.append(model)
+            super().sync_weights(model)
+
+    config = FluxConfig.from_dict(
+        {
+            "model_path": str(tiny_model_dir),
+            "output_dir": str(tmp_path / "out"),
+            "num_steps": 2,
+            "batch_size": 8,
+            "algorithm": {
+                "name": "grpo",
+                "num_generations": 4,
+                "max_completion_length": 6,
+                "temperature": 0.9,
+                "rewards": [{"name": "pattern_fraction", "kwargs": {"pattern": "e"}}],
+            },
+        }
+    )
+    factory = lambda config, model, tokenizer: RecordingBackend(model, tokenizer)  # noqa: E731
+    runner = GRPORunner(config, show_progress=False, rollout_backend=factory)
+    result = runner.fit(make_prompts(16, seed=0), None, [])
+
+    assert result.steps == 2 and len(calls) == 2
+    prompts, n, sampling = calls[0]
+    assert n == 1 and len(prompts) == 8  # TRL hands over each prompt once per generation
+    assert prompts[0] == prompts[3] and prompts[4] == prompts[7] and prompts[0] != prompts[4]
+    assert sampling == SamplingParams(max_new_tokens=6, temperature=0.9, top_p=1.0)
+    assert len(syncs) >= 2  # at build time and before the first generation of each step
+    assert all("reward" in step.metrics and "completion_length" in step.metrics for step in result.history)
+    assert all(step.metrics["completion_length"] <= 6 for step in result.history)
