@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PLUGINS := $(wildcard flux_plugins/*)
 TINY_MODEL := .cache/tiny-model
 
-.PHONY: install test demo demo-grpo bench clean
+.PHONY: install test demo demo-grpo demo-ppo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ demo: $(TINY_MODEL)/config.json
 demo-grpo: $(TINY_MODEL)/config.json
 	$(BIN)/python examples/make_prompts.py examples/prompts.jsonl --prompts 256
 	$(BIN)/python examples/grpo_demo.py configs/grpo-demo.yaml
+
+# Same prompts and reward as demo-grpo; the demo script is algorithm-agnostic.
+demo-ppo: $(TINY_MODEL)/config.json
+	$(BIN)/python examples/make_prompts.py examples/prompts.jsonl --prompts 256
+	$(BIN)/python examples/grpo_demo.py configs/ppo-demo.yaml
 
 bench: $(TINY_MODEL)/config.json
 	$(BIN)/python benchmarks/run.py
