@@ -70,16 +70,22 @@ class RewardSpec(StrictModel):
         description="Name shown in metrics (reward_<label>); defaults to `name`. Needed when one reward is listed twice.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_model_shorthand(cls, data: Any) -> Any:
+        """``{model: PATH}`` means ``{name: reward_model, kwargs: {path: PATH}}``."""
+        if not isinstance(data, dict) or data.get("model") is None:
+            return data
+        model = data["model"]
+        if data.get("name") not in (None, REWARD_MODEL):
+            raise ValueError(f"give either name: {data['name']} or model: {model}, not both")
+        kwargs = dict(data.get("kwargs") or {})
+        if kwargs.setdefault("path", model) != model:
+            raise ValueError("give the reward model directory once: model: PATH or kwargs: {path: PATH}")
+        return {**data, "name": REWARD_MODEL, "kwargs": kwargs}
+
     @model_validator(mode="after")
-    def _resolve(self) -> "RewardSpec":
-        if self.model is not None:
-            if self.name not in (None, REWARD_MODEL):
-                raise ValueError(f"give either name: {self.name} or model: {self.model}, not both")
-            if "path" in self.kwargs:
-                raise ValueError("give the reward model directory once: model: PATH or kwargs: {path: PATH}")
-            # Bypass validate_assignment: these fields are being normalised, not set by the user.
-            object.__setattr__(self, "name", REWARD_MODEL)
-            object.__setattr__(self, "kwargs", {**self.kwargs, "path": self.model})
+    def _check(self) -> "RewardSpec":
         if self.name is None:
             raise ValueError("each reward needs a name (a registered reward) or model (a reward model directory)")
         if not math.isfinite(self.weight):

@@ -106,6 +106,8 @@ def test_checkpoints_are_written_and_best_is_the_highest_reward(learning_run):
     assert best["score_name"] == "negative_smoothed_reward"
     assert best["step"] == 120  # the reward rose, so the last save point holds the highest smoothed reward
     AutoModelForCausalLM.from_pretrained(output / "final")
+    saved = FluxConfig.from_yaml(output / "final" / "flux_config.yaml")  # the saved config loads again
+    assert saved.algorithm == learning_run[0].config.algorithm
 
 
 def test_the_trained_model_generates_what_the_reward_asked_for(learning_run):

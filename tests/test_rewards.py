@@ -86,6 +86,9 @@ def test_model_shorthand_is_the_reward_model_reward(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     spec = RewardSpec(model=str(tmp_path), weight=2.0)
     assert (spec.name, spec.kwargs, spec.weight) == ("reward_model", {"path": str(tmp_path)}, 2.0)
+    assert RewardSpec.model_validate(spec.model_dump()) == spec  # a saved flux_config.yaml loads again
+    with pytest.raises(ValueError, match="give either name: exact_match or model:"):
+        RewardSpec(name="exact_match", model=str(tmp_path))
 
 
 @pytest.mark.parametrize(

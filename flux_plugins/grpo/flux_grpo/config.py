@@ -128,7 +128,7 @@ class GRPOAlgorithmConfig(AlgorithmConfig):
                 f"loss_type {self.loss_type} sums token terms, so with importance_sampling_level: sequence each "
                 "sequence is weighted by its length; GSPO uses loss_type: grpo"
             )
-        if "max_length" in config.model_fields_set:
+        if config.max_length != type(config).model_fields["max_length"].default:
             messages.append(
                 "max_length is not used by GRPO: completions are capped by algorithm.max_completion_length "
                 "and prompts are not truncated"
