@@ -114,6 +114,16 @@ def test_every_step_reports_every_metric_and_writes_checkpoints(ppo_config, prom
     assert fresh.generate(prompt, max_new_tokens=12) == expected
 
 
+def test_eval_data_picks_best_by_greedy_reward(ppo_config, prompt_records):
+    config = ppo_config(num_steps=2, checkpoint={"save_steps": 1})
+    _, result = fit(config, prompt_records, eval_data=prompt_records[:8])
+    metas = [json.loads((Path(p) / "flux_checkpoint.json").read_text()) for p in result.checkpoint_paths]
+    best = json.loads((Path(result.best_path) / "flux_checkpoint.json").read_text())
+    assert {m["score_name"] for m in metas} == {"negative_eval_reward"}
+    assert all(-1.0 <= m["score"] <= 0.0 for m in metas)  # minus a share of characters
+    assert best["score"] == min(m["score"] for m in metas)
+
+
 def test_first_step_kl_is_zero_against_a_frozen_copy(ppo_config, prompt_records):
     _, result = fit(ppo_config(num_steps=2), prompt_records)
     kl = result.metric("kl")
