@@ -66,10 +66,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from flux_core.checkpoint import resolve_checkpoint
-    from flux_core.modeling import generate_text, load_model, load_tokenizer, resolve_precision
-    from pathlib import Path
+    from flux_core.modeling import generate_text, load_model, load_tokenizer, looks_local, resolve_precision
 
-    path = str(resolve_checkpoint(args.checkpoint)) if Path(args.checkpoint).exists() else args.checkpoint
+    path = str(resolve_checkpoint(args.checkpoint)) if looks_local(args.checkpoint) else args.checkpoint
     from flux_core.quiet import quiet_libraries
 
     with quiet_libraries():

@@ -30,7 +30,8 @@ def torch_dtype(precision: str):
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def _looks_local(model_path: str) -> bool:
+def looks_local(model_path: str) -> bool:
+    """A filesystem path rather than a hub id (``org/name``)."""
     return model_path.startswith((".", "/", "~")) or Path(model_path).exists()
 
 
@@ -56,7 +57,7 @@ def load_model(model_path: str, precision: str = "fp32"):
 
 
 def _checked_path(model_path: str) -> str:
-    if _looks_local(model_path):
+    if looks_local(model_path):
         path = Path(model_path).expanduser()
         if not path.is_dir():
             raise FluxError(f"model_path '{model_path}': directory not found")

@@ -94,7 +94,7 @@ def test_train_then_generate_from_the_command_line(tmp_path, tiny_model_dir, pre
     "args,expected",
     [
         (["train", "nope.yaml"], "flux: error: nope.yaml: config file not found"),
-        (["generate", "/no/such/checkpoint", "hi"], "flux: error: model_path '/no/such/checkpoint': directory not found"),
+        (["generate", "/no/such/checkpoint", "hi"], "flux: error: /no/such/checkpoint: checkpoint directory not found"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(args, expected):
