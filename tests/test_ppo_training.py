@@ -15,6 +15,7 @@ from flux_core.errors import ConfigError, FluxError
 from flux_core.trainer import FluxTrainer
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "examples"))  # make_prompts: the GRPO/PPO demo prompts
 REQUIRED_METRICS = {
     "loss", "reward", "kl", "entropy", "policy_loss", "value_loss", "clipfrac", "approx_kl",
     "value_explained_variance", "completion_length", "learning_rate",
@@ -26,7 +27,6 @@ E_FRACTION = [{"name": "pattern_fraction", "kwargs": {"pattern": "[eE]"}}]
 
 @pytest.fixture(scope="module")
 def prompt_records() -> list[dict]:
-    sys.path.insert(0, str(REPO / "examples"))
     from make_prompts import make_prompts
 
     return make_prompts(64, seed=0)
@@ -244,6 +244,32 @@ def test_a_plugin_policy_loss_is_the_one_used(ppo_config, prompt_records, regist
     assert calls and set(calls) == {(0.0, 0.2, True)}
     # a zero policy loss and no value loss: nothing to learn, the first step's loss is exactly 0
     assert result.metric("policy_loss")[0] == 0.0 and result.metric("loss")[0] == 0.0
+
+
+def test_chat_prompts_and_extra_columns_reach_the_rewards(ppo_config, register_plugin):
+    from flux_core import hookimpl
+    from make_prompts import make_prompts
+
+    seen = []
+
+    def topic_echo(prompts, completions, *, bonus: float = 0.0, **columns):
+        seen.append((prompts, completions, columns))
+        return [bonus + float(topic in prompt[-1]["content"].lower()) for prompt, topic in zip(prompts, columns["topic"])]
+
+    class Plugin:
+        @hookimpl
+        def register_rewards(self, register):
+            register("topic_echo", topic_echo)
+
+    register_plugin(Plugin(), name="test-ppo-reward")
+    config = ppo_config({"rewards": [{"name": "topic_echo", "kwargs": {"bonus": 0.5}}], "num_generations": 2}, num_steps=1)
+    _, result = fit(config, make_prompts(16, seed=1, chat=True))
+
+    prompts, completions, columns = seen[0]
+    assert len(prompts) == len(completions) == len(columns["topic"]) == 16  # 8 prompts x 2 generations
+    assert prompts[0] == prompts[1] and isinstance(prompts[0], list)  # both generations of one prompt
+    assert all(c[0]["role"] == "assistant" and isinstance(c[0]["content"], str) for c in completions)
+    assert result.history[0].metrics["reward"] == pytest.approx(1.5)  # every prompt names its topic
 
 
 def test_a_policy_loss_of_the_wrong_shape_is_a_one_line_error(ppo_config, prompt_records, register_plugin):

@@ -90,6 +90,9 @@ class RolloutBatch:
     def select(self, rows: Tensor) -> "RolloutBatch":
         return RolloutBatch(self.input_ids[rows], self.attention_mask[rows], self.completion_mask[rows], self.truncated[rows])
 
+    def to(self, device: torch.device) -> "RolloutBatch":
+        return RolloutBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.completion_mask, self.truncated)))
+
 
 def collate_rollouts(rollouts: Sequence[Rollout], pad_token_id: int) -> RolloutBatch:
     """Pad rollouts so every completion starts at the same column."""
@@ -199,20 +202,21 @@ class PPORunner:
         self.reward_functions = build_reward_functions(algorithm.reward_specs)
 
         self.tokenizer = load_tokenizer(config.model_path)
-        policy = load_model(config.model_path, resolve_precision(config.precision))
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        policy = load_model(config.model_path, resolve_precision(config.precision)).to(self.device)
         disable_dropout(policy)
         if config.lora is not None:
             policy = get_peft_model(policy, peft_config(config.lora))
         self.model = policy
         reference_model = (
-            freeze(load_model(config.model_path, resolve_precision(config.precision)))
+            freeze(load_model(config.model_path, resolve_precision(config.precision)).to(self.device))
             if reference_kind == "copy"
             else None
         )
         self.reference = ReferencePolicy(reference_kind, model=reference_model, policy=policy)
 
         value_key = "algorithm.value_model" if algorithm.value_model else "model_path"
-        value_model = load_value_model(algorithm.value_model or config.model_path, dtype, key=value_key)
+        value_model = load_value_model(algorithm.value_model or config.model_path, dtype, key=value_key).to(self.device)
         value_model.config.pad_token_id = self.tokenizer.pad_token_id
         disable_dropout(value_model)
         if algorithm.value_lora and config.lora is not None:
@@ -291,10 +295,10 @@ class PPORunner:
     def make_experience(self, records: list[dict[str, Any]]) -> Experience:
         algorithm = self.algorithm
         rollouts, scores = self.rollout(records, self.sampling, algorithm.num_generations)
-        batch = collate_rollouts(rollouts, self.tokenizer.pad_token_id)
+        batch = collate_rollouts(rollouts, self.tokenizer.pad_token_id).to(self.device)
         mask = batch.completion_mask
         # A completion no reward applies to (every reward returned None) scores 0, as in TRL.
-        score = torch.tensor([0.0 if value is None else value for value in scores.total])
+        score = torch.tensor([0.0 if value is None else value for value in scores.total], device=self.device)
         if algorithm.missing_eos_penalty is not None:
             score = score - algorithm.missing_eos_penalty * batch.truncated.float()
 
