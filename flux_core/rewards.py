@@ -165,8 +165,11 @@ class RewardFunction:
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float | None]:
         columns = {key: value for key, value in columns.items() if key not in TRL_INTERNAL_ARGUMENTS}
-        for key in columns.keys() & self.spec.kwargs.keys():
-            raise FluxError(f"reward '{self.name}': setting '{key}' has the same name as a dataset column; rename one")
+        clashes = sorted(columns.keys() & self.spec.kwargs.keys())
+        if clashes:
+            raise FluxError(
+                f"reward '{self.name}': setting '{clashes[0]}' has the same name as a dataset column; rename one"
+            )
         try:
             values = self.fn(prompts, completions, **columns, **self.spec.kwargs)
         except FluxError:
