@@ -34,9 +34,13 @@ def metric_names(reward_functions: list[RewardFunction]) -> dict[str, str]:
 
 
 def sampling_params(config: FluxConfig) -> SamplingParams:
+    """The sampling settings a rollout backend gets: the same ones TRL's own generation uses."""
     algorithm = config.algorithm
     return SamplingParams(
-        max_new_tokens=algorithm.max_completion_length, temperature=algorithm.temperature, top_p=algorithm.top_p
+        max_new_tokens=algorithm.max_completion_length,
+        temperature=algorithm.temperature,
+        top_p=algorithm.top_p,
+        top_k=config.trl.get("top_k", 0),
     )
 
 
