@@ -124,7 +124,8 @@ class LocalBackend:
     def encode(self, prompt: Any) -> list[int]:
         """Token ids of one prompt, as the model sees it during training."""
         if isinstance(prompt, str):
-            return list(self.tokenizer(prompt, add_special_tokens=False).input_ids)
+            # As TRL tokenizes text prompts: with the tokenizer's special tokens (e.g. a BOS).
+            return list(self.tokenizer(prompt).input_ids)
         if isinstance(prompt, list):
             encoded = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)
             return list(encoded["input_ids"])

@@ -29,7 +29,7 @@ def test_local_backend_returns_n_completions_per_prompt_grouped_by_prompt(model_
     rollouts = backend.generate(prompts, n=3, sampling=SamplingParams(max_new_tokens=6))
 
     assert [r.prompt_index for r in rollouts] == [0, 0, 0, 1, 1, 1]
-    assert rollouts[0].prompt_ids == tokenizer("Explain jazz.", add_special_tokens=False).input_ids
+    assert rollouts[0].prompt_ids == tokenizer("Explain jazz.").input_ids
     chat_text = tokenizer.decode(rollouts[3].prompt_ids)
     assert chat_text.startswith("<|im_start|>user\nExplain coffee.") and chat_text.endswith("<|im_start|>assistant\n")
     for rollout in rollouts:
