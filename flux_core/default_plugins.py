@@ -3,21 +3,26 @@ installed plugin can override them)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flux_core.hookspecs import hookimpl
+from flux_core.reference import auto_policy
+
+logger = logging.getLogger("flux")
 
 
 @hookimpl(trylast=True)
-def reference_policy(config: Any, use_lora: bool) -> str:
+def reference_policy(config: Any, use_lora: bool, num_examples: int | None) -> str:
     algorithm = config.algorithm
     if getattr(algorithm, "reference_free", False):
         return "none"
     choice = getattr(algorithm, "reference_policy", "auto")
     if choice != "auto":
         return choice
-    # A LoRA policy with its adapter disabled *is* the initial model: no second copy needed.
-    return "adapter" if use_lora else "copy"
+    choice, reason = auto_policy(use_lora, config.num_steps, config.batch_size, num_examples)
+    logger.info("reference policy: %s (auto: %s)", choice, reason)
+    return choice
 
 
 @hookimpl(trylast=True)

@@ -47,15 +47,18 @@ def register_rewards(register: Callable[..., None]) -> None:
 
 
 @hookspec(firstresult=True)
-def reference_policy(config: Any, use_lora: bool) -> str | None:
+def reference_policy(config: Any, use_lora: bool, num_examples: int | None) -> Any:
     """Decide how reference log-probs are obtained for a run.
 
-    Return one of ``"copy"`` (a frozen copy of the initial policy), ``"adapter"``
-    (the LoRA policy with its adapter disabled), ``"precompute"`` (one pass before
-    training) or ``"none"`` (reference-free), or ``None`` to let the next plugin decide.
-    The built-in default (registered ``trylast``) honours ``algorithm.reference_free``
-    and ``algorithm.reference_policy``; ``auto`` picks ``adapter`` with LoRA, else
-    ``copy``.
+    Return ``"copy"`` (a frozen copy of the initial policy), ``"adapter"`` (the LoRA
+    policy with its adapter disabled), ``"precompute"`` (one pass over the training
+    data before step 1, cached on disk), ``"none"`` (reference-free), an object
+    implementing :class:`flux_core.reference.ReferenceLogpsProvider` (reference
+    log-probs from elsewhere, e.g. a file), or ``None`` to let the next plugin decide.
+    ``num_examples`` is the training set size, or ``None`` for online algorithms that
+    generate their data (they cannot precompute). The built-in default (``trylast``)
+    honours ``algorithm.reference_free`` and ``algorithm.reference_policy``, and
+    ``auto`` picks the cheapest correct policy (see ``flux_core.reference.auto_policy``).
     """
 
 

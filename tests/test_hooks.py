@@ -136,3 +136,30 @@ def test_every_hook_is_documented_and_exercised_by_a_test():
         assert len(doc) > 60, f"hook {name} needs a docstring"
         assert f"`{name}" in readme, f"hook {name} is not documented in README.md"
         assert re.search(rf"def {name}\(self", tests), f"no test implements hook {name} in a plugin"
+
+
+def test_a_plugin_can_supply_reference_logps_from_elsewhere(dpo_config, preference_records, register_plugin, monkeypatch):
+    import trl.trainer.dpo_trainer as dpo_module
+
+    monkeypatch.setattr(dpo_module, "create_model_from_path", lambda *a, **k: pytest.fail("reference model loaded"))
+
+    class FileReference:
+        """Stands in for log-probs produced by another system and read from a file."""
+
+        name = "from-file"
+
+        def reference_logps(self, examples):
+            assert {"prompt", "chosen", "rejected"} <= set(examples[0])
+            return [(-50.0, -60.0)] * len(examples)
+
+    class Plugin:
+        @hookimpl
+        def reference_policy(self, config, use_lora, num_examples):
+            assert num_examples == len(preference_records)
+            return FileReference()
+
+    register_plugin(Plugin(), name="test-file-reference")
+    result = FluxTrainer(dpo_config(num_steps=1), show_progress=False).fit(prompts=preference_records)
+    step = result.history[0].metrics
+    assert step["chosen_reward"] == pytest.approx(0.1 * (step["chosen_logp"] + 50.0), rel=1e-4)
+    assert step["rejected_reward"] == pytest.approx(0.1 * (step["rejected_logp"] + 60.0), rel=1e-4)

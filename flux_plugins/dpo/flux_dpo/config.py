@@ -53,7 +53,8 @@ class DPOAlgorithmConfig(AlgorithmConfig):
         default="auto",
         description=(
             "How reference log-probs are obtained: copy (frozen copy), adapter (LoRA disabled), precompute "
-            "(one pass before training), none (reference-free); auto: adapter with LoRA, else copy."
+            "(one cached pass before training), none (reference-free); auto: precompute when each example is "
+            "seen more than once, else adapter with LoRA, else copy."
         ),
     )
 

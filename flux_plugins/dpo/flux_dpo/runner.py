@@ -10,6 +10,7 @@ from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
 from flux_core.plugins import get_plugin_manager
+from flux_core.reference import BUILT_IN_POLICIES, ReferenceLogpsProvider
 from flux_core.registry import get_registry
 
 # TRL's log keys -> the metric names Flux users see.
@@ -22,10 +23,7 @@ METRIC_NAMES = {
     "logps/rejected": "rejected_logp",
 }
 
-REFERENCE_POLICIES = ("copy", "adapter", "precompute", "none")
-
-
-def build_dpo_args(config: FluxConfig, precision: str, reference_policy: str):
+def build_dpo_args(config: FluxConfig, precision: str, reference_policy: Any):
     """The ``trl.DPOConfig`` for a Flux run: Flux's keys first, then the ``trl:`` block."""
     import torch
     from trl import DPOConfig
@@ -41,9 +39,10 @@ def build_dpo_args(config: FluxConfig, precision: str, reference_policy: str):
         max_length=config.max_length,
         beta=algorithm.beta,
         label_smoothing=algorithm.label_smoothing,
-        # Reference-free runs set this too: TRL then loads no reference model, and
-        # FluxDPOTrainer skips the pass (see its docstring).
-        precompute_ref_log_probs=reference_policy in ("precompute", "none"),
+        # Reference-free and plugin-provided references set this too: TRL then loads no
+        # reference model, and FluxDPOTrainer fills the columns itself (see its docstring).
+        precompute_ref_log_probs=reference_policy in ("precompute", "none")
+        or isinstance(reference_policy, ReferenceLogpsProvider),
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
@@ -66,11 +65,17 @@ class DPORunner:
         self.tokenizer: Any = None
         self.trainer: Any = None
 
-    def reference_policy(self) -> str:
+    def reference_policy(self, num_examples: int):
         use_lora = self.config.lora is not None
-        policy = get_plugin_manager().hook.reference_policy(config=self.config, use_lora=use_lora)
-        if policy not in REFERENCE_POLICIES:
-            raise FluxError(f"reference policy {policy!r} is not one of {', '.join(REFERENCE_POLICIES)}")
+        manager = get_plugin_manager()
+        policy = manager.hook.reference_policy(config=self.config, use_lora=use_lora, num_examples=num_examples)
+        if isinstance(policy, ReferenceLogpsProvider):
+            return policy
+        if policy not in BUILT_IN_POLICIES:
+            raise FluxError(
+                f"reference policy {policy!r} is not one of {', '.join(BUILT_IN_POLICIES)} "
+                "nor a ReferenceLogpsProvider"
+            )
         if policy == "adapter" and not use_lora:
             raise FluxError("algorithm.reference_policy: adapter needs a lora: block (there is no adapter to disable)")
         return policy
@@ -83,7 +88,7 @@ class DPORunner:
 
         config = self.config
         precision = resolve_precision(config.precision)
-        policy = self.reference_policy()
+        policy = self.reference_policy(num_examples=len(records))
         self.tokenizer = load_tokenizer(config.model_path)
         model = load_model(config.model_path, precision)
         # `copy` with LoRA needs an explicit frozen copy; without LoRA TRL loads it itself.

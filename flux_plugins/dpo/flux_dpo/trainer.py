@@ -11,6 +11,12 @@ distributed training) is inherited.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import math
+import os
+import pickle
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -18,6 +24,9 @@ from trl import DPOTrainer
 
 from flux_core.errors import FluxError
 from flux_core.losses import PreferenceLogps
+from flux_core.reference import ReferenceLogpsProvider
+
+logger = logging.getLogger("flux")
 
 _NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps"}
 
@@ -29,10 +38,12 @@ class FluxDPOTrainer(DPOTrainer):
         loss_fn: ``fn(PreferenceLogps, *, beta, label_smoothing, **loss_kwargs) -> Tensor[batch]``.
         loss_name: name shown in errors.
         loss_kwargs: the user's ``algorithm.loss_kwargs``.
-        reference_policy: ``copy``, ``adapter``, ``precompute`` or ``none``.
-        Other arguments are ``DPOTrainer``'s. With ``reference_policy="none"``, pass
-        ``args.precompute_ref_log_probs=True``: TRL then loads no reference model, and
-        this class skips the precompute pass itself.
+        reference_policy: ``copy``, ``adapter``, ``precompute``, ``none`` or a
+            :class:`ReferenceLogpsProvider`. Other arguments are ``DPOTrainer``'s. For
+            ``none`` and a provider, pass ``args.precompute_ref_log_probs=True``: TRL then
+            loads no reference model, and this class fills the reference columns itself
+            (zeros are never stored: ``none`` passes ``None`` to the loss). ``precompute``
+            results are cached under ``output_dir/.flux-cache`` and reused by later runs.
     """
 
     def __init__(
@@ -41,7 +52,7 @@ class FluxDPOTrainer(DPOTrainer):
         loss_fn: Callable[..., torch.Tensor],
         loss_name: str,
         loss_kwargs: dict[str, Any],
-        reference_policy: str,
+        reference_policy: str | ReferenceLogpsProvider,
         **kwargs: Any,
     ):
         self.flux_loss_fn = loss_fn
@@ -51,9 +62,36 @@ class FluxDPOTrainer(DPOTrainer):
         super().__init__(*args, **kwargs)
 
     def _precompute_ref_logps(self, dataset, name, batch_size):
-        if self.flux_reference_policy == "none":
+        policy = self.flux_reference_policy
+        if policy == "none":
             return dataset  # reference-free: nothing to precompute
-        return super()._precompute_ref_logps(dataset, name, batch_size)
+        if isinstance(policy, ReferenceLogpsProvider):
+            return _with_reference_columns(dataset, *_provided_logps(policy, dataset))
+        cache_file = self._reference_cache_file(dataset, name)
+        if cache_file.exists():
+            logger.info("reference log-probs for %s: reusing %s", name, cache_file)
+            cached = torch.load(cache_file, weights_only=True)
+            return _with_reference_columns(dataset, cached["ref_chosen_logps"], cached["ref_rejected_logps"])
+        dataset = super()._precompute_ref_logps(dataset, name, batch_size)
+        if self.accelerator.is_main_process:
+            _atomic_torch_save(
+                {
+                    "ref_chosen_logps": torch.tensor(dataset["ref_chosen_logps"]),
+                    "ref_rejected_logps": torch.tensor(dataset["ref_rejected_logps"]),
+                },
+                cache_file,
+            )
+        return dataset
+
+    def _reference_cache_file(self, dataset, name: str) -> Path:
+        """Cache path keyed by the reference weights, the tokenized data and the settings that shape it."""
+        digest = hashlib.sha256()
+        digest.update(str(self._precompute_model_hash).encode())
+        for column in ("prompt_ids", "chosen_ids", "rejected_ids"):
+            digest.update(pickle.dumps(dataset[column]))
+        settings = (name, self.args.max_length, self.args.truncation_mode, self.args.bf16, self.args.fp16)
+        digest.update(repr(settings).encode())
+        return Path(self.args.output_dir) / ".flux-cache" / f"ref-logps-{digest.hexdigest()[:20]}.pt"
 
     def _reference_logps(self, inputs: dict[str, torch.Tensor]):
         if self.flux_reference_policy == "none":
@@ -126,3 +164,31 @@ class FluxDPOTrainer(DPOTrainer):
             if mode == "train":
                 self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item()
                 metrics["num_tokens"] = [self._total_train_tokens]
+
+
+def _provided_logps(provider: ReferenceLogpsProvider, dataset) -> tuple[list[float], list[float]]:
+    examples = [{key: row[key] for key in ("prompt", "chosen", "rejected")} for row in dataset]
+    pairs = list(provider.reference_logps(examples))
+    if len(pairs) != len(examples):
+        raise FluxError(
+            f"reference policy '{provider.name}' returned {len(pairs)} log-prob pairs for {len(examples)} examples"
+        )
+    for index, pair in enumerate(pairs):
+        if len(pair) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in pair):
+            raise FluxError(
+                f"reference policy '{provider.name}': example {index} needs (ref_chosen_logp, ref_rejected_logp) "
+                f"finite numbers, got {pair!r}"
+            )
+    return [float(c) for c, _ in pairs], [float(r) for _, r in pairs]
+
+
+def _with_reference_columns(dataset, chosen, rejected):
+    chosen, rejected = torch.as_tensor(chosen).tolist(), torch.as_tensor(rejected).tolist()
+    return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, staged)
+    os.replace(staged, path)
