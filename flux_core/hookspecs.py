@@ -76,5 +76,6 @@ def step_metrics(step: int, metrics: dict[str, float], config: Any) -> dict[str,
     """Return extra named metrics to merge into this step's ``result.metrics``.
 
     Called once per optimizer step with the step's built-in metrics. A name that
-    clashes with a built-in metric or with another plugin's is an error.
+    clashes with a built-in metric or with another plugin's is an error. The built-in
+    plugin adds ``tokens_per_second`` and ``peak_memory_mb``.
     """

@@ -163,3 +163,10 @@ def test_a_plugin_can_supply_reference_logps_from_elsewhere(dpo_config, preferen
     step = result.history[0].metrics
     assert step["chosen_reward"] == pytest.approx(0.1 * (step["chosen_logp"] + 50.0), rel=1e-4)
     assert step["rejected_reward"] == pytest.approx(0.1 * (step["rejected_logp"] + 60.0), rel=1e-4)
+
+
+def test_built_in_step_metrics_report_throughput_and_memory(dpo_config, preference_records):
+    result = FluxTrainer(dpo_config(num_steps=3), show_progress=False).fit(prompts=preference_records)
+    assert all(step.metrics["peak_memory_mb"] > 50 for step in result.history)  # torch alone needs more
+    rates = [step.metrics.get("tokens_per_second") for step in result.history[1:]]
+    assert all(rate is not None and rate > 0 for rate in rates)
