@@ -40,7 +40,9 @@ def run(config_path: Path, records: list[dict], output_dir: str) -> tuple[list[f
     config = FluxConfig.from_yaml(
         config_path, overrides=[f"model_path={TINY_MODEL}", f"output_dir={output_dir}", "checkpoint.save_steps=null"]
     )
-    per_step = config.batch_size * config.algorithm.num_generations if config.algorithm.name == "ppo" else config.batch_size
+    # GRPO's batch_size counts completions; PPO's counts prompts.
+    is_ppo = config.algorithm.name == "ppo"
+    per_step = config.batch_size * config.algorithm.num_generations if is_ppo else config.batch_size
     trainer = FluxTrainer(config, show_progress=False)
     stamps: list[float] = []
     trainer.add_step_callback(lambda result: stamps.append(time.perf_counter()))

@@ -254,7 +254,8 @@ def test_chat_prompts_and_extra_columns_reach_the_rewards(ppo_config, register_p
 
     def topic_echo(prompts, completions, *, bonus: float = 0.0, **columns):
         seen.append((prompts, completions, columns))
-        return [bonus + float(topic in prompt[-1]["content"].lower()) for prompt, topic in zip(prompts, columns["topic"])]
+        topics = columns["topic"]
+        return [bonus + float(topic in prompt[-1]["content"].lower()) for prompt, topic in zip(prompts, topics)]
 
     class Plugin:
         @hookimpl
@@ -262,7 +263,8 @@ def test_chat_prompts_and_extra_columns_reach_the_rewards(ppo_config, register_p
             register("topic_echo", topic_echo)
 
     register_plugin(Plugin(), name="test-ppo-reward")
-    config = ppo_config({"rewards": [{"name": "topic_echo", "kwargs": {"bonus": 0.5}}], "num_generations": 2}, num_steps=1)
+    rewards = [{"name": "topic_echo", "kwargs": {"bonus": 0.5}}]
+    config = ppo_config({"rewards": rewards, "num_generations": 2}, num_steps=1)
     _, result = fit(config, make_prompts(16, seed=1, chat=True))
 
     prompts, completions, columns = seen[0]

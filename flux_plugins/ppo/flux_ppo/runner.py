@@ -33,7 +33,7 @@ from flux_core.errors import FluxError
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision, torch_dtype
 from flux_core.plugins import get_plugin_manager
 from flux_core.registry import get_registry
-from flux_core.rewards import build_reward_functions, score_completions
+from flux_core.rewards import RewardScores, build_reward_functions, score_completions
 from flux_core.rollout import Rollout, SamplingParams, create_backend
 
 from flux_ppo.advantages import (
@@ -87,11 +87,16 @@ class RolloutBatch:
     def completion_length(self) -> int:
         return self.completion_mask.size(1)
 
+    def _map(self, fn) -> "RolloutBatch":
+        tensors = (self.input_ids, self.attention_mask, self.completion_mask, self.truncated)
+        return RolloutBatch(*(fn(tensor) for tensor in tensors))
+
     def select(self, rows: Tensor) -> "RolloutBatch":
-        return RolloutBatch(self.input_ids[rows], self.attention_mask[rows], self.completion_mask[rows], self.truncated[rows])
+        """The rollouts at ``rows``."""
+        return self._map(lambda tensor: tensor[rows])
 
     def to(self, device: torch.device) -> "RolloutBatch":
-        return RolloutBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.completion_mask, self.truncated)))
+        return self._map(lambda tensor: tensor.to(device))
 
 
 def collate_rollouts(rollouts: Sequence[Rollout], pad_token_id: int) -> RolloutBatch:
@@ -100,11 +105,11 @@ def collate_rollouts(rollouts: Sequence[Rollout], pad_token_id: int) -> RolloutB
     completion_length = max(max(len(r.completion_ids) for r in rollouts), 1)
     input_ids, attention_mask, completion_mask = [], [], []
     for rollout in rollouts:
-        prompt_pad = prompt_width - len(rollout.prompt_ids)
-        completion_pad = completion_length - len(rollout.completion_ids)
-        input_ids.append([pad_token_id] * prompt_pad + rollout.prompt_ids + rollout.completion_ids + [pad_token_id] * completion_pad)
-        attention_mask.append([0] * prompt_pad + [1] * len(rollout.prompt_ids) + [1] * len(rollout.completion_ids) + [0] * completion_pad)
-        completion_mask.append([1.0] * len(rollout.completion_ids) + [0.0] * completion_pad)
+        prompt, completion = rollout.prompt_ids, rollout.completion_ids
+        left, right = prompt_width - len(prompt), completion_length - len(completion)
+        input_ids.append([pad_token_id] * left + prompt + completion + [pad_token_id] * right)
+        attention_mask.append([0] * left + [1] * (len(prompt) + len(completion)) + [0] * right)
+        completion_mask.append([1.0] * len(completion) + [0.0] * right)
     return RolloutBatch(
         input_ids=torch.tensor(input_ids),
         attention_mask=torch.tensor(attention_mask),
@@ -253,7 +258,9 @@ class PPORunner:
 
     # ------------------------------------------------------------------ experience
 
-    def rollout(self, records: list[dict[str, Any]], sampling: SamplingParams, n: int):
+    def rollout(
+        self, records: list[dict[str, Any]], sampling: SamplingParams, n: int
+    ) -> tuple[list[Rollout], RewardScores]:
         """Sample ``n`` completions per record and score them.
 
         Returns the rollouts and their :class:`flux_core.rewards.RewardScores`.
@@ -303,9 +310,10 @@ class PPORunner:
             score = score - algorithm.missing_eos_penalty * batch.truncated.float()
 
         logprobs, ref_logprobs, values, entropy = self._score_tokens(batch)
-        kl = kl_penalty(logprobs, ref_logprobs, algorithm.kl_estimator) if ref_logprobs is not None else torch.zeros_like(logprobs)
-        kl = kl * mask
-        kl_coef = self.kl_controller.value if ref_logprobs is not None else 0.0
+        if ref_logprobs is not None:
+            kl, kl_coef = kl_penalty(logprobs, ref_logprobs, algorithm.kl_estimator) * mask, self.kl_controller.value
+        else:  # reference_policy: none
+            kl, kl_coef = torch.zeros_like(logprobs), 0.0
         rewards = token_level_rewards(score, kl, mask, kl_coef)
         if algorithm.whiten_rewards:
             rewards = masked_whiten(rewards, mask, shift_mean=False)
