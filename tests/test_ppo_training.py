@@ -220,6 +220,34 @@ def test_lora_reference_is_the_disabled_adapter_and_value_model_can_use_lora(
         assert torch.allclose(merged.eval()(input_ids).logits, runner.model.eval()(input_ids).logits, atol=1e-4)
 
 
+# ---------------------------------------------------------------- reward and value model directories
+
+
+def test_reward_model_directory_scores_and_initialises_the_value_model(
+    ppo_config, prompt_records, tiny_model_dir, tmp_path
+):
+    """InstructGPT's setup: the critic starts as the reward model (trunk and head)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    import flux_ppo.runner as runner_module
+
+    torch.manual_seed(1)
+    reward_dir = tmp_path / "reward-model"
+    reward_model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    reward_model.config.pad_token_id = 0
+    reward_model.save_pretrained(reward_dir)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(reward_dir)
+
+    config = ppo_config({"rewards": [], "reward_model": str(reward_dir), "value_model": str(reward_dir)}, num_steps=1)
+    runner = runner_module.PPORunner(config, show_progress=False)
+    runner.build()
+    assert torch.equal(runner.value_model.score.weight, reward_model.score.weight)  # kept, not a fresh head
+
+    result = runner_module.PPORunner(config, show_progress=False).fit(prompt_records, None, [])
+    step = result.history[0].metrics
+    assert step["reward_reward_model"] == step["reward"] and step["reward"] != 0.0
+
+
 # ---------------------------------------------------------------- plugins
 
 
