@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from flux_core.errors import FluxError
@@ -81,7 +83,7 @@ def merge_plugin_metrics(step: int, metrics: dict[str, float], config: Any) -> d
 
 
 class StepReporter:
-    """Turns each training log into a StepResult: history, callbacks, progress bar.
+    """Turns each training log into a StepResult: history, ``metrics.jsonl``, callbacks, progress bar.
 
     Algorithm runners feed it from a ``transformers.TrainerCallback`` (see
     :func:`make_trl_callback`) or directly from their own loop.
@@ -104,18 +106,30 @@ class StepReporter:
         self.on_step = on_step
         self.history: list[StepResult] = []
         self._bar = None
+        self.metrics_file = Path(config.output_dir) / "metrics.jsonl"
+        self._metrics_started = False
 
     def report(self, step: int, logs: Mapping[str, Any], model: Any = None) -> StepResult:
         metrics = rename_metrics(logs, self.metric_names)
         metrics = merge_plugin_metrics(step, metrics, self.config)
         result = StepResult(step=step, metrics=metrics)
         self.history.append(result)
+        self._append_metrics(result)
         self._update_progress(result)
         for callback in self.callbacks:
             callback(result)
         if self.on_step is not None:
             self.on_step(result, model)
         return result
+
+    def _append_metrics(self, result: StepResult) -> None:
+        """One JSON line per step in ``output_dir/metrics.jsonl`` (rewritten by each run)."""
+        if not self._metrics_started:
+            self.metrics_file.parent.mkdir(parents=True, exist_ok=True)
+            self.metrics_file.write_text("")
+            self._metrics_started = True
+        with self.metrics_file.open("a") as handle:
+            handle.write(json.dumps({"step": result.step, **result.metrics}) + "\n")
 
     def _update_progress(self, result: StepResult) -> None:
         if not self.show_progress:

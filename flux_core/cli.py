@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set algorithm.beta=0.2 (repeatable)",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--accelerate-config",
+        metavar="FILE",
+        help="run under `accelerate launch --config_file FILE` (multi-GPU, DeepSpeed, FSDP; see configs/accelerate/)",
+    )
 
     generate = commands.add_parser("generate", help="generate text from a checkpoint")
     generate.add_argument("checkpoint", help="checkpoint directory (e.g. outputs/dpo/best) or model path")
@@ -50,13 +55,50 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _relaunch_under_accelerate(config_file: str, argv: list[str]) -> int:
+    """Re-run this same command, minus --accelerate-config, under ``accelerate launch``."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from flux_core.errors import FluxError
+
+    if not Path(config_file).is_file():
+        raise FluxError(f"--accelerate-config {config_file}: file not found")
+    launcher = Path(sys.executable).with_name("accelerate")
+    command = [str(launcher), "launch", "--config_file", config_file, "-m", "flux_core.cli", *argv]
+    return subprocess.run(command, env=os.environ.copy()).returncode
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    cleaned, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == option:
+            skip = True
+        elif not item.startswith(option + "="):
+            cleaned.append(item)
+    return cleaned
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0  # set by torchrun / accelerate launch
+
+
 def _train(args: argparse.Namespace) -> int:
     from flux_core.config import FluxConfig
     from flux_core.trainer import FluxTrainer
 
     config = FluxConfig.from_yaml(args.config, overrides=args.overrides)
+    if args.accelerate_config:
+        return _relaunch_under_accelerate(args.accelerate_config, _without_option(args.argv, "--accelerate-config"))
     trainer = FluxTrainer(config, show_progress=not args.no_progress)
     result = trainer.fit(prompts=args.data or config.data, eval_data=args.eval_data)
+    if not _is_main_process():
+        return 0
     print(
         f"flux: trained {result.steps} steps, final loss {result.final_loss:.4f}; "
         f"best: {result.best_path}; final: {result.final_path}"
@@ -130,7 +172,9 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
+    args.argv = argv
     if args.command is None:
         _parser().print_help()
         return 0

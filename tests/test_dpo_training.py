@@ -35,6 +35,9 @@ def test_loss_falls_and_margin_grows_with_every_metric_every_step(dpo_config, pr
     output = Path(config.output_dir)
     assert result.checkpoint_paths == [str(output / "checkpoint-10"), str(output / "checkpoint-20")]
     assert result.best_path == str(output / "best") and result.final_path == str(output / "final")
+    logged = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged] == list(range(1, 21))
+    assert [row["loss"] for row in logged] == losses
 
 
 def test_reference_free_loads_no_reference_and_uses_a_zero_reference(dpo_config, preference_records, monkeypatch):
@@ -108,6 +111,9 @@ def test_reloaded_checkpoint_generates_the_same_greedy_text(dpo_config, preferen
 def test_eval_data_is_scored_and_picks_best(dpo_config, preference_records):
     config = dpo_config(num_steps=4, checkpoint={"save_steps": 2})
     result = FluxTrainer(config, show_progress=False).fit(prompts=preference_records, eval_data=preference_records[:16])
+    # evaluating at save points must not swallow those steps' training metrics
+    assert [step.step for step in result.history] == [1, 2, 3, 4]
+    assert all(REQUIRED_METRICS <= set(step.metrics) for step in result.history)
     meta = json.loads((Path(result.best_path) / "flux_checkpoint.json").read_text())
     assert meta["score_name"] == "eval_loss"
     scores = [json.loads((Path(p) / "flux_checkpoint.json").read_text())["score"] for p in result.checkpoint_paths]

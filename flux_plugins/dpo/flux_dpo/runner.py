@@ -119,6 +119,9 @@ class DPORunner:
     def fit(self, records: list[dict], eval_records: list[dict] | None, callbacks: list[StepCallback]) -> FitResult:
         config = self.config
         checkpoints: CheckpointManager | None = None
+        # Eval is collective under multi-process training: every rank runs it (in the
+        # callback below, at each save point), and only the main rank writes checkpoints.
+        latest_eval: dict[str, float] = {}
 
         def on_step(result, model):
             checkpoints.on_step(result.step, result.metrics.get("loss"), model)
@@ -131,24 +134,50 @@ class DPORunner:
             show_progress=self.show_progress,
             on_step=on_step,
         )
-        trainer = self.build_trainer(records, eval_records, [make_trl_callback(reporter)])
-        evaluate = (lambda: trainer.evaluate()["eval_loss"]) if eval_records else None
+        save_steps = config.checkpoint.save_steps
+        eval_callbacks = [_EvalAtSavePoints(self, save_steps, latest_eval)] if eval_records and save_steps else []
+        trainer = self.build_trainer(records, eval_records, [*eval_callbacks, make_trl_callback(reporter)])
         checkpoints = CheckpointManager(
-            config.output_dir, config, self.tokenizer, config.checkpoint.save_steps, evaluate
+            config.output_dir,
+            config,
+            self.tokenizer,
+            save_steps,
+            (lambda: latest_eval["eval_loss"]) if eval_records else None,
         )
         try:
             trainer.train()
         finally:
             reporter.close()
         self.model = trainer.model
+        step = trainer.state.global_step
+        if eval_records and not (save_steps and step % save_steps == 0):
+            latest_eval["eval_loss"] = trainer.evaluate()["eval_loss"]
         if trainer.accelerator.is_main_process:
-            checkpoints.finalize(trainer.state.global_step, self.model)
+            checkpoints.finalize(step, self.model)
         history = reporter.history
         return FitResult(
             final_loss=history[-1].metrics["loss"] if history else float("nan"),
-            steps=trainer.state.global_step,
+            steps=step,
             history=history,
             best_path=str(checkpoints.best_path),
             final_path=str(checkpoints.final_path),
             checkpoint_paths=checkpoints.checkpoint_paths,
         )
+
+
+def _EvalAtSavePoints(runner: DPORunner, save_steps: int, latest_eval: dict[str, float]):
+    """A TrainerCallback scoring ``eval_data`` at every save point, on every rank."""
+    from transformers import TrainerCallback
+
+    class EvalAtSavePoints(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step % save_steps == 0:
+                # evaluate() logs, and logging clears the flag that makes this step's
+                # training log happen; it also leaves the model in eval mode, which TRL's
+                # log() reads to pick train or eval metrics. Restore both.
+                should_log = control.should_log
+                latest_eval["eval_loss"] = runner.trainer.evaluate()["eval_loss"]
+                control.should_log = should_log
+                runner.trainer.model.train()
+
+    return EvalAtSavePoints()
