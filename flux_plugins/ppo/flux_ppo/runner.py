@@ -184,7 +184,8 @@ class PPORunner:
 
     def reference_policy(self) -> str:
         use_lora = self.config.lora is not None
-        policy = get_plugin_manager().hook.reference_policy(config=self.config, use_lora=use_lora)
+        # num_examples=None: PPO scores fresh completions, so no policy may precompute.
+        policy = get_plugin_manager().hook.reference_policy(config=self.config, use_lora=use_lora, num_examples=None)
         if policy == "precompute":
             raise FluxError(
                 "algorithm.reference_policy: PPO scores fresh completions every step, so reference log-probs "
