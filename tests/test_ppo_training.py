@@ -131,6 +131,20 @@ def test_first_step_kl_is_zero_against_a_frozen_copy(ppo_config, prompt_records)
     assert abs(kl[1]) > 1e-4  # and the update moved the policy away from it
 
 
+def test_reference_policy_none_loads_no_reference_and_has_no_kl(ppo_config, prompt_records, monkeypatch):
+    import flux_ppo.runner as runner_module
+
+    loads = []
+    real_load_model = runner_module.load_model
+    monkeypatch.setattr(runner_module, "load_model", lambda *a, **k: loads.append(a) or real_load_model(*a, **k))
+    with pytest.warns(UserWarning, match="kl_coef has no effect"):
+        config = ppo_config({"reference_policy": "none"}, num_steps=2)
+    _, result = fit(config, prompt_records)
+    assert len(loads) == 1  # the policy only
+    assert result.metric("kl") == [0.0, 0.0] and result.metric("kl_coef") == [0.0, 0.0]
+    assert result.metric("approx_kl")[-1] > 0  # the policy did train
+
+
 # ---------------------------------------------------------------- invariants
 
 
