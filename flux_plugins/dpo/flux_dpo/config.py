@@ -28,6 +28,7 @@ FLUX_OWNED_TRL_FIELDS = {
     "use_weighting": "is not supported: register a custom loss instead",
     "ld_alpha": "is not supported: register a custom loss instead",
     "discopop_tau": "is set by Flux: use algorithm.loss_kwargs: {tau: ...} with loss: discopop",
+    "padding_free": "is disabled in TRL 1.16's DPO: use algorithm.collation: packed",
 }
 
 
@@ -55,6 +56,13 @@ class DPOAlgorithmConfig(AlgorithmConfig):
             "How reference log-probs are obtained: copy (frozen copy), adapter (LoRA disabled), precompute "
             "(one cached pass before training), none (reference-free); auto: precompute when each example is "
             "seen more than once, else adapter with LoRA, else copy."
+        ),
+    )
+    collation: Literal["padded", "packed"] = Field(
+        default="padded",
+        description=(
+            "padded: TRL's padded batches; packed: one row per batch with no padding and a block-diagonal "
+            "attention mask (same losses; faster on variable-length data)."
         ),
     )
 

@@ -30,3 +30,17 @@ def register_losses(register):
 
     for name, fn in losses.TRL_LOSSES.items():
         register(name, fn, algorithm="dpo")
+
+
+@hookimpl(trylast=True)
+def collate_batch(config, tokenizer, algorithm):
+    """``algorithm.collation: packed`` -> the padding-free collator; else TRL's padded one."""
+    if algorithm != "dpo" or getattr(config.algorithm, "collation", "padded") != "packed":
+        return None
+    from flux_dpo.collators import PackedPreferenceCollator
+
+    return PackedPreferenceCollator(
+        pad_token_id=tokenizer.pad_token_id,
+        max_length=config.max_length,
+        truncation_mode=config.trl.get("truncation_mode", "keep_start"),
+    )

@@ -11,6 +11,7 @@ distributed training) is inherited.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -20,15 +21,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from accelerate.utils import is_peft_model
 from trl import DPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import use_adapter
 
 from flux_core.errors import FluxError
 from flux_core.losses import PreferenceLogps
 from flux_core.reference import ReferenceLogpsProvider
+from flux_dpo.collators import sequence_sums
 
 logger = logging.getLogger("flux")
 
-_NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps"}
+_NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", "sequence_ids", "completion_lengths"}
 
 
 class FluxDPOTrainer(DPOTrainer):
@@ -100,21 +105,50 @@ class FluxDPOTrainer(DPOTrainer):
             return inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         return self.compute_ref_log_probs(self.ref_model or self.model, inputs)
 
-    def _compute_loss(self, model, inputs, return_outputs):
-        mode = "train" if self.model.training else "eval"
+    def _sequence_logps(self, model, inputs, router_logits: bool = False):
+        """Forward pass (TRL's fused LM head); per-sequence completion log-probs and the outputs."""
         model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
         model_kwargs["use_cache"] = False
-        if self.aux_loss_enabled:
+        if router_logits:  # MoE policy: the model then returns its load-balancing aux loss
             model_kwargs["output_router_logits"] = True
         completion_mask = inputs["completion_mask"]
-        shift_completion_mask = completion_mask[..., 1:]
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
-        seq_len = shift_completion_mask.size(1)
+        seq_len = completion_mask.size(1) - 1
         per_token_logps = outputs.log_probs[:, -seq_len:]  # masked positions are 0
+        if "sequence_ids" in inputs:  # packed: one row, summed per sequence
+            logps = sequence_sums(per_token_logps, inputs["sequence_ids"], len(inputs["completion_lengths"]))
+        else:
+            logps = per_token_logps.sum(dim=1)
+        return logps, outputs
 
-        chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)
-        chosen_lengths, rejected_lengths = completion_mask.sum(dim=1).float().chunk(2, dim=0)
+    def compute_ref_log_probs(self, model, inputs):
+        if "sequence_ids" not in inputs:
+            return super().compute_ref_log_probs(model, inputs)
+        # Packed batches: TRL's version assumes padded rows, so score them like the policy.
+        adapter_context = contextlib.nullcontext()
+        if self.ref_model is None and is_peft_model(self.model):
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            adapter_context = use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+        with (
+            torch.no_grad(),
+            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+            adapter_context,
+            self.accelerator.autocast(),
+        ):
+            logps, _ = self._sequence_logps(model, inputs)
+        return logps.chunk(2, dim=0)
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        completion_mask = inputs["completion_mask"]
+        shift_completion_mask = completion_mask[..., 1:]
+        seq_len = shift_completion_mask.size(1)
+        logps, outputs = self._sequence_logps(model, inputs, router_logits=self.aux_loss_enabled)
+        chosen_logps, rejected_logps = logps.chunk(2, dim=0)
+        lengths = inputs.get("completion_lengths")
+        lengths = completion_mask.sum(dim=1) if lengths is None else lengths
+        chosen_lengths, rejected_lengths = lengths.float().chunk(2, dim=0)
         ref_chosen_logps, ref_rejected_logps = self._reference_logps(inputs)
         batch = PreferenceLogps(
             chosen_logps=chosen_logps,
@@ -140,7 +174,7 @@ class FluxDPOTrainer(DPOTrainer):
         self._log_metrics(mode, batch, outputs, shift_completion_mask, seq_len, inputs)
         if return_outputs:
             with torch.no_grad():
-                outputs = model(**model_kwargs)
+                outputs = model(**{k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS})
             return loss, outputs
         return loss
 
@@ -162,7 +196,9 @@ class FluxDPOTrainer(DPOTrainer):
                 tokens = gather(shift_completion_mask.sum()).sum()
                 metrics["entropy"].append((entropy_sum / tokens.clamp(min=1)).item())
             if mode == "train":
-                self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item()
+                packed = "sequence_ids" in inputs  # no padding: every token is real
+                tokens = inputs["input_ids"].numel() if packed else inputs["attention_mask"].sum()
+                self._total_train_tokens += gather(torch.as_tensor(tokens, device=self.accelerator.device)).sum().item()
                 metrics["num_tokens"] = [self._total_train_tokens]
 
 
