@@ -136,8 +136,17 @@ class _no_grad:
         return self._context.__exit__(*exc)
 
 
+# For algorithms whose progress is a reward: they feed -reward where DPO feeds the loss.
+REWARD_SCORE_NAMES = ("negative_smoothed_reward", "negative_eval_reward")
+
+
 class CheckpointManager:
-    """Writes ``checkpoint-N`` every ``save_steps``, keeps ``best`` and writes ``final``."""
+    """Writes ``checkpoint-N`` every ``save_steps``, keeps ``best`` and writes ``final``.
+
+    ``on_step`` takes the step's loss (lower is better); ``evaluate``, when given,
+    returns the eval score instead. ``score_names`` label the two scores in
+    ``flux_checkpoint.json`` (see :data:`REWARD_SCORE_NAMES`).
+    """
 
     SMOOTHING = 0.9
 
@@ -148,12 +157,14 @@ class CheckpointManager:
         tokenizer: Any,
         save_steps: int | None,
         evaluate: Callable[[], float] | None = None,
+        score_names: tuple[str, str] = ("smoothed_train_loss", "eval_loss"),
     ):
         self.output_dir = Path(output_dir)
         self.config = config
         self.tokenizer = tokenizer
         self.save_steps = save_steps
         self.evaluate = evaluate
+        self.train_score_name, self.eval_score_name = score_names
         self.checkpoint_paths: list[str] = []
         self.best_score: float | None = None
         self.best_path = self.output_dir / "best"
@@ -166,8 +177,8 @@ class CheckpointManager:
 
     def _score(self) -> tuple[float, str]:
         if self.evaluate is not None:
-            return float(self.evaluate()), "eval_loss"
-        return self._smoothed_loss(), "smoothed_train_loss"
+            return float(self.evaluate()), self.eval_score_name
+        return self._smoothed_loss(), self.train_score_name
 
     def on_step(self, step: int, loss: float | None, model: Any) -> None:
         if loss is not None:

@@ -171,9 +171,10 @@ def test_same_seed_same_run_other_seed_other_run(ppo_config, prompt_records):
         return [step.metrics for step in result.history]
 
     first, second, other = metrics(0), metrics(0), metrics(1)
+    measured = {"peak_memory_mb", "tokens_per_second"}  # the machine's, not the run's
     for a, b in zip(first, second):
         assert a.keys() == b.keys()
-        for name in a:
+        for name in a.keys() - measured:
             assert a[name] == pytest.approx(b[name], rel=1e-6, abs=1e-9), name
     assert first[0]["reward"] != other[0]["reward"]
 

@@ -6,7 +6,7 @@ import warnings
 from typing import Any, Callable
 
 from flux_core.callbacks import FitResult, StepCallback, StepReporter, make_trl_callback
-from flux_core.checkpoint import CheckpointManager
+from flux_core.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
 from flux_core.config import FluxConfig
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
 from flux_core.rewards import RewardFunction, build_reward_functions
@@ -82,19 +82,6 @@ def build_grpo_args(config: FluxConfig, precision: str, reward_functions: list[R
     return GRPOConfig(**settings)
 
 
-class RewardCheckpoints(CheckpointManager):
-    """Checkpoints whose ``best/`` is the save point with the highest reward.
-
-    The runner feeds ``-reward`` where DPO feeds the loss, so the shared
-    lowest-score-wins rule (with its smoothing) picks the highest smoothed reward, or
-    the highest mean reward on ``eval_data`` when it is given.
-    """
-
-    def _score(self) -> tuple[float, str]:
-        score, rule = super()._score()
-        return score, {"eval_loss": "negative_eval_reward"}.get(rule, "negative_smoothed_reward")
-
-
 class GRPORunner:
     """Builds policy, rewards, rollouts and TRL's GRPOTrainer for one GRPO run.
 
@@ -159,7 +146,7 @@ class GRPORunner:
 
     def fit(self, records: list[dict], eval_records: list[dict] | None, callbacks: list[StepCallback]) -> FitResult:
         config = self.config
-        checkpoints: RewardCheckpoints | None = None
+        checkpoints: CheckpointManager | None = None
 
         def on_step(result, model):
             reward = result.metrics.get("reward")
@@ -175,7 +162,10 @@ class GRPORunner:
         )
         trainer = self.build_trainer(records, eval_records, [make_trl_callback(reporter)])
         evaluate = (lambda: -trainer.evaluate()["eval_reward"]) if eval_records else None
-        checkpoints = RewardCheckpoints(config.output_dir, config, self.tokenizer, config.checkpoint.save_steps, evaluate)
+        # best/ is the highest reward: feed -reward where DPO feeds the loss.
+        checkpoints = CheckpointManager(
+            config.output_dir, config, self.tokenizer, config.checkpoint.save_steps, evaluate, REWARD_SCORE_NAMES
+        )
         try:
             trainer.train()
         finally:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from flux_core.callbacks import FitResult, StepCallback, StepReporter
-from flux_core.checkpoint import CheckpointManager
+from flux_core.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
 from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision, torch_dtype
@@ -142,21 +142,6 @@ def prompt_batches(records: list[dict[str, Any]], batch_size: int, seed: int) ->
             order.extend(epoch)
         yield [records[i] for i in order[:batch_size]]
         del order[:batch_size]
-
-
-class RewardCheckpointManager(CheckpointManager):
-    """``best/`` is the checkpoint with the highest (smoothed) reward.
-
-    PPO's loss is no measure of progress (advantages are re-normalised every batch), so
-    the runner feeds the negated mean reward where the manager expects a loss, and the
-    checkpoint metadata names the score for what it is.
-    """
-
-    SCORE_NAMES = {"smoothed_train_loss": "negative_smoothed_reward", "eval_loss": "negative_eval_reward"}
-
-    def _score(self) -> tuple[float, str]:
-        score, rule = super()._score()
-        return score, self.SCORE_NAMES.get(rule, rule)
 
 
 # ---------------------------------------------------------------------- runner
@@ -414,8 +399,10 @@ class PPORunner:
         config = self.config
         self.build()
         evaluate = (lambda: -self.evaluate(eval_records)) if eval_records else None
-        checkpoints = RewardCheckpointManager(
-            config.output_dir, config, self.tokenizer, config.checkpoint.save_steps, evaluate
+        # PPO's loss is no measure of progress (advantages are re-normalised every batch):
+        # best/ is the highest reward, fed as -reward where DPO feeds the loss.
+        checkpoints = CheckpointManager(
+            config.output_dir, config, self.tokenizer, config.checkpoint.save_steps, evaluate, REWARD_SCORE_NAMES
         )
 
         def on_step(result, model):
