@@ -31,10 +31,17 @@ def _worker(kind: str, model: str, data: str, steps: int, output_dir: str) -> di
     if kind == "flux":
         from flux import FluxConfig, FluxTrainer
 
-        config = FluxConfig.from_dict({
-            "model_path": model, "output_dir": output_dir, "num_steps": steps, "batch_size": 8,
-            "learning_rate": 5e-4, "max_length": 128, "algorithm": {"name": "dpo", "beta": 0.1},
-        })
+        config = FluxConfig.from_dict(
+            {
+                "model_path": model,
+                "output_dir": output_dir,
+                "num_steps": steps,
+                "batch_size": 8,
+                "learning_rate": 5e-4,
+                "max_length": 128,
+                "algorithm": {"name": "dpo", "beta": 0.1},
+            }
+        )
         trainer = FluxTrainer(config, show_progress=False)
         trainer.add_step_callback(lambda result: stamps.append(time.perf_counter()))
         trainer.fit(prompts=records)
@@ -49,26 +56,57 @@ def _worker(kind: str, model: str, data: str, steps: int, output_dir: str) -> di
                     stamps.append(time.perf_counter())
 
         args = DPOConfig(
-            output_dir=output_dir, max_steps=steps, per_device_train_batch_size=8, learning_rate=5e-4,
-            max_length=128, beta=0.1, seed=42, bf16=False, use_cpu=True, logging_steps=1,
-            save_strategy="no", report_to="none", disable_tqdm=True,
+            output_dir=output_dir,
+            max_steps=steps,
+            per_device_train_batch_size=8,
+            learning_rate=5e-4,
+            max_length=128,
+            beta=0.1,
+            seed=42,
+            bf16=False,
+            use_cpu=True,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
         )
         trainer = DPOTrainer(
-            model=AutoModelForCausalLM.from_pretrained(model), args=args, train_dataset=Dataset.from_list(records),
-            processing_class=AutoTokenizer.from_pretrained(model), callbacks=[Stamp()],
+            model=AutoModelForCausalLM.from_pretrained(model),
+            args=args,
+            train_dataset=Dataset.from_list(records),
+            processing_class=AutoTokenizer.from_pretrained(model),
+            callbacks=[Stamp()],
         )
         trainer.train()
     intervals = [b - a for a, b in zip(stamps[5:], stamps[6:])]
-    return {"step_s": statistics.median(intervals), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "step_s": statistics.median(intervals),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def _run(kind: str, model: Path, data: Path, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as output_dir:
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "TQDM_DISABLE": "1"}
         out = subprocess.run(
-            [sys.executable, __file__, "--worker", kind, "--model", str(model), "--data", str(data),
-             "--steps", str(steps), "--output-dir", output_dir],
-            capture_output=True, text=True, env=env, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                kind,
+                "--model",
+                str(model),
+                "--data",
+                str(data),
+                "--steps",
+                str(steps),
+                "--output-dir",
+                output_dir,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
         ).stdout
     return json.loads(out.strip().splitlines()[-1])
 

@@ -34,15 +34,23 @@ def e_fraction(prompts, completions, **kwargs):
 def run_flux(model: Path, records: list[dict], steps: int, output_dir: str) -> tuple[list[float], list[float]]:
     from flux import FluxConfig, FluxTrainer
 
-    config = FluxConfig.from_dict({
-        "model_path": str(model), "output_dir": output_dir, "num_steps": steps,
-        "batch_size": SETTINGS["batch_size"], "learning_rate": SETTINGS["learning_rate"], "seed": SETTINGS["seed"],
-        "algorithm": {
-            "name": "grpo", "num_generations": SETTINGS["num_generations"],
-            "max_completion_length": SETTINGS["max_completion_length"], "beta": SETTINGS["beta"],
-            "rewards": [{"name": "pattern_fraction", "kwargs": {"pattern": "e"}}],
-        },
-    })
+    config = FluxConfig.from_dict(
+        {
+            "model_path": str(model),
+            "output_dir": output_dir,
+            "num_steps": steps,
+            "batch_size": SETTINGS["batch_size"],
+            "learning_rate": SETTINGS["learning_rate"],
+            "seed": SETTINGS["seed"],
+            "algorithm": {
+                "name": "grpo",
+                "num_generations": SETTINGS["num_generations"],
+                "max_completion_length": SETTINGS["max_completion_length"],
+                "beta": SETTINGS["beta"],
+                "rewards": [{"name": "pattern_fraction", "kwargs": {"pattern": "e"}}],
+            },
+        }
+    )
     trainer = FluxTrainer(config, show_progress=False)
     stamps: list[float] = []
     trainer.add_step_callback(lambda result: stamps.append((time.perf_counter(), time.process_time())))
@@ -66,15 +74,29 @@ def run_trl(model: Path, records: list[dict], steps: int, output_dir: str) -> tu
                 rewards.append(logs["reward"])
 
     args = GRPOConfig(
-        output_dir=output_dir, max_steps=steps, per_device_train_batch_size=SETTINGS["batch_size"],
-        learning_rate=SETTINGS["learning_rate"], seed=SETTINGS["seed"], num_generations=SETTINGS["num_generations"],
-        max_completion_length=SETTINGS["max_completion_length"], beta=SETTINGS["beta"],
-        bf16=False, use_cpu=True, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
+        output_dir=output_dir,
+        max_steps=steps,
+        per_device_train_batch_size=SETTINGS["batch_size"],
+        learning_rate=SETTINGS["learning_rate"],
+        seed=SETTINGS["seed"],
+        num_generations=SETTINGS["num_generations"],
+        max_completion_length=SETTINGS["max_completion_length"],
+        beta=SETTINGS["beta"],
+        bf16=False,
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
     )
     tokenizer = AutoTokenizer.from_pretrained(model)
     trainer = GRPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(model), reward_funcs=[e_fraction], args=args,
-        train_dataset=Dataset.from_list(records), processing_class=tokenizer, callbacks=[Stamp()],
+        model=AutoModelForCausalLM.from_pretrained(model),
+        reward_funcs=[e_fraction],
+        args=args,
+        train_dataset=Dataset.from_list(records),
+        processing_class=tokenizer,
+        callbacks=[Stamp()],
     )
     trainer.remove_callback(PrinterCallback)  # as Flux does: printing every log dict is not training time
     trainer.train()
@@ -133,7 +155,9 @@ def main(steps: int = 150, repeats: int = 4) -> None:
     width = max(1, steps // 10)
     print(f"\nmean reward (share of 'e') per {width} steps, first run of each:")
     print(f"{'steps':>12}{'raw TRL':>10}{'Flux':>10}")
-    for index, (trl_reward, flux_reward) in enumerate(zip(windowed(curves["trl"], width), windowed(curves["flux"], width))):
+    for index, (trl_reward, flux_reward) in enumerate(
+        zip(windowed(curves["trl"], width), windowed(curves["flux"], width))
+    ):
         span = f"{index * width + 1}-{min(steps, (index + 1) * width)}"
         print(f"{span:>12}{trl_reward:>10.3f}{flux_reward:>10.3f}")
 

@@ -99,12 +99,16 @@ def main(repeats: int = 1) -> None:
             )
 
     print("PPO vs GRPO demos, tiny model, reward = share of 'e' (configs/ppo-demo.yaml, configs/grpo-demo.yaml)")
-    print(f"{'':10}{'steps':>6}{'wall s':>8}{'steps/s':>9}{'compl/s':>9}{'reward first 10%':>18}{'last 10%':>10}"
-          f"{'gain/s':>8}")
+    print(
+        f"{'':10}{'steps':>6}{'wall s':>8}{'steps/s':>9}{'compl/s':>9}{'reward first 10%':>18}{'last 10%':>10}"
+        f"{'gain/s':>8}"
+    )
     for row in rows:
         gain = (row["last"] - row["first"]) / row["wall"]
-        print(f"{row['name']:10}{row['steps']:>6}{row['wall']:>8.1f}{row['steps_per_s']:>9.1f}"
-              f"{row['completions_per_s']:>9.0f}{row['first']:>18.3f}{row['last']:>10.3f}{gain:>8.4f}")
+        print(
+            f"{row['name']:10}{row['steps']:>6}{row['wall']:>8.1f}{row['steps_per_s']:>9.1f}"
+            f"{row['completions_per_s']:>9.0f}{row['first']:>18.3f}{row['last']:>10.3f}{gain:>8.4f}"
+        )
     print(f"\nwall seconds until the {WINDOW}-step moving-average reward first reaches ...")
     print(f"{'':10}" + "".join(f"{th:>8}" for th in THRESHOLDS))
     for row in rows:

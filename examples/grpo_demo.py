@@ -28,15 +28,19 @@ def main() -> None:
     def report(result):
         window.append(result.metrics["reward"])
         if result.step % 25 == 0:
-            print(f"step {result.step:4d}  reward {mean(window):.3f}  kl {result.metrics.get('kl', 0.0):.4f}  "
-                  f"completion_length {result.metrics['completion_length']:.1f}")
+            print(
+                f"step {result.step:4d}  reward {mean(window):.3f}  kl {result.metrics.get('kl', 0.0):.4f}  "
+                f"completion_length {result.metrics['completion_length']:.1f}"
+            )
             window.clear()
 
     result = trainer.fit()
     rewards = result.metric("reward")
     tenth = max(1, len(rewards) // 10)
     print(f"after:  {trainer.generate(prompt, **sample)!r}")
-    print(f"mean reward: first {tenth} steps {mean(rewards[:tenth]):.3f} -> last {tenth} steps {mean(rewards[-tenth:]):.3f}")
+    print(
+        f"mean reward: first {tenth} steps {mean(rewards[:tenth]):.3f} -> last {tenth} steps {mean(rewards[-tenth:]):.3f}"
+    )
     print(f"best checkpoint: {result.best_path}; final: {result.final_path}")
 
 

@@ -12,9 +12,24 @@ import json
 import random
 
 TOPICS = [
-    "quantum computing", "machine learning", "the water cycle", "photosynthesis", "the stock market",
-    "black holes", "climate change", "the internet", "vaccines", "electric cars", "the roman empire",
-    "jazz music", "volcanoes", "honey bees", "the moon landing", "recycling", "sleep", "coffee",
+    "quantum computing",
+    "machine learning",
+    "the water cycle",
+    "photosynthesis",
+    "the stock market",
+    "black holes",
+    "climate change",
+    "the internet",
+    "vaccines",
+    "electric cars",
+    "the roman empire",
+    "jazz music",
+    "volcanoes",
+    "honey bees",
+    "the moon landing",
+    "recycling",
+    "sleep",
+    "coffee",
 ]
 TASKS = ["Explain {}.", "Describe {} briefly.", "What is {}?", "Write a short note about {}.", "Summarize {}."]
 

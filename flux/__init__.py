@@ -8,7 +8,16 @@ from flux_core import __version__
 from flux_core.config import FluxConfig
 from flux_core.errors import ConfigError, DataError, FluxError
 
-__all__ = ["FluxConfig", "FluxTrainer", "FitResult", "StepResult", "FluxError", "ConfigError", "DataError", "__version__"]
+__all__ = [
+    "FluxConfig",
+    "FluxTrainer",
+    "FitResult",
+    "StepResult",
+    "FluxError",
+    "ConfigError",
+    "DataError",
+    "__version__",
+]
 
 
 def __getattr__(name: str):

@@ -51,7 +51,12 @@ def _compile(pattern: str, reward: str) -> re.Pattern:
 
 
 def exact_match(
-    prompts: Sequence[Any], completions: Sequence[Any], *, column: str = "answer", normalize: bool = True, **columns: Any
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    *,
+    column: str = "answer",
+    normalize: bool = True,
+    **columns: Any,
 ) -> list[float]:
     """1.0 when the completion equals the example's ``column`` value, else 0.0.
 
@@ -109,7 +114,9 @@ def format_check(
     """
     regex = _compile(pattern, "format_check")
     match = regex.fullmatch if full_match else regex.search
-    return [float(match(completion_text(c).strip() if full_match else completion_text(c)) is not None) for c in completions]
+    return [
+        float(match(completion_text(c).strip() if full_match else completion_text(c)) is not None) for c in completions
+    ]
 
 
 def length_target(
@@ -181,7 +188,9 @@ def reward_model(
 
 def _reward_model_text(tokenizer: Any, prompt: Any, completion: Any) -> str:
     if isinstance(prompt, list):
-        messages = prompt + (completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}])
+        messages = prompt + (
+            completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
+        )
         return tokenizer.apply_chat_template(messages, tokenize=False)
     return str(prompt) + completion_text(completion)
 

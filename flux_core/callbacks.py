@@ -48,6 +48,18 @@ class FitResult:
     final_path: str | None = None
     checkpoint_paths: list[str] = field(default_factory=list)
 
+    @classmethod
+    def from_run(cls, history: list[StepResult], steps: int, checkpoints: Any) -> "FitResult":
+        """The result of a run whose steps are ``history`` and whose files ``checkpoints`` wrote."""
+        return cls(
+            final_loss=history[-1].metrics["loss"] if history else float("nan"),
+            steps=steps,
+            history=history,
+            best_path=str(checkpoints.best_path),
+            final_path=str(checkpoints.final_path),
+            checkpoint_paths=checkpoints.checkpoint_paths,
+        )
+
     def metric(self, name: str) -> list[float]:
         """The values of one metric over all steps (steps without it are skipped)."""
         return [result.metrics[name] for result in self.history if name in result.metrics]

@@ -76,7 +76,9 @@ def save_model(model: Any, tokenizer: Any, directory: Path) -> None:
         model.save_pretrained(directory / ADAPTER_DIR)
         base = model.get_base_model()
         with _no_grad():
-            base.save_pretrained(directory, state_dict={k: v.detach().contiguous() for k, v in merged_state_dict(model).items()})
+            base.save_pretrained(
+                directory, state_dict={k: v.detach().contiguous() for k, v in merged_state_dict(model).items()}
+            )
     else:
         model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -121,7 +123,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if aside and (aside[-1] / "config.json").exists():
         return aside[-1]
     if path.exists():
-        raise FluxError(f"{path}: not a checkpoint (no config.json); expected a directory written by Flux or transformers")
+        raise FluxError(
+            f"{path}: not a checkpoint (no config.json); expected a directory written by Flux or transformers"
+        )
     raise FluxError(f"{path}: checkpoint directory not found")
 
 

@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from flux_core.errors import ConfigError, FluxError
 from flux_core.registry import close_match
@@ -270,6 +279,5 @@ def format_validation_error(error: ValidationError, source: str, yaml_node: Any 
     if isinstance(context_error, Exception):
         message = str(context_error)
     elif message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
     return f"{where}: {key_path}: {message}"
-

@@ -119,12 +119,10 @@ def _check_text(value: Any, key: str, where: str) -> str:
                 or not isinstance(message.get("content"), str)
             ):
                 raise DataError(
-                    f"{where}: '{key}'[{index}] must be a message like {{\"role\": \"user\", \"content\": \"...\"}}"
+                    f'{where}: \'{key}\'[{index}] must be a message like {{"role": "user", "content": "..."}}'
                 )
         return "chat"
-    raise DataError(
-        f"{where}: '{key}' must be a string or a list of chat messages, not {_describe(value)}"
-    )
+    raise DataError(f"{where}: '{key}' must be a string or a list of chat messages, not {_describe(value)}")
 
 
 def _describe(value: Any) -> str:

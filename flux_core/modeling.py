@@ -96,7 +96,9 @@ def generate_text(model: Any, tokenizer: Any, prompt: str | list[dict[str, str]]
     if isinstance(prompt, str):
         input_ids = tokenizer(prompt, return_tensors="pt").input_ids
     else:
-        input_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True).input_ids
+        input_ids = tokenizer.apply_chat_template(
+            prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        ).input_ids
     device = next(model.parameters()).device
     input_ids = input_ids.to(device)
     settings = {"max_new_tokens": 64, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
@@ -108,4 +110,4 @@ def generate_text(model: Any, tokenizer: Any, prompt: str | list[dict[str, str]]
             output = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **settings)
     finally:
         model.train(was_training)
-    return tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=True)
+    return tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)

@@ -145,6 +145,7 @@ def _build_registry() -> Registry:
     manager = get_plugin_manager()
 
     for impl in manager.hook.register_algorithms.get_hookimpls():
+
         def register(algorithm: Algorithm, _plugin=impl.plugin_name) -> None:
             registry._claim("algorithm", algorithm.name, _plugin)
             registry.algorithms[algorithm.name] = algorithm
@@ -152,6 +153,7 @@ def _build_registry() -> Registry:
         impl.function(register=register)
 
     for impl in manager.hook.register_losses.get_hookimpls():
+
         def register(name: str, fn: Callable[..., Any], algorithm: str = "dpo", _plugin=impl.plugin_name) -> None:
             registry._claim(f"{algorithm} loss", name, _plugin)
             registry.losses[(algorithm, name)] = Loss(name=name, fn=fn, algorithm=algorithm, plugin=_plugin)
@@ -159,6 +161,7 @@ def _build_registry() -> Registry:
         impl.function(register=register)
 
     for impl in manager.hook.register_rewards.get_hookimpls():
+
         def register(name: str, fn: Callable[..., Any], _plugin=impl.plugin_name) -> None:
             registry._claim("reward", name, _plugin)
             registry.rewards[name] = Reward(name=name, fn=fn, plugin=_plugin)

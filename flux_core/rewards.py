@@ -128,7 +128,9 @@ def check_settings(name: str, fn: Callable[..., Any], kwargs: dict[str, Any]) ->
         for key in kwargs:
             if key not in settings:
                 valid = ", ".join(settings)
-                raise ValueError(f"reward '{name}' has no setting '{key}'{close_match(key, settings)}; settings: {valid}")
+                raise ValueError(
+                    f"reward '{name}' has no setting '{key}'{close_match(key, settings)}; settings: {valid}"
+                )
     for setting in settings.values():
         if setting.default is inspect.Parameter.empty and setting.name not in kwargs:
             raise ValueError(f"reward '{name}' needs kwargs: {{{setting.name}: ...}}")

@@ -31,6 +31,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 from flux_core.errors import FluxError
 
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How completions are sampled.
@@ -127,7 +128,9 @@ class LocalBackend:
             # As TRL tokenizes text prompts: with the tokenizer's special tokens (e.g. a BOS).
             return list(self.tokenizer(prompt).input_ids)
         if isinstance(prompt, list):
-            encoded = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)
+            encoded = self.tokenizer.apply_chat_template(
+                prompt, add_generation_prompt=True, tokenize=True, return_dict=True
+            )
             return list(encoded["input_ids"])
         raise FluxError(f"a prompt must be a string or a list of chat messages, not {type(prompt).__name__}")
 
@@ -156,7 +159,9 @@ class LocalBackend:
             use_cache=True,
         )
         if sampling.temperature > 0:
-            settings.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+            settings.update(
+                do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k
+            )
         else:
             settings.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         was_training = self.model.training

@@ -37,7 +37,9 @@ def write(path, tag, crash=False):
 
 
 def test_a_crash_while_writing_leaves_the_last_good_checkpoint_intact(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint, "save_model", lambda model, tok, d: (model.save_pretrained(d), tok.save_pretrained(d)))
+    monkeypatch.setattr(
+        checkpoint, "save_model", lambda model, tok, d: (model.save_pretrained(d), tok.save_pretrained(d))
+    )
     target = tmp_path / "best"
     write(target, "good")
     with pytest.raises(RuntimeError, match="disk full"):
@@ -47,7 +49,9 @@ def test_a_crash_while_writing_leaves_the_last_good_checkpoint_intact(tmp_path, 
 
 
 def test_a_crash_between_the_renames_is_recovered_on_load(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint, "save_model", lambda model, tok, d: (model.save_pretrained(d), tok.save_pretrained(d)))
+    monkeypatch.setattr(
+        checkpoint, "save_model", lambda model, tok, d: (model.save_pretrained(d), tok.save_pretrained(d))
+    )
     target = tmp_path / "final"
     write(target, "good")
     real_replace = checkpoint.os.replace
@@ -68,7 +72,9 @@ def test_a_crash_between_the_renames_is_recovered_on_load(tmp_path, monkeypatch)
 
 
 def test_best_is_the_lowest_eval_loss_among_save_points(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint, "save_model", lambda model, tok, d: (model.save_pretrained(d), tok.save_pretrained(d)))
+    monkeypatch.setattr(
+        checkpoint, "save_model", lambda model, tok, d: (model.save_pretrained(d), tok.save_pretrained(d))
+    )
     scores = iter([3.0, 1.0, 2.0, 2.5])
     manager = CheckpointManager(tmp_path, FakeConfig(), FakeTokenizer(), save_steps=2, evaluate=lambda: next(scores))
     for step in range(1, 7):
@@ -81,7 +87,9 @@ def test_best_is_the_lowest_eval_loss_among_save_points(tmp_path, monkeypatch):
 
 
 def test_without_eval_data_best_follows_the_smoothed_training_loss(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint, "save_model", lambda model, tok, d: (model.save_pretrained(d), tok.save_pretrained(d)))
+    monkeypatch.setattr(
+        checkpoint, "save_model", lambda model, tok, d: (model.save_pretrained(d), tok.save_pretrained(d))
+    )
     manager = CheckpointManager(tmp_path, FakeConfig(), FakeTokenizer(), save_steps=3)
     losses = [1.0, 0.9, 0.8, 0.2, 0.2, 0.2, 2.0, 2.0, 2.0]  # improves, then diverges
     for step, loss in enumerate(losses, start=1):

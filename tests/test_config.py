@@ -68,11 +68,15 @@ def test_missing_algorithm_package_names_the_pip_install(tmp_path):
     missing = [name for name in KNOWN_ALGORITHM_PACKAGES if name not in get_registry().algorithms]
     for name in missing:  # algorithms whose plugin is not installed here
         path = write(tmp_path, f"model_path: m\nalgorithm:\n  name: {name}\n")
-        assert error_of(path).endswith(f"algorithm 'name' is not installed: pip install flux-{name}".replace("'name'", f"'{name}'"))
+        assert error_of(path).endswith(
+            f"algorithm 'name' is not installed: pip install flux-{name}".replace("'name'", f"'{name}'")
+        )
 
 
 def test_trl_block_keys_must_be_real_dpo_config_fields(tmp_path):
-    path = write(tmp_path, "model_path: m\nalgorithm: {name: dpo}\ntrl:\n  warmup_steps: 2\n  gradient_acumulation_steps: 2\n")
+    path = write(
+        tmp_path, "model_path: m\nalgorithm: {name: dpo}\ntrl:\n  warmup_steps: 2\n  gradient_acumulation_steps: 2\n"
+    )
     assert error_of(path) == (
         f"{path}:5: trl.gradient_acumulation_steps: not a field of DPOConfig "
         "(did you mean 'gradient_accumulation_steps'?)"

@@ -29,8 +29,13 @@ def test_valid_sources_load(tmp_path):
     assert load_records(jsonl(tmp_path, GOOD, "", GOOD), "preferences") == rows * 2
     assert load_records(rows, "preferences") == rows
     assert load_records(Dataset.from_list(rows), "preferences") == rows
-    chat = [{"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "hello"}],
-             "rejected": [{"role": "assistant", "content": "go away"}]}]
+    chat = [
+        {
+            "prompt": [{"role": "user", "content": "hi"}],
+            "chosen": [{"role": "assistant", "content": "hello"}],
+            "rejected": [{"role": "assistant", "content": "go away"}],
+        }
+    ]
     assert load_records(chat, "preferences") == chat
 
 
@@ -39,11 +44,17 @@ def test_valid_sources_load(tmp_path):
     [
         ('{"prompt": "p", "chosen": "c"', ":3: invalid JSON: Expecting ',' delimiter"),
         ('{"prompt": "p", "chosen": "c"}', ":3: missing key 'rejected'"),
-        ('{"prompt": "p", "chosen": 5, "rejected": "r"}', ":3: 'chosen' must be a string or a list of chat messages, not int"),
+        (
+            '{"prompt": "p", "chosen": 5, "rejected": "r"}',
+            ":3: 'chosen' must be a string or a list of chat messages, not int",
+        ),
         ('{"prompt": "", "chosen": "c", "rejected": "r"}', ":3: 'prompt' is empty"),
         ('["p", "c", "r"]', ":3: expected a JSON object"),
         ('{"prompt": [{"role": "user"}], "chosen": "c", "rejected": "r"}', ":3: 'prompt'[0] must be a message"),
-        ('{"prompt": [{"role": "user", "content": "x"}], "chosen": "c", "rejected": "r"}', ":3: prompt, chosen, rejected must all be strings"),
+        (
+            '{"prompt": [{"role": "user", "content": "x"}], "chosen": "c", "rejected": "r"}',
+            ":3: prompt, chosen, rejected must all be strings",
+        ),
     ],
 )
 def test_bad_line_is_named(tmp_path, bad_line, expected):
@@ -52,10 +63,15 @@ def test_bad_line_is_named(tmp_path, bad_line, expected):
 
 
 def test_empty_missing_and_wrong_sources(tmp_path):
-    assert error_of(jsonl(tmp_path, "")).endswith("no examples found (expected preference pairs: prompt, chosen, rejected (strings or chat message lists))")
+    assert error_of(jsonl(tmp_path, "")).endswith(
+        "no examples found (expected preference pairs: prompt, chosen, rejected (strings or chat message lists))"
+    )
     assert error_of(str(tmp_path / "nope.jsonl")) == f"{tmp_path / 'nope.jsonl'}: file not found"
     assert "must be a JSONL file path" in error_of(42)
-    assert error_of([{"prompt": "p"}]) == "data list item 1: missing key 'chosen' (each example needs prompt, chosen, rejected)"
+    assert (
+        error_of([{"prompt": "p"}])
+        == "data list item 1: missing key 'chosen' (each example needs prompt, chosen, rejected)"
+    )
     assert "unknown data_format 'prefs'" in error_of([], "prefs")
 
 

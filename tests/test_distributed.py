@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,12 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def train(tmp_path: Path, name: str, model: Path, data: Path, launcher: list[str], batch_size: int):
@@ -22,7 +29,10 @@ def train(tmp_path: Path, name: str, model: Path, data: Path, launcher: list[str
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [*launcher, str(BIN / "flux"), "train", str(config), "--data", str(data), "--no-progress"],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     losses = [json.loads(line)["loss"] for line in (output / "metrics.jsonl").read_text().splitlines()]
@@ -31,10 +41,16 @@ def train(tmp_path: Path, name: str, model: Path, data: Path, launcher: list[str
 
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, tiny_model_dir, preferences_file):
     _, single, _ = train(tmp_path, "single", tiny_model_dir, preferences_file, [], batch_size=8)
-    torchrun = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", "29533"]
+    torchrun = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port())]
     stdout, double, output = train(tmp_path, "double", tiny_model_dir, preferences_file, torchrun, batch_size=4)
 
     assert len(double) == len(single) == 4  # one metrics line per step, not one per process
     assert double == pytest.approx(single, abs=1e-4)
     assert stdout.count("flux: trained 4 steps") == 1  # only the main process prints
-    assert sorted(p.name for p in output.iterdir()) == ["best", "checkpoint-2", "checkpoint-4", "final", "metrics.jsonl"]
+    assert sorted(p.name for p in output.iterdir()) == [
+        "best",
+        "checkpoint-2",
+        "checkpoint-4",
+        "final",
+        "metrics.jsonl",
+    ]

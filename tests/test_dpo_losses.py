@@ -48,18 +48,27 @@ def delta(i):
 EXPECTED = {
     "sigmoid": lambda i, ls: -logsig(BETA * delta(i)),
     "hinge": lambda i, ls: max(0.0, 1 - BETA * delta(i)),
-    "ipo": lambda i, ls: (CHOSEN_LR[i] / LENGTHS_CHOSEN[i] - REJECTED_LR[i] / LENGTHS_REJECTED[i] - 1 / (2 * BETA)) ** 2,
-    "nca_pair": lambda i, ls: -logsig(BETA * CHOSEN_LR[i]) - 0.5 * logsig(-BETA * CHOSEN_LR[i]) - 0.5 * logsig(-BETA * REJECTED_LR[i]),
+    "ipo": lambda i, ls: (
+        (CHOSEN_LR[i] / LENGTHS_CHOSEN[i] - REJECTED_LR[i] / LENGTHS_REJECTED[i] - 1 / (2 * BETA)) ** 2
+    ),
+    "nca_pair": lambda i, ls: (
+        -logsig(BETA * CHOSEN_LR[i]) - 0.5 * logsig(-BETA * CHOSEN_LR[i]) - 0.5 * logsig(-BETA * REJECTED_LR[i])
+    ),
     "robust": lambda i, ls: (-(1 - ls) * logsig(BETA * delta(i)) + ls * logsig(-BETA * delta(i))) / (1 - 2 * ls),
     "bco_pair": lambda i, ls: -logsig(BETA * CHOSEN_LR[i]) - logsig(-BETA * REJECTED_LR[i]),
     "sppo_hard": lambda i, ls: (CHOSEN_LR[i] - 0.5 / BETA) ** 2 + (REJECTED_LR[i] + 0.5 / BETA) ** 2,
     "apo_zero": lambda i, ls: (1 - sig(BETA * CHOSEN_LR[i])) + sig(BETA * REJECTED_LR[i]),
     "apo_down": lambda i, ls: sig(BETA * CHOSEN_LR[i]) + 1 - sig(BETA * delta(i)),
-    "sigmoid_norm": lambda i, ls: -logsig(BETA * (CHOSEN_LR[i] / LENGTHS_CHOSEN[i] - REJECTED_LR[i] / LENGTHS_REJECTED[i])),
-    "exo_pair": lambda i, ls: sig(BETA * delta(i)) * (logsig(BETA * delta(i)) - math.log(1 - ls))
-    + sig(-BETA * delta(i)) * (logsig(-BETA * delta(i)) - math.log(ls)),
+    "sigmoid_norm": lambda i, ls: (
+        -logsig(BETA * (CHOSEN_LR[i] / LENGTHS_CHOSEN[i] - REJECTED_LR[i] / LENGTHS_REJECTED[i]))
+    ),
+    "exo_pair": lambda i, ls: (
+        sig(BETA * delta(i)) * (logsig(BETA * delta(i)) - math.log(1 - ls))
+        + sig(-BETA * delta(i)) * (logsig(-BETA * delta(i)) - math.log(ls))
+    ),
     "discopop": lambda i, ls: (
-        -logsig(BETA * delta(i)) * (1 - sig(BETA * delta(i) / 0.05)) + math.exp(-BETA * delta(i)) * sig(BETA * delta(i) / 0.05)
+        -logsig(BETA * delta(i)) * (1 - sig(BETA * delta(i) / 0.05))
+        + math.exp(-BETA * delta(i)) * sig(BETA * delta(i) / 0.05)
     ),
     # mean NLL per chosen token over the batch, repeated per example
     "sft": lambda i, ls: -sum(POLICY_CHOSEN) / sum(LENGTHS_CHOSEN),
@@ -116,7 +125,14 @@ def test_every_trl_1_16_loss_type_is_registered():
 def test_losses_are_differentiable():
     inputs = batch()
     chosen = inputs.chosen_logps.clone().requires_grad_()
-    grads_batch = PreferenceLogps(chosen, inputs.rejected_logps, inputs.ref_chosen_logps, inputs.ref_rejected_logps, inputs.chosen_lengths, inputs.rejected_lengths)
+    grads_batch = PreferenceLogps(
+        chosen,
+        inputs.rejected_logps,
+        inputs.ref_chosen_logps,
+        inputs.ref_rejected_logps,
+        inputs.chosen_lengths,
+        inputs.rejected_lengths,
+    )
     for name, fn in losses.TRL_LOSSES.items():
         chosen.grad = None
         fn(grads_batch, beta=BETA, label_smoothing=0.1).mean().backward()

@@ -64,9 +64,7 @@ CASES = [
 @pytest.mark.parametrize("loss,label_smoothing,lora", CASES)
 def test_per_step_losses_match_raw_trl(dpo_config, preferences_file, loss, label_smoothing, lora):
     lora_block = {"r": 4, "alpha": 8, "dropout": 0.0} if lora else None
-    config = dpo_config(
-        {"loss": loss, "label_smoothing": label_smoothing}, num_steps=STEPS, lora=lora_block
-    )
+    config = dpo_config({"loss": loss, "label_smoothing": label_smoothing}, num_steps=STEPS, lora=lora_block)
     records = [json.loads(line) for line in preferences_file.read_text().splitlines()]
 
     flux_losses = FluxTrainer(config, show_progress=False).fit(prompts=records).metric("loss")

@@ -9,7 +9,15 @@ from transformers import AutoModelForCausalLM
 
 from flux_core.trainer import FluxTrainer
 
-REQUIRED_METRICS = {"loss", "chosen_reward", "rejected_reward", "reward_margin", "accuracy", "learning_rate", "grad_norm"}
+REQUIRED_METRICS = {
+    "loss",
+    "chosen_reward",
+    "rejected_reward",
+    "reward_margin",
+    "accuracy",
+    "learning_rate",
+    "grad_norm",
+}
 
 
 def test_loss_falls_and_margin_grows_with_every_metric_every_step(dpo_config, preferences_file):

@@ -28,17 +28,30 @@ print(json.dumps({"plugin": loss.plugin, "losses": result.metric("loss"), "margi
 def installed_example(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target),
-         str(REPO / "examples" / "flux-example-loss")],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(REPO / "examples" / "flux-example-loss"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return target
 
 
 def run_with(site: Path, config: dict, data: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", RUN, json.dumps(config), str(data)],
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", RUN, json.dumps(config), str(data)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -48,8 +61,12 @@ def test_installed_package_registers_its_loss_and_the_run_uses_its_formula(
 ):
     margin = 0.5
     config = {
-        "model_path": str(tiny_model_dir), "output_dir": str(tmp_path / "out"), "num_steps": 3, "batch_size": 8,
-        "learning_rate": 5e-4, "max_length": 128,
+        "model_path": str(tiny_model_dir),
+        "output_dir": str(tmp_path / "out"),
+        "num_steps": 3,
+        "batch_size": 8,
+        "learning_rate": 5e-4,
+        "max_length": 128,
         "algorithm": {"name": "dpo", "beta": 0.1, "loss": "margin_sigmoid", "loss_kwargs": {"margin": margin}},
     }
     report = run_with(installed_example, config, preferences_file)
@@ -64,7 +81,9 @@ def test_without_the_package_the_loss_is_unknown(tiny_model_dir):
     from flux import ConfigError, FluxConfig
 
     with pytest.raises(ConfigError, match="unknown dpo loss 'margin_sigmoid'"):
-        FluxConfig.from_dict({"model_path": str(tiny_model_dir), "algorithm": {"name": "dpo", "loss": "margin_sigmoid"}})
+        FluxConfig.from_dict(
+            {"model_path": str(tiny_model_dir), "algorithm": {"name": "dpo", "loss": "margin_sigmoid"}}
+        )
 
 
 def torch_logsigmoid(x: float) -> float:

@@ -31,7 +31,9 @@ def example_reward_site(tmp_path_factory):
 
 def run_python(code, site, cwd):
     env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, cwd=cwd
+    )
 
 
 def test_flux_plugins_lists_the_installed_reward(example_reward_site, tmp_path):

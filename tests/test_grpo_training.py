@@ -16,7 +16,16 @@ sys.path.insert(0, str(REPO / "examples"))
 from make_prompts import make_prompts  # noqa: E402
 
 E_FRACTION = {"name": "pattern_fraction", "kwargs": {"pattern": "e"}}
-USER_METRICS = ("reward", "reward_std", "reward_pattern_fraction", "kl", "entropy", "completion_length", "loss", "learning_rate")
+USER_METRICS = (
+    "reward",
+    "reward_std",
+    "reward_pattern_fraction",
+    "kl",
+    "entropy",
+    "completion_length",
+    "loss",
+    "learning_rate",
+)
 
 
 def grpo_dict(model_dir, output_dir, algorithm=None, **overrides):
@@ -141,13 +150,31 @@ algorithm:
 @pytest.mark.parametrize(
     "fields, message",
     [
-        ({"reward": "pattern_fractoin"}, ":6: algorithm.rewards.0: unknown reward 'pattern_fractoin' (did you mean 'pattern_fraction'?)"),
-        ({"extra": "  loss_type: ppo\n"}, ":6: algorithm.loss_type: Input should be 'grpo', 'dr_grpo', 'dapo', 'bnpo', 'cispo', 'sapo', 'luspo' or 'vespo'"),
+        (
+            {"reward": "pattern_fractoin"},
+            ":6: algorithm.rewards.0: unknown reward 'pattern_fractoin' (did you mean 'pattern_fraction'?)",
+        ),
+        (
+            {"extra": "  loss_type: ppo\n"},
+            ":6: algorithm.loss_type: Input should be 'grpo', 'dr_grpo', 'dapo', 'bnpo', 'cispo', 'sapo', 'luspo' or 'vespo'",
+        ),
         ({"extra": "  beta: -0.1\n"}, ":6: algorithm.beta: Input should be greater than or equal to 0"),
-        ({"extra": "  loss_type: luspo\n"}, "algorithm: loss_type luspo is a sequence-level loss: set importance_sampling_level: sequence"),
-        ({"extra": "  scale_rewards: true\n"}, ":6: algorithm.scale_rewards: Input should be 'group', 'batch' or 'none'"),
-        ({"trl": "trl:\n  num_generations: 2\n"}, ":10: trl.num_generations: is set by Flux: use algorithm.num_generations"),
-        ({"trl": "trl:\n  reward_weights: [1]\n"}, ":10: trl.reward_weights: is set by Flux: use algorithm.rewards[].weight"),
+        (
+            {"extra": "  loss_type: luspo\n"},
+            "algorithm: loss_type luspo is a sequence-level loss: set importance_sampling_level: sequence",
+        ),
+        (
+            {"extra": "  scale_rewards: true\n"},
+            ":6: algorithm.scale_rewards: Input should be 'group', 'batch' or 'none'",
+        ),
+        (
+            {"trl": "trl:\n  num_generations: 2\n"},
+            ":10: trl.num_generations: is set by Flux: use algorithm.num_generations",
+        ),
+        (
+            {"trl": "trl:\n  reward_weights: [1]\n"},
+            ":10: trl.reward_weights: is set by Flux: use algorithm.rewards[].weight",
+        ),
     ],
 )
 def test_config_errors_name_the_file_line_and_key(tmp_path, fields, message):
@@ -174,7 +201,9 @@ def test_a_batch_that_does_not_split_into_groups_is_explained_before_any_model_l
 
 
 def test_server_only_settings_warn_that_rollouts_are_local(tiny_model_dir, tmp_path):
-    data = grpo_dict(tiny_model_dir, tmp_path, adaptive_async={"enabled": True}, sglang={"base_url": "http://gpu:30000"})
+    data = grpo_dict(
+        tiny_model_dir, tmp_path, adaptive_async={"enabled": True}, sglang={"base_url": "http://gpu:30000"}
+    )
     with pytest.warns(UserWarning) as warned:
         FluxConfig.from_dict(data)
     messages = [str(w.message) for w in warned]
@@ -248,7 +277,9 @@ def test_lora_run_saves_adapter_and_merged_model(grpo_config):
 
 def test_eval_data_picks_best_by_eval_reward(grpo_config):
     config = grpo_config(checkpoint={"save_steps": 1})
-    result = FluxTrainer(config, show_progress=False).fit(prompts=make_prompts(8, seed=0), eval_data=make_prompts(4, seed=1))
+    result = FluxTrainer(config, show_progress=False).fit(
+        prompts=make_prompts(8, seed=0), eval_data=make_prompts(4, seed=1)
+    )
     meta = json.loads((Path(result.best_path) / "flux_checkpoint.json").read_text())
     assert meta["score_name"] == "negative_eval_reward"
     assert -1.0 <= meta["score"] <= 0.0  # minus a mean share of letters

@@ -138,7 +138,9 @@ def test_every_hook_is_documented_and_exercised_by_a_test():
         assert re.search(rf"def {name}\(self", tests), f"no test implements hook {name} in a plugin"
 
 
-def test_a_plugin_can_supply_reference_logps_from_elsewhere(dpo_config, preference_records, register_plugin, monkeypatch):
+def test_a_plugin_can_supply_reference_logps_from_elsewhere(
+    dpo_config, preference_records, register_plugin, monkeypatch
+):
     import trl.trainer.dpo_trainer as dpo_module
 
     monkeypatch.setattr(dpo_module, "create_model_from_path", lambda *a, **k: pytest.fail("reference model loaded"))

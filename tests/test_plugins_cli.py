@@ -29,8 +29,16 @@ def make_broken_plugin(root: Path) -> Path:
 
 def tiny_config(tmp_path, tiny_model_dir, **extra) -> Path:
     path = tmp_path / "config.yaml"
-    lines = [f"model_path: {tiny_model_dir}", f"output_dir: {tmp_path / 'out'}", "num_steps: 4", "batch_size: 4",
-             "learning_rate: 5.0e-4", "max_length: 96", "algorithm:", "  name: dpo"]
+    lines = [
+        f"model_path: {tiny_model_dir}",
+        f"output_dir: {tmp_path / 'out'}",
+        "num_steps: 4",
+        "batch_size: 4",
+        "learning_rate: 5.0e-4",
+        "max_length: 96",
+        "algorithm:",
+        "  name: dpo",
+    ]
     lines += [f"{key}: {value}" for key, value in extra.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -41,7 +49,10 @@ def test_help_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("False False")
     code = "import sys, flux; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
 def test_flux_plugins_lists_plugins_versions_algorithms_and_losses():
@@ -67,18 +78,24 @@ def test_a_plugin_that_raises_on_import_is_reported_and_skipped(tmp_path, tiny_m
     env = {"PYTHONPATH": str(make_broken_plugin(tmp_path / "site"))}
     listing = run("plugins", env=env)
     assert listing.returncode == 0
-    assert "plugin 'broken' (flux-broken) failed to load and was skipped: RuntimeError: boom at import" in listing.stderr
+    assert (
+        "plugin 'broken' (flux-broken) failed to load and was skipped: RuntimeError: boom at import" in listing.stderr
+    )
     assert "broken (flux-broken): FAILED TO LOAD" in listing.stdout
     assert "dpo (flux-dpo 0.1.0)" in listing.stdout  # the others still work
 
-    train = run("train", str(tiny_config(tmp_path, tiny_model_dir)), "--data", str(preferences_file), "--no-progress", env=env)
+    train = run(
+        "train", str(tiny_config(tmp_path, tiny_model_dir)), "--data", str(preferences_file), "--no-progress", env=env
+    )
     assert train.returncode == 0, train.stderr
     assert "trained 4 steps" in train.stdout
 
 
 def test_train_then_generate_from_the_command_line(tmp_path, tiny_model_dir, preferences_file):
     config = tiny_config(tmp_path, tiny_model_dir)
-    result = run("train", str(config), "--data", str(preferences_file), "--set", "algorithm.beta=0.2", "--set", "num_steps=3")
+    result = run(
+        "train", str(config), "--data", str(preferences_file), "--set", "algorithm.beta=0.2", "--set", "num_steps=3"
+    )
     assert result.returncode == 0, result.stderr
     assert "trained 3 steps" in result.stdout
     assert "reward_margin=" in result.stderr  # the progress bar shows step, loss and reward margin

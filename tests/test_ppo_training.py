@@ -201,9 +201,7 @@ def test_adaptive_kl_moves_the_coefficient(ppo_config, prompt_records):
 # ---------------------------------------------------------------- LoRA
 
 
-def test_lora_reference_is_the_disabled_adapter_and_value_model_can_use_lora(
-    ppo_config, prompt_records, monkeypatch
-):
+def test_lora_reference_is_the_disabled_adapter_and_value_model_can_use_lora(ppo_config, prompt_records, monkeypatch):
     from peft import PeftModel
 
     import flux_ppo.runner as runner_module

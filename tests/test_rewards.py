@@ -143,7 +143,10 @@ def test_a_reward_that_raises_is_named_with_the_offending_completion(custom_rewa
     reward = custom_reward("picky", picky)
     with pytest.raises(FluxError) as error:
         reward(["Say hi.", "Say bye.", "Say yes."], ["hi", "", "yes"])
-    assert str(error.value) == "reward 'picky' raised ZeroDivisionError on completion 1 (prompt 'Say bye.'): float division by zero"
+    assert (
+        str(error.value)
+        == "reward 'picky' raised ZeroDivisionError on completion 1 (prompt 'Say bye.'): float division by zero"
+    )
     assert "\n" not in str(error.value)
 
 
@@ -151,7 +154,10 @@ def test_a_reward_that_raises_is_named_with_the_offending_completion(custom_rewa
     "values, message",
     [
         ([1.0], "reward 'bad' returned 1 values for 2 completions; return exactly one per completion"),
-        ([1.0, "high"], "reward 'bad' returned str 'high' for completion 1 (prompt 'b'); rewards must be numbers or None"),
+        (
+            [1.0, "high"],
+            "reward 'bad' returned str 'high' for completion 1 (prompt 'b'); rewards must be numbers or None",
+        ),
         ([math.nan, 1.0], "reward 'bad' returned nan for completion 0 (prompt 'a'); rewards must be finite"),
         ([1.0, math.inf], "reward 'bad' returned inf for completion 1 (prompt 'b'); rewards must be finite"),
         (3.0, "reward 'bad' returned float, not a list with one number per completion"),
@@ -166,7 +172,9 @@ def test_bad_reward_values_are_one_line_errors_naming_the_reward(custom_reward, 
 
 
 def test_none_means_not_applicable_and_is_left_out_of_the_total(custom_reward):
-    only_short = custom_reward("only_short", lambda prompts, completions, **c: [1.0 if len(x) < 3 else None for x in completions])
+    only_short = custom_reward(
+        "only_short", lambda prompts, completions, **c: [1.0 if len(x) < 3 else None for x in completions]
+    )
     length = custom_reward("length", lambda prompts, completions, **c: [float(len(x)) for x in completions], weight=0.5)
     scores = score_completions([only_short, length], ["p", "p", "p"], ["ab", "abcd", "abcdef"])
     assert scores.by_name == {"only_short": [1.0, None, None], "length": [2.0, 4.0, 6.0]}

@@ -15,7 +15,7 @@ import pytest
 # The repo is checked out (and cloned by CI) beside shared/, which holds the tutorial.
 TUTORIAL = Path(__file__).resolve().parents[2] / "shared" / "seed" / "dpo-tutorial.txt"
 
-DATA_BLOCK = '''
+DATA_BLOCK = """
 import json
 # Preference pairs
 preferences = [
@@ -36,9 +36,9 @@ with open("preferences.jsonl", "w") as f:
     for p in preferences:
         f.write(json.dumps(p) + "\\n")
 print(f"Created {len(preferences)} preference pairs")
-'''
+"""
 
-YAML_BLOCK = '''
+YAML_BLOCK = """
 model_path: Qwen/Qwen3-8B
 output_dir: ./outputs/dpo
 sglang:
@@ -58,17 +58,17 @@ adaptive_async:
   enabled: false
 checkpoint:
   save_steps: 200
-'''
+"""
 
-TRAIN_BLOCK = '''
+TRAIN_BLOCK = """
 from flux import FluxConfig, FluxTrainer
 # Load config
 config = FluxConfig.from_yaml("dpo-config.yaml")
 # Create trainer
 trainer = FluxTrainer(config)
-'''
+"""
 
-MONITOR_BLOCK = '''
+MONITOR_BLOCK = """
 @trainer.add_step_callback
 def log_dpo_metrics(result):
     metrics = result.metrics
@@ -77,9 +77,9 @@ def log_dpo_metrics(result):
           f"chosen_reward={metrics.get('chosen_reward', 0):.3f}, "
           f"rejected_reward={metrics.get('rejected_reward', 0):.3f}, "
           f"reward_margin={metrics.get('reward_margin', 0):.3f}")
-'''
+"""
 
-FIT_BLOCK = '''
+FIT_BLOCK = """
 # Train with preference data
 result = trainer.fit(
     prompts="preferences.jsonl",
@@ -87,9 +87,9 @@ result = trainer.fit(
 )
 print(f"Training complete!")
 print(f"Final loss: {result.final_loss:.4f}")
-'''
+"""
 
-EVAL_BLOCK = '''
+EVAL_BLOCK = """
 from flux import FluxTrainer
 trainer = FluxTrainer(config)
 trainer.load_checkpoint("outputs/dpo/best")
@@ -98,7 +98,7 @@ test_prompt = "Explain machine learning."
 # Generate response
 response = trainer.generate(test_prompt)
 print(f"Trained model: {response}")
-'''
+"""
 
 BLOCKS = [DATA_BLOCK, YAML_BLOCK, TRAIN_BLOCK + FIT_BLOCK, MONITOR_BLOCK, EVAL_BLOCK]
 

@@ -7,6 +7,7 @@ from typing import Any
 from flux_core.callbacks import FitResult, StepReporter, StepCallback, make_trl_callback
 from flux_core.checkpoint import CheckpointManager
 from flux_core.config import FluxConfig
+from flux_core.trl_settings import shared_trl_settings
 from flux_core.errors import FluxError
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
 from flux_core.plugins import get_plugin_manager
@@ -23,19 +24,14 @@ METRIC_NAMES = {
     "logps/rejected": "rejected_logp",
 }
 
+
 def build_dpo_args(config: FluxConfig, precision: str, reference_policy: Any):
     """The ``trl.DPOConfig`` for a Flux run: Flux's keys first, then the ``trl:`` block."""
-    import torch
     from trl import DPOConfig
 
     algorithm = config.algorithm
-    settings: dict[str, Any] = dict(
-        output_dir=config.output_dir,
-        max_steps=config.num_steps,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        seed=config.seed,
+    settings: dict[str, Any] = shared_trl_settings(config, precision)
+    settings.update(
         max_length=config.max_length,
         beta=algorithm.beta,
         label_smoothing=algorithm.label_smoothing,
@@ -43,13 +39,6 @@ def build_dpo_args(config: FluxConfig, precision: str, reference_policy: Any):
         # reference model, and FluxDPOTrainer fills the columns itself (see its docstring).
         precompute_ref_log_probs=reference_policy in ("precompute", "none")
         or isinstance(reference_policy, ReferenceLogpsProvider),
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=not torch.cuda.is_available(),
-        logging_steps=1,  # one StepResult per optimizer step
-        save_strategy="no",  # Flux writes its own atomic checkpoints
-        report_to="none",
-        disable_tqdm=True,  # Flux shows its own progress bar
     )
     settings.update(config.trl)
     return DPOConfig(**settings)
@@ -73,8 +62,7 @@ class DPORunner:
             return policy
         if policy not in BUILT_IN_POLICIES:
             raise FluxError(
-                f"reference policy {policy!r} is not one of {', '.join(BUILT_IN_POLICIES)} "
-                "nor a ReferenceLogpsProvider"
+                f"reference policy {policy!r} is not one of {', '.join(BUILT_IN_POLICIES)} nor a ReferenceLogpsProvider"
             )
         if policy == "adapter" and not use_lora:
             raise FluxError("algorithm.reference_policy: adapter needs a lora: block (there is no adapter to disable)")
@@ -154,15 +142,7 @@ class DPORunner:
             latest_eval["eval_loss"] = trainer.evaluate()["eval_loss"]
         if trainer.accelerator.is_main_process:
             checkpoints.finalize(step, self.model)
-        history = reporter.history
-        return FitResult(
-            final_loss=history[-1].metrics["loss"] if history else float("nan"),
-            steps=step,
-            history=history,
-            best_path=str(checkpoints.best_path),
-            final_path=str(checkpoints.final_path),
-            checkpoint_paths=checkpoints.checkpoint_paths,
-        )
+        return FitResult.from_run(reporter.history, step, checkpoints)
 
 
 def _EvalAtSavePoints(runner: DPORunner, save_steps: int, latest_eval: dict[str, float]):

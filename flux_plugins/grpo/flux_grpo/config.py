@@ -69,14 +69,18 @@ class GRPOAlgorithmConfig(AlgorithmConfig):
     temperature: float = Field(
         default=1.0, gt=0, description="Sampling temperature; GRPO needs diverse completions, so it must be > 0."
     )
-    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling threshold in (0, 1]; 1 keeps every token.")
+    top_p: float = Field(
+        default=1.0, gt=0, le=1, description="Nucleus sampling threshold in (0, 1]; 1 keeps every token."
+    )
     beta: float = Field(
         default=0.0,
         ge=0,
         description="KL coefficient towards the initial model. 0 (default, as in TRL) loads no reference model "
         "and reports no `kl` metric; DeepSeek-R1 used 0.001.",
     )
-    epsilon: float = Field(default=0.2, gt=0, description="Clipping range of the probability ratio (lower bound: 1 - epsilon).")
+    epsilon: float = Field(
+        default=0.2, gt=0, description="Clipping range of the probability ratio (lower bound: 1 - epsilon)."
+    )
     epsilon_high: float | None = Field(
         default=None,
         gt=0,

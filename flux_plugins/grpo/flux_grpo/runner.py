@@ -8,6 +8,7 @@ from typing import Any, Callable
 from flux_core.callbacks import FitResult, StepCallback, StepReporter, make_trl_callback
 from flux_core.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
 from flux_core.config import FluxConfig
+from flux_core.trl_settings import shared_trl_settings
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
 from flux_core.rewards import RewardFunction, build_reward_functions
 from flux_core.rollout import RolloutBackend, SamplingParams, create_backend
@@ -46,17 +47,11 @@ def sampling_params(config: FluxConfig) -> SamplingParams:
 
 def build_grpo_args(config: FluxConfig, precision: str, reward_functions: list[RewardFunction]):
     """The ``trl.GRPOConfig`` for a Flux run: Flux's keys first, then the ``trl:`` block."""
-    import torch
     from trl import GRPOConfig
 
     algorithm = config.algorithm
-    settings: dict[str, Any] = dict(
-        output_dir=config.output_dir,
-        max_steps=config.num_steps,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        seed=config.seed,
+    settings: dict[str, Any] = shared_trl_settings(config, precision)
+    settings.update(
         num_generations=algorithm.num_generations,
         max_completion_length=algorithm.max_completion_length,
         temperature=algorithm.temperature,
@@ -70,13 +65,6 @@ def build_grpo_args(config: FluxConfig, precision: str, reward_functions: list[R
         num_iterations=algorithm.num_iterations,
         mask_truncated_completions=algorithm.mask_truncated_completions,
         reward_weights=[reward.weight for reward in reward_functions],
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=not torch.cuda.is_available(),
-        logging_steps=1,  # one StepResult per optimizer step
-        save_strategy="no",  # Flux writes its own atomic checkpoints
-        report_to="none",
-        disable_tqdm=True,  # Flux shows its own progress bar
     )
     settings.update(config.trl)
     return GRPOConfig(**settings)
@@ -173,12 +161,4 @@ class GRPORunner:
         self.model = trainer.model
         if trainer.accelerator.is_main_process:
             checkpoints.finalize(trainer.state.global_step, self.model)
-        history = reporter.history
-        return FitResult(
-            final_loss=history[-1].metrics["loss"] if history else float("nan"),
-            steps=trainer.state.global_step,
-            history=history,
-            best_path=str(checkpoints.best_path),
-            final_path=str(checkpoints.final_path),
-            checkpoint_paths=checkpoints.checkpoint_paths,
-        )
+        return FitResult.from_run(reporter.history, trainer.state.global_step, checkpoints)

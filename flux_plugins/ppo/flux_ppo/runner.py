@@ -260,9 +260,7 @@ class PPORunner:
         ]
         column_names = sorted({key for record in records for key in record} - {"prompt"})
         columns = {name: [owner.get(name) for owner in owners] for name in column_names}
-        scores = score_completions(
-            self.reward_functions, [owner["prompt"] for owner in owners], completions, columns
-        )
+        scores = score_completions(self.reward_functions, [owner["prompt"] for owner in owners], completions, columns)
         return rollouts, scores
 
     @torch.no_grad()
@@ -431,12 +429,4 @@ class PPORunner:
         finally:
             reporter.close()
         checkpoints.finalize(step, self.model)
-        history = reporter.history
-        return FitResult(
-            final_loss=history[-1].metrics["loss"] if history else float("nan"),
-            steps=step,
-            history=history,
-            best_path=str(checkpoints.best_path),
-            final_path=str(checkpoints.final_path),
-            checkpoint_paths=checkpoints.checkpoint_paths,
-        )
+        return FitResult.from_run(reporter.history, step, checkpoints)
