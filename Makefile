@@ -30,12 +30,12 @@ demo: $(TINY_MODEL)/config.json
 
 demo-grpo: $(TINY_MODEL)/config.json
 	$(BIN)/python examples/make_prompts.py examples/prompts.jsonl --prompts 256
-	$(BIN)/python examples/grpo_demo.py configs/grpo-demo.yaml
+	$(BIN)/python examples/online_demo.py configs/grpo-demo.yaml
 
-# Same prompts and reward as demo-grpo; the demo script is algorithm-agnostic.
+# Same prompts and reward as demo-grpo; online_demo.py runs any online algorithm.
 demo-ppo: $(TINY_MODEL)/config.json
 	$(BIN)/python examples/make_prompts.py examples/prompts.jsonl --prompts 256
-	$(BIN)/python examples/grpo_demo.py configs/ppo-demo.yaml
+	$(BIN)/python examples/online_demo.py configs/ppo-demo.yaml
 
 bench: $(TINY_MODEL)/config.json
 	$(BIN)/python benchmarks/run.py

@@ -30,9 +30,13 @@ def register_losses(register: Callable[..., None]) -> None:
     """Register named losses.
 
     Call ``register(name, fn, algorithm="dpo")``. YAML ``algorithm.loss: NAME`` selects
-    one. The calling convention of ``fn`` belongs to the algorithm; for DPO it is
-    ``fn(inputs: flux_core.losses.PreferenceLogps, *, beta, label_smoothing, **loss_kwargs)``
-    returning one loss per example (``algorithm.loss_kwargs`` fills ``loss_kwargs``).
+    one; ``algorithm.loss_kwargs`` fills ``loss_kwargs``. The calling convention of
+    ``fn`` belongs to the algorithm:
+
+    - ``dpo``: ``fn(inputs: flux_core.losses.PreferenceLogps, *, beta, label_smoothing,
+      **loss_kwargs)`` returning one loss per preference pair.
+    - ``ppo``: ``fn(inputs: flux_ppo.losses.PolicyLossInputs, *, cliprange,
+      **loss_kwargs)`` returning one policy loss per completion token.
     """
 
 
@@ -40,9 +44,11 @@ def register_losses(register: Callable[..., None]) -> None:
 def register_rewards(register: Callable[..., None]) -> None:
     """Register named reward functions for online algorithms (GRPO, PPO).
 
-    Call ``register(name, fn)``. ``fn(prompts, completions, **kwargs)`` returns one
-    float (or ``None`` for "not applicable") per completion; ``kwargs`` hold the extra
-    dataset columns and the reward's configured ``kwargs``.
+    Call ``register(name, fn)``. ``fn(prompts, completions, *, setting=..., **columns)``
+    returns one float (or ``None`` for "not applicable") per completion. Keyword-only
+    parameters are the reward's settings, filled from the YAML entry's ``kwargs:`` and
+    checked when the config loads; every other keyword argument is a dataset column
+    (one value per completion). See ``flux_core.rewards``.
     """
 
 
@@ -66,8 +72,9 @@ def reference_policy(config: Any, use_lora: bool, num_examples: int | None) -> A
 def collate_batch(config: Any, tokenizer: Any, algorithm: str) -> Any:
     """Return the data collator for ``algorithm``, or ``None`` to use the next one.
 
-    The built-in default returns ``None`` for every algorithm, which keeps TRL's own
-    padded collator.
+    The built-in default returns ``None``, which keeps the trainer's own padded
+    collator; flux-dpo returns its padding-free collator when ``algorithm.collation``
+    is ``packed``.
     """
 
 

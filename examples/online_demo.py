@@ -1,7 +1,7 @@
-"""Train the GRPO demo and show that the reward rises.
+"""Train an online-algorithm demo (GRPO or PPO) and show that the reward rises.
 
     python examples/make_prompts.py examples/prompts.jsonl
-    python examples/grpo_demo.py configs/grpo-demo.yaml
+    python examples/online_demo.py configs/grpo-demo.yaml   # or configs/ppo-demo.yaml
 
 Prints the mean reward every 25 steps, the mean of the first and last 10% of steps,
 and one sampled completion before and after training.
