@@ -1,10 +1,18 @@
-"""Flux DPO vs raw TRL DPOTrainer: step time and peak memory, measured side by side.
+"""DPO benchmarks: Flux vs raw TRL DPOTrainer, measured side by side in one run.
 
-Each run is a fresh subprocess (so peak RSS is its own), on the same tiny model, data,
-seed and steps, with TRL's defaults on both sides. Runs alternate Flux/TRL and the
-median step time of each is compared. Targets: time ratio <= 1.02, memory <= 1.05.
+Every measurement is a fresh subprocess (so peak RSS is its own) on the same model,
+data and seed, with TRL's defaults on both sides unless a row says otherwise:
 
-    python benchmarks/bench_dpo.py [--steps 40] [--repeats 3]
+1. overhead: same settings, median step time and peak memory (targets <= 1.02, <= 1.05);
+2. ``reference_policy: auto`` vs TRL's default, 3 epochs over 256 pairs: throughput
+   (target >= 1.3x);
+3. LoRA vs full fine-tuning peak memory above the import baseline on a ~50M model
+   (target <= 0.6x);
+4. packed vs padded collation on variable-length pairs: tokens/s;
+5. precompute cache: time of the reference pass on a first and a second run.
+
+    python benchmarks/bench_dpo.py            # everything (a few minutes on 2 cores)
+    python benchmarks/bench_dpo.py --quick    # fewer repeats and steps
 """
 
 from __future__ import annotations
@@ -17,34 +25,88 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_MODEL = REPO / ".cache" / "tiny-model"
+MODELS = REPO / ".cache" / "bench-models"
+MODEL_SIZES = {"tiny": (128, 2), "small": (256, 4), "50m": (640, 10)}  # hidden size, layers
 
 
-def _worker(kind: str, model: str, data: str, steps: int, output_dir: str) -> dict:
-    """One training run; returns the median seconds per step (after 5 warm-up steps) and peak RSS."""
+def _rss_mb() -> float:
+    """Peak resident memory of this process so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class _RssSampler(threading.Thread):
+    """Samples resident memory every 5 ms: the training-phase peak, without load-time transients."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, float]] = []
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            self.samples.append((time.perf_counter(), _current_rss_mb()))
+            time.sleep(0.005)
+
+    def peak_between(self, start: float, end: float) -> float:
+        return max((rss for at, rss in self.samples if start <= at <= end), default=float("nan"))
+
+
+# ---------------------------------------------------------------------------- worker
+
+
+def _worker(spec: dict) -> dict:
+    """One run described by ``spec``; returns its measurements."""
+    import torch  # noqa: F401  (imported before the baseline so both sides pay it equally)
+    import trl  # noqa: F401
+
+    baseline_mb = _current_rss_mb()
+    sampler = _RssSampler()
+    sampler.start()
+    records = [json.loads(line) for line in Path(spec["data"]).read_text().splitlines()]
     stamps: list[float] = []
-    records = [json.loads(line) for line in Path(data).read_text().splitlines()]
-    if kind == "flux":
+    started = time.perf_counter()
+    if spec["kind"] == "flux":
         from flux import FluxConfig, FluxTrainer
+        from flux_dpo.trainer import FluxDPOTrainer
 
+        pass_seconds = []
+        original = FluxDPOTrainer._precompute_ref_logps
+
+        def timed(self, *args, **kwargs):
+            begin = time.perf_counter()
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                pass_seconds.append(time.perf_counter() - begin)
+
+        FluxDPOTrainer._precompute_ref_logps = timed
         config = FluxConfig.from_dict(
             {
-                "model_path": model,
-                "output_dir": output_dir,
-                "num_steps": steps,
+                "model_path": spec["model"],
+                "output_dir": spec["output_dir"],
+                "num_steps": spec["steps"],
                 "batch_size": 8,
                 "learning_rate": 5e-4,
                 "max_length": 128,
-                "algorithm": {"name": "dpo", "beta": 0.1},
+                "algorithm": {"name": "dpo", "beta": 0.1, **spec.get("algorithm", {})},
+                **spec.get("config", {}),
             }
         )
         trainer = FluxTrainer(config, show_progress=False)
         trainer.add_step_callback(lambda result: stamps.append(time.perf_counter()))
-        trainer.fit(prompts=records)
+        result = trainer.fit(prompts=records)
+        tokens_per_second = statistics.median(result.metric("tokens_per_second")[5:] or [0.0])
+        extra = {"reference_pass_s": sum(pass_seconds), "tokens_per_second": tokens_per_second}
     else:
         from datasets import Dataset
         from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -56,8 +118,8 @@ def _worker(kind: str, model: str, data: str, steps: int, output_dir: str) -> di
                     stamps.append(time.perf_counter())
 
         args = DPOConfig(
-            output_dir=output_dir,
-            max_steps=steps,
+            output_dir=spec["output_dir"],
+            max_steps=spec["steps"],
             per_device_train_batch_size=8,
             learning_rate=5e-4,
             max_length=128,
@@ -71,84 +133,186 @@ def _worker(kind: str, model: str, data: str, steps: int, output_dir: str) -> di
             disable_tqdm=True,
         )
         trainer = DPOTrainer(
-            model=AutoModelForCausalLM.from_pretrained(model),
+            model=AutoModelForCausalLM.from_pretrained(spec["model"]),
             args=args,
             train_dataset=Dataset.from_list(records),
-            processing_class=AutoTokenizer.from_pretrained(model),
+            processing_class=AutoTokenizer.from_pretrained(spec["model"]),
             callbacks=[Stamp()],
         )
         trainer.train()
+        extra = {}
+    sampler.running = False
     intervals = [b - a for a, b in zip(stamps[5:], stamps[6:])]
     return {
-        "step_s": statistics.median(intervals),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # from the end of step 1 (optimizer state exists) to the last step: no loading or saving
+        "train_peak_rss_mb": sampler.peak_between(stamps[0], stamps[-1]) if stamps else float("nan"),
+        "step_s": statistics.median(intervals) if intervals else float("nan"),
+        "total_s": time.perf_counter() - started,
+        "peak_rss_mb": _rss_mb(),
+        "baseline_rss_mb": baseline_mb,
+        **extra,
     }
 
 
-def _run(kind: str, model: Path, data: Path, steps: int) -> dict:
+# ---------------------------------------------------------------------------- driver
+
+
+def _model(size: str) -> Path:
+    path = MODELS / size
+    if not (path / "config.json").exists():
+        from flux_core.testing import build_tiny_model
+
+        hidden, layers = MODEL_SIZES[size]
+        build_tiny_model(path, hidden_size=hidden, num_layers=layers)
+    return path
+
+
+def _run(spec: dict) -> dict:
     with tempfile.TemporaryDirectory() as output_dir:
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "TQDM_DISABLE": "1"}
+        spec = {"output_dir": spec.pop("output_dir", output_dir), **spec}
+        env = {**os.environ, "TQDM_DISABLE": "1"}
+        env.setdefault("OMP_NUM_THREADS", "2")
         out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--worker",
-                kind,
-                "--model",
-                str(model),
-                "--data",
-                str(data),
-                "--steps",
-                str(steps),
-                "--output-dir",
-                output_dir,
-            ],
+            [sys.executable, __file__, "--worker", json.dumps(spec, default=str)],
             capture_output=True,
             text=True,
             env=env,
-            check=True,
-        ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"benchmark worker failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(steps: int = 40, repeats: int = 3) -> None:
+def _pairs(count: int, variable: bool = False) -> list[dict]:
     sys.path.insert(0, str(REPO / "examples"))
     from make_preferences import make_pairs
 
-    if not (TINY_MODEL / "config.json").exists():
-        from flux_core.testing import build_tiny_model
+    pairs = make_pairs(count, seed=0)
+    if variable:  # completions from a few tokens to ~100: padding then costs real compute
+        pairs = [
+            {
+                **p,
+                "chosen": p["chosen"] + " More detail follows." * (i % 7),
+                "rejected": p["rejected"] + " lol" * (i % 5),
+            }
+            for i, p in enumerate(pairs)
+        ]
+    return pairs
 
-        build_tiny_model(TINY_MODEL)
+
+def _write(path: Path, pairs: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    return path
+
+
+def _median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def bench_overhead(data: Path, steps: int, repeats: int) -> None:
+    model = _model("tiny")
+    runs: dict[str, list[dict]] = {"flux": [], "trl": []}
+    for _ in range(repeats):
+        for kind in ("trl", "flux"):  # alternate, so drift on a shared machine hits both
+            spec = {"kind": kind, "model": model, "data": data, "steps": steps}
+            # TRL's defaults on the Flux side too: a frozen reference copy, gradient checkpointing on
+            spec.update(algorithm={"reference_policy": "copy"}, config={"gradient_checkpointing": True})
+            runs[kind].append(_run(spec))
+    flux_step, trl_step = _median(runs["flux"], "step_s"), _median(runs["trl"], "step_s")
+    flux_mem, trl_mem = _median(runs["flux"], "peak_rss_mb"), _median(runs["trl"], "peak_rss_mb")
+    print(f"\n1. Same settings (tiny model, batch 8, {steps} steps, median of {repeats} runs each)")
+    print(f"   {'':10}{'step (ms)':>12}{'peak RSS (MB)':>16}")
+    print(f"   {'raw TRL':10}{trl_step * 1e3:>12.2f}{trl_mem:>16.0f}")
+    print(f"   {'Flux':10}{flux_step * 1e3:>12.2f}{flux_mem:>16.0f}")
+    print(
+        f"   Flux/TRL  time {flux_step / trl_step:.3f} (target <= 1.02)   memory {flux_mem / trl_mem:.3f} (target <= 1.05)"
+    )
+
+
+def bench_auto_reference(data: Path, repeats: int) -> None:
+    model = _model("small")
+    steps = 3 * 256 // 8  # three epochs over 256 pairs
+    trl_runs, flux_runs = [], []
+    for _ in range(repeats):
+        trl_runs.append(_run({"kind": "trl", "model": model, "data": data, "steps": steps}))
+        flux_runs.append(_run({"kind": "flux", "model": model, "data": data, "steps": steps}))
+    trl_s, flux_s = _median(trl_runs, "total_s"), _median(flux_runs, "total_s")
+    print("\n2. Flux defaults (reference_policy and gradient_checkpointing auto) vs TRL defaults")
+    print(f"   (small model, 3 epochs = {steps} steps over 256 pairs; model load + tokenization + training)")
+    print(
+        f"   raw TRL (frozen copy + reference forward every step, checkpointing on): {trl_s:.1f} s, {steps * 8 / trl_s:.1f} pairs/s"
+    )
+    print(
+        f"   Flux auto (precompute once, checkpointing off when memory allows):     {flux_s:.1f} s, "
+        f"{steps * 8 / flux_s:.1f} pairs/s (reference pass {_median(flux_runs, 'reference_pass_s'):.1f} s)"
+    )
+    print(f"   throughput Flux/TRL {trl_s / flux_s:.2f}x (target >= 1.3x)")
+
+
+def bench_lora_memory(data: Path) -> None:
+    model = _model("50m")
+    # Memory-minded settings on both sides: gradient checkpointing on (activations would
+    # otherwise dominate both runs alike).
+    spec = {"kind": "flux", "model": model, "data": data, "steps": 6}
+    full = _run({**spec, "algorithm": {"reference_policy": "copy"}, "config": {"gradient_checkpointing": True}})
+    lora = _run({**spec, "config": {"gradient_checkpointing": True, "lora": {"r": 8, "alpha": 16}}})
+    hidden, layers = MODEL_SIZES["50m"]
+    print(f"\n3. LoRA vs full fine-tune memory (hidden {hidden}, {layers} layers, ~50M parameters; batch 8,")
+    print("   gradient checkpointing on in both)")
+    print("   resident memory above the process's import baseline:")
+    for name, key in (
+        ("training steps 2..N peak", "train_peak_rss_mb"),
+        ("whole-run peak incl. loading", "peak_rss_mb"),
+    ):
+        full_mb, lora_mb = full[key] - full["baseline_rss_mb"], lora[key] - lora["baseline_rss_mb"]
+        print(f"   {name:32} full {full_mb:6.0f} MB   LoRA r=8 {lora_mb:6.0f} MB   LoRA/full {lora_mb / full_mb:.2f}")
+    print("   (target <= 0.6; full = policy + frozen copy + grads + Adam state, LoRA = policy + adapters)")
+
+
+def bench_packing(data: Path, steps: int) -> None:
+    model = _model("small")
+    padded = _run({"kind": "flux", "model": model, "data": data, "steps": steps})
+    packed = _run({"kind": "flux", "model": model, "data": data, "steps": steps, "algorithm": {"collation": "packed"}})
+    print(f"\n4. Packed vs padded collation (small model, variable-length pairs, {steps} steps)")
+    print(f"   padded {padded['tokens_per_second']:.0f} tokens/s   packed {packed['tokens_per_second']:.0f} tokens/s")
+    print(f"   packed/padded {packed['tokens_per_second'] / padded['tokens_per_second']:.2f}x")
+
+
+def bench_precompute_cache(data: Path) -> None:
+    model = _model("small")
+    with tempfile.TemporaryDirectory() as output_dir:
+        spec = {
+            "kind": "flux",
+            "model": model,
+            "data": data,
+            "steps": 2,
+            "algorithm": {"reference_policy": "precompute"},
+        }
+        first = _run({**spec, "output_dir": output_dir})
+        second = _run({**spec, "output_dir": output_dir})
+    print("\n5. Precompute cache (small model, 256 pairs)")
+    print(
+        f"   reference pass: first run {first['reference_pass_s']:.2f} s, second run {second['reference_pass_s']:.3f} s"
+    )
+
+
+def main(quick: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "preferences.jsonl"
-        data.write_text("".join(json.dumps(p) + "\n" for p in make_pairs(256, seed=0)))
-        results: dict[str, list[dict]] = {"flux": [], "trl": []}
-        for _ in range(repeats):
-            for kind in ("trl", "flux"):
-                results[kind].append(_run(kind, TINY_MODEL, data, steps))
-
-    def median(kind: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[kind])
-
-    flux_step, trl_step = median("flux", "step_s"), median("trl", "step_s")
-    flux_mem, trl_mem = median("flux", "peak_rss_mb"), median("trl", "peak_rss_mb")
-    print(f"DPO, tiny model (hidden 128, 2 layers), batch 8, {steps} steps, median of {repeats} runs each")
-    print(f"{'':12}{'step time (ms)':>16}{'peak RSS (MB)':>16}")
-    print(f"{'raw TRL':12}{trl_step * 1e3:>16.2f}{trl_mem:>16.0f}")
-    print(f"{'Flux':12}{flux_step * 1e3:>16.2f}{flux_mem:>16.0f}")
-    print(f"{'Flux / TRL':12}{flux_step / trl_step:>16.3f}{flux_mem / trl_mem:>16.3f}   (targets <= 1.02, <= 1.05)")
+        pairs = _write(Path(tmp) / "pairs.jsonl", _pairs(256))
+        variable = _write(Path(tmp) / "variable.jsonl", _pairs(256, variable=True))
+        bench_overhead(pairs, steps=20 if quick else 40, repeats=1 if quick else 3)
+        bench_auto_reference(pairs, repeats=1)
+        bench_lora_memory(pairs)
+        bench_packing(variable, steps=10 if quick else 20)
+        bench_precompute_cache(pairs)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--worker", choices=["flux", "trl"])
-    parser.add_argument("--model")
-    parser.add_argument("--data")
-    parser.add_argument("--output-dir")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and steps")
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(_worker(args.worker, args.model, args.data, args.steps, args.output_dir)))
+        print(json.dumps(_worker(json.loads(args.worker))))
     else:
-        main(args.steps, args.repeats)
+        main(quick=args.quick)

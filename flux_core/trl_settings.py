@@ -4,16 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
+# The fields below are Flux's to set; a `trl:` block that sets one gets this message.
+SHARED_OWNED_TRL_FIELDS = {
+    "output_dir": "is set by Flux: use output_dir",
+    "max_steps": "is set by Flux: use num_steps",
+    "per_device_train_batch_size": "is set by Flux: use batch_size",
+    "per_device_eval_batch_size": "is set by Flux: use batch_size",
+    "learning_rate": "is set by Flux: use learning_rate",
+    "seed": "is set by Flux: use seed",
+    "gradient_checkpointing": "is set by Flux: use gradient_checkpointing",
+    "bf16": "is set by Flux: use precision",
+    "fp16": "is set by Flux: use precision",
+    "use_cpu": "is set by Flux from the available hardware",
+    "logging_steps": "is set by Flux: step callbacks need one log per optimizer step",
+}
 
-def shared_trl_settings(config: Any, precision: str) -> dict[str, Any]:
+
+def shared_trl_settings(config: Any, precision: str, gradient_checkpointing: bool) -> dict[str, Any]:
     """Flux's top-level keys and run conventions as TRL/transformers config fields.
 
     Runners add their algorithm's fields, then ``config.trl`` (checked to be real
-    fields when the config loaded) on top.
+    fields when the config loaded) on top. ``gradient_checkpointing`` is the resolved
+    ``config.gradient_checkpointing`` (see :mod:`flux_core.memory`).
     """
     import torch
 
     return dict(
+        gradient_checkpointing=gradient_checkpointing,
         output_dir=config.output_dir,
         max_steps=config.num_steps,
         per_device_train_batch_size=config.batch_size,

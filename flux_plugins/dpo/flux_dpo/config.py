@@ -7,23 +7,17 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from flux_core.config import AlgorithmConfig
+from flux_core.trl_settings import SHARED_OWNED_TRL_FIELDS
 
 # DPOConfig fields that Flux sets from its own keys; a `trl:` block may not set them.
 FLUX_OWNED_TRL_FIELDS = {
-    "output_dir": "is set by Flux: use output_dir",
-    "max_steps": "is set by Flux: use num_steps",
-    "per_device_train_batch_size": "is set by Flux: use batch_size",
-    "learning_rate": "is set by Flux: use learning_rate",
-    "seed": "is set by Flux: use seed",
+    **SHARED_OWNED_TRL_FIELDS,
     "max_length": "is set by Flux: use max_length",
     "beta": "is set by Flux: use algorithm.beta",
     "label_smoothing": "is set by Flux: use algorithm.label_smoothing",
     "loss_type": "is set by Flux: use algorithm.loss",
     "loss_weights": "is not supported: register a custom loss that combines others (see 'Write a plugin')",
     "precompute_ref_log_probs": "is set by Flux: use algorithm.reference_policy: precompute",
-    "bf16": "is set by Flux: use precision",
-    "fp16": "is set by Flux: use precision",
-    "use_cpu": "is set by Flux from the available hardware",
     "f_divergence_type": "is not supported: register a custom loss instead",
     "use_weighting": "is not supported: register a custom loss instead",
     "ld_alpha": "is not supported: register a custom loss instead",

@@ -7,6 +7,7 @@ from typing import Any
 from flux_core.callbacks import FitResult, StepReporter, StepCallback, make_trl_callback
 from flux_core.checkpoint import CheckpointManager
 from flux_core.config import FluxConfig
+from flux_core.memory import use_gradient_checkpointing
 from flux_core.trl_settings import shared_trl_settings
 from flux_core.errors import FluxError
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
@@ -25,12 +26,20 @@ METRIC_NAMES = {
 }
 
 
-def build_dpo_args(config: FluxConfig, precision: str, reference_policy: Any):
+def build_dpo_args(config: FluxConfig, precision: str, reference_policy: Any, model: Any):
     """The ``trl.DPOConfig`` for a Flux run: Flux's keys first, then the ``trl:`` block."""
     from trl import DPOConfig
 
     algorithm = config.algorithm
-    settings: dict[str, Any] = shared_trl_settings(config, precision)
+    checkpointing = use_gradient_checkpointing(
+        config.gradient_checkpointing,
+        model,
+        sequences=2 * config.batch_size,  # chosen + rejected
+        tokens_per_sequence=config.max_length or 1024,
+        extra_model_copies=1 if reference_policy == "copy" else 0,
+        lora=config.lora is not None,
+    )
+    settings: dict[str, Any] = shared_trl_settings(config, precision, checkpointing)
     settings.update(
         max_length=config.max_length,
         beta=algorithm.beta,
@@ -87,7 +96,7 @@ class DPORunner:
         trainer = FluxDPOTrainer(
             model=model,
             ref_model=ref_model,
-            args=build_dpo_args(config, precision, policy),
+            args=build_dpo_args(config, precision, policy, model),
             data_collator=collator,
             train_dataset=Dataset.from_list(records),
             eval_dataset=Dataset.from_list(eval_records) if eval_records else None,

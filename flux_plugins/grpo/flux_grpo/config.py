@@ -15,6 +15,7 @@ from flux_core.config import AlgorithmConfig
 from flux_core.errors import ConfigError
 from flux_core.rewards import RewardSpec, check_unique_labels
 from flux_core.rollout import rollout_warnings
+from flux_core.trl_settings import SHARED_OWNED_TRL_FIELDS
 
 # Every loss TRL 1.16's GRPOTrainer implements (GRPOConfig.loss_type).
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
@@ -25,16 +26,8 @@ TOKEN_SUM_LOSSES = ("bnpo", "dr_grpo", "dapo", "cispo")
 _OWN = "is set by Flux: use "
 # GRPOConfig fields that Flux sets from its own keys; a `trl:` block may not set them.
 FLUX_OWNED_TRL_FIELDS = {
-    "output_dir": _OWN + "output_dir",
-    "max_steps": _OWN + "num_steps",
+    **SHARED_OWNED_TRL_FIELDS,
     "per_device_train_batch_size": _OWN + "batch_size (completions per step)",
-    "per_device_eval_batch_size": _OWN + "batch_size",
-    "learning_rate": _OWN + "learning_rate",
-    "seed": _OWN + "seed",
-    "bf16": _OWN + "precision",
-    "fp16": _OWN + "precision",
-    "use_cpu": "is set by Flux from the available hardware",
-    "logging_steps": "is set by Flux: step callbacks need one log per optimizer step",
     "num_generations": _OWN + "algorithm.num_generations",
     "max_completion_length": _OWN + "algorithm.max_completion_length",
     "temperature": _OWN + "algorithm.temperature",

@@ -8,6 +8,7 @@ from typing import Any, Callable
 from flux_core.callbacks import FitResult, StepCallback, StepReporter, make_trl_callback
 from flux_core.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
 from flux_core.config import FluxConfig
+from flux_core.memory import use_gradient_checkpointing
 from flux_core.trl_settings import shared_trl_settings
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
 from flux_core.rewards import RewardFunction, build_reward_functions
@@ -45,12 +46,20 @@ def sampling_params(config: FluxConfig) -> SamplingParams:
     )
 
 
-def build_grpo_args(config: FluxConfig, precision: str, reward_functions: list[RewardFunction]):
+def build_grpo_args(config: FluxConfig, precision: str, reward_functions: list[RewardFunction], model: Any):
     """The ``trl.GRPOConfig`` for a Flux run: Flux's keys first, then the ``trl:`` block."""
     from trl import GRPOConfig
 
     algorithm = config.algorithm
-    settings: dict[str, Any] = shared_trl_settings(config, precision)
+    checkpointing = use_gradient_checkpointing(
+        config.gradient_checkpointing,
+        model,
+        sequences=config.batch_size,  # completions per step
+        tokens_per_sequence=config.max_length or 1024,
+        extra_model_copies=1 if algorithm.beta > 0 and config.lora is None else 0,  # KL reference
+        lora=config.lora is not None,
+    )
+    settings: dict[str, Any] = shared_trl_settings(config, precision, checkpointing)
     settings.update(
         num_generations=algorithm.num_generations,
         max_completion_length=algorithm.max_completion_length,
@@ -117,7 +126,7 @@ class GRPORunner:
             trainer = GRPOTrainer(
                 model=model,
                 reward_funcs=list(self.reward_functions),
-                args=build_grpo_args(config, precision, self.reward_functions),
+                args=build_grpo_args(config, precision, self.reward_functions, model),
                 train_dataset=Dataset.from_list(records),
                 eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
                 processing_class=self.tokenizer,
