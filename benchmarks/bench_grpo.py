@@ -42,6 +42,7 @@ def run_flux(model: Path, records: list[dict], steps: int, output_dir: str) -> t
             "batch_size": SETTINGS["batch_size"],
             "learning_rate": SETTINGS["learning_rate"],
             "seed": SETTINGS["seed"],
+            "gradient_checkpointing": True,  # TRL's default: compare the wrapper, not the defaults
             "algorithm": {
                 "name": "grpo",
                 "num_generations": SETTINGS["num_generations"],

@@ -182,3 +182,58 @@ def make_trl_callback(reporter: StepReporter):
             reporter.close()
 
     return FluxStepCallback()
+
+
+class SavePointEvaluator:
+    """Scores ``eval_data`` with ``trainer.evaluate()`` at every save point and at the end.
+
+    Evaluation is collective under multi-process training, so it runs on every rank
+    (from ``on_step_end``) while only the main rank writes checkpoints; the
+    :class:`~flux_core.checkpoint.CheckpointManager` then reads :meth:`score`.
+
+    Args:
+        metric: the key of ``trainer.evaluate()``'s result to keep (e.g. ``eval_loss``).
+        save_steps: the checkpoint cadence (``None``: only the end of training).
+        sign: ``1`` when lower is better (a loss), ``-1`` for a reward.
+    """
+
+    def __init__(self, metric: str, save_steps: int | None, sign: float = 1.0):
+        self.metric = metric
+        self.save_steps = save_steps
+        self.sign = sign
+        self.trainer: Any = None
+        self.latest: float | None = None
+
+    def _is_save_point(self, step: int) -> bool:
+        return bool(self.save_steps) and step % self.save_steps == 0
+
+    def evaluate(self) -> None:
+        self.latest = float(self.trainer.evaluate()[self.metric])
+
+    def score(self) -> float:
+        return self.sign * self.latest
+
+    def callback(self):
+        """The ``TrainerCallback`` to pass to the trainer; set ``self.trainer`` before training."""
+        from transformers import TrainerCallback
+
+        evaluator = self
+
+        class EvaluateAtSavePoints(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if not evaluator._is_save_point(state.global_step):
+                    return
+                # evaluate() logs, and logging clears the flag that makes this step's
+                # training log happen; it also leaves the model in eval mode, which TRL's
+                # log() reads to pick train or eval metrics. Restore both.
+                should_log = control.should_log
+                evaluator.evaluate()
+                control.should_log = should_log
+                evaluator.trainer.model.train()
+
+        return EvaluateAtSavePoints()
+
+    def finish(self, step: int) -> None:
+        """Score the final model on every rank, unless the last step was a save point."""
+        if not self._is_save_point(step):
+            self.evaluate()

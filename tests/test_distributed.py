@@ -1,4 +1,5 @@
-"""`flux train` under a 2-process CPU launch (torchrun, gloo) matches one process with the same global batch."""
+"""`flux train` under a 2-process CPU launch (torchrun, gloo) matches one process with the same global batch,
+with eval at save points (a collective) included."""
 
 import json
 import os
@@ -28,7 +29,17 @@ def train(tmp_path: Path, name: str, model: Path, data: Path, launcher: list[str
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [*launcher, str(BIN / "flux"), "train", str(config), "--data", str(data), "--no-progress"],
+        [
+            *launcher,
+            str(BIN / "flux"),
+            "train",
+            str(config),
+            "--data",
+            str(data),
+            "--eval-data",
+            str(data),
+            "--no-progress",
+        ],
         capture_output=True,
         text=True,
         env=env,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flux_core.callbacks import FitResult, StepReporter, StepCallback, make_trl_callback
+from flux_core.callbacks import FitResult, SavePointEvaluator, StepCallback, StepReporter, make_trl_callback
 from flux_core.checkpoint import CheckpointManager
 from flux_core.config import FluxConfig
 from flux_core.memory import use_gradient_checkpointing
@@ -116,9 +116,6 @@ class DPORunner:
     def fit(self, records: list[dict], eval_records: list[dict] | None, callbacks: list[StepCallback]) -> FitResult:
         config = self.config
         checkpoints: CheckpointManager | None = None
-        # Eval is collective under multi-process training: every rank runs it (in the
-        # callback below, at each save point), and only the main rank writes checkpoints.
-        latest_eval: dict[str, float] = {}
 
         def on_step(result, model):
             checkpoints.on_step(result.step, result.metrics.get("loss"), model)
@@ -132,14 +129,13 @@ class DPORunner:
             on_step=on_step,
         )
         save_steps = config.checkpoint.save_steps
-        eval_callbacks = [_EvalAtSavePoints(self, save_steps, latest_eval)] if eval_records and save_steps else []
-        trainer = self.build_trainer(records, eval_records, [*eval_callbacks, make_trl_callback(reporter)])
+        evaluator = SavePointEvaluator("eval_loss", save_steps) if eval_records else None
+        trainer_callbacks = [evaluator.callback()] if evaluator else []
+        trainer = self.build_trainer(records, eval_records, [*trainer_callbacks, make_trl_callback(reporter)])
+        if evaluator:
+            evaluator.trainer = trainer
         checkpoints = CheckpointManager(
-            config.output_dir,
-            config,
-            self.tokenizer,
-            save_steps,
-            (lambda: latest_eval["eval_loss"]) if eval_records else None,
+            config.output_dir, config, self.tokenizer, save_steps, evaluator.score if evaluator else None
         )
         try:
             trainer.train()
@@ -147,26 +143,8 @@ class DPORunner:
             reporter.close()
         self.model = trainer.model
         step = trainer.state.global_step
-        if eval_records and not (save_steps and step % save_steps == 0):
-            latest_eval["eval_loss"] = trainer.evaluate()["eval_loss"]
+        if evaluator:
+            evaluator.finish(step)
         if trainer.accelerator.is_main_process:
             checkpoints.finalize(step, self.model)
         return FitResult.from_run(reporter.history, step, checkpoints)
-
-
-def _EvalAtSavePoints(runner: DPORunner, save_steps: int, latest_eval: dict[str, float]):
-    """A TrainerCallback scoring ``eval_data`` at every save point, on every rank."""
-    from transformers import TrainerCallback
-
-    class EvalAtSavePoints(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step % save_steps == 0:
-                # evaluate() logs, and logging clears the flag that makes this step's
-                # training log happen; it also leaves the model in eval mode, which TRL's
-                # log() reads to pick train or eval metrics. Restore both.
-                should_log = control.should_log
-                latest_eval["eval_loss"] = runner.trainer.evaluate()["eval_loss"]
-                control.should_log = should_log
-                runner.trainer.model.train()
-
-    return EvalAtSavePoints()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Callable
 
-from flux_core.callbacks import FitResult, StepCallback, StepReporter, make_trl_callback
+from flux_core.callbacks import FitResult, SavePointEvaluator, StepCallback, StepReporter, make_trl_callback
 from flux_core.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
 from flux_core.config import FluxConfig
 from flux_core.memory import use_gradient_checkpointing
@@ -157,17 +157,29 @@ class GRPORunner:
             show_progress=self.show_progress,
             on_step=on_step,
         )
-        trainer = self.build_trainer(records, eval_records, [make_trl_callback(reporter)])
-        evaluate = (lambda: -trainer.evaluate()["eval_reward"]) if eval_records else None
+        save_steps = config.checkpoint.save_steps
         # best/ is the highest reward: feed -reward where DPO feeds the loss.
+        evaluator = SavePointEvaluator("eval_reward", save_steps, sign=-1.0) if eval_records else None
+        trainer_callbacks = [evaluator.callback()] if evaluator else []
+        trainer = self.build_trainer(records, eval_records, [*trainer_callbacks, make_trl_callback(reporter)])
+        if evaluator:
+            evaluator.trainer = trainer
         checkpoints = CheckpointManager(
-            config.output_dir, config, self.tokenizer, config.checkpoint.save_steps, evaluate, REWARD_SCORE_NAMES
+            config.output_dir,
+            config,
+            self.tokenizer,
+            save_steps,
+            evaluator.score if evaluator else None,
+            REWARD_SCORE_NAMES,
         )
         try:
             trainer.train()
         finally:
             reporter.close()
         self.model = trainer.model
+        step = trainer.state.global_step
+        if evaluator:
+            evaluator.finish(step)
         if trainer.accelerator.is_main_process:
-            checkpoints.finalize(trainer.state.global_step, self.model)
-        return FitResult.from_run(reporter.history, trainer.state.global_step, checkpoints)
+            checkpoints.finalize(step, self.model)
+        return FitResult.from_run(reporter.history, step, checkpoints)
