@@ -167,10 +167,10 @@ def _model(size: str) -> Path:
     return path
 
 
-def _run(spec: dict) -> dict:
+def _run(spec: dict, env_extra: dict[str, str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as output_dir:
         spec = {"output_dir": spec.pop("output_dir", output_dir), **spec}
-        env = {**os.environ, "TQDM_DISABLE": "1"}
+        env = {**os.environ, "TQDM_DISABLE": "1", **(env_extra or {})}
         env.setdefault("OMP_NUM_THREADS", "2")
         out = subprocess.run(
             [sys.executable, __file__, "--worker", json.dumps(spec, default=str)],
@@ -253,12 +253,15 @@ def bench_lora_memory(data: Path) -> None:
     model = _model("50m")
     # Memory-minded settings on both sides: gradient checkpointing on (activations would
     # otherwise dominate both runs alike).
+    # glibc keeps freed blocks mapped, so RSS would count the allocator's cache as live
+    # memory; returning freed memory at once makes RSS track what the run really holds.
+    malloc = {"MALLOC_TRIM_THRESHOLD_": "0", "MALLOC_ARENA_MAX": "1"}
     spec = {"kind": "flux", "model": model, "data": data, "steps": 6}
-    full = _run({**spec, "algorithm": {"reference_policy": "copy"}, "config": {"gradient_checkpointing": True}})
-    lora = _run({**spec, "config": {"gradient_checkpointing": True, "lora": {"r": 8, "alpha": 16}}})
+    full = _run({**spec, "algorithm": {"reference_policy": "copy"}, "config": {"gradient_checkpointing": True}}, malloc)
+    lora = _run({**spec, "config": {"gradient_checkpointing": True, "lora": {"r": 8, "alpha": 16}}}, malloc)
     hidden, layers = MODEL_SIZES["50m"]
     print(f"\n3. LoRA vs full fine-tune memory (hidden {hidden}, {layers} layers, ~50M parameters; batch 8,")
-    print("   gradient checkpointing on in both)")
+    print("   gradient checkpointing on in both; glibc told to return freed memory, so RSS is live memory)")
     print("   resident memory above the process's import baseline:")
     for name, key in (
         ("training steps 2..N peak", "train_peak_rss_mb"),
