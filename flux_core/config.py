@@ -122,8 +122,8 @@ class FluxConfig(StrictModel):
 
         try:
             algorithm = get_registry().get_algorithm(str(value["name"]))
-        except FluxError as error:
-            raise ValueError(str(error)) from None  # pydantic reports ValueErrors with their key path
+        except FluxError as error:  # reported at algorithm.name, with its line
+            raise _KeyError(("algorithm", "name"), str(error)) from None
         return algorithm.config_schema.model_validate(value)
 
     @model_validator(mode="after")
@@ -138,11 +138,11 @@ class FluxConfig(StrictModel):
             valid = {f.name for f in dataclasses.fields(trl_class)}
             for key in self.trl:
                 if key not in valid:
-                    raise _TrlKeyError(key, f"not a field of {trl_class.__name__}{close_match(key, valid)}")
+                    raise _KeyError(("trl", key), f"not a field of {trl_class.__name__}{close_match(key, valid)}")
             owned = getattr(self.algorithm, "flux_owned_trl_fields", {})
             for key in self.trl:
                 if key in owned:
-                    raise _TrlKeyError(key, owned[key])
+                    raise _KeyError(("trl", key), owned[key])
         return self
 
     @model_validator(mode="after")
@@ -192,10 +192,12 @@ class FluxConfig(StrictModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-class _TrlKeyError(ValueError):
-    def __init__(self, key: str, message: str):
+class _KeyError(ValueError):
+    """A validation error about a key below the one pydantic reports (e.g. ``trl.<key>``)."""
+
+    def __init__(self, loc: tuple[str, ...], message: str):
         super().__init__(message)
-        self.key = key
+        self.loc = loc
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:
@@ -269,8 +271,8 @@ def format_validation_error(error: ValidationError, source: str, yaml_node: Any 
     first = error.errors(include_url=False)[0]
     loc = tuple(first["loc"])
     context_error = (first.get("ctx") or {}).get("error")
-    if isinstance(context_error, _TrlKeyError):
-        loc = ("trl", context_error.key)
+    if isinstance(context_error, _KeyError):
+        loc = context_error.loc
     key_path = ".".join(str(part) for part in loc) or "(top level)"
     line = _line_of(yaml_node, loc) if yaml_node is not None else None
     where = f"{source}:{line}" if line else source

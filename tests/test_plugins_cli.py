@@ -69,7 +69,7 @@ def test_excluding_the_dpo_plugin_names_the_package_to_install(tmp_path, tiny_mo
     result = run("train", str(config), "--data", str(preferences_file), env={"FLUX_LOAD_PLUGINS": ""})
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        f"flux: error: {config}:7: algorithm: algorithm 'dpo' is not installed: pip install flux-dpo"
+        f"flux: error: {config}:8: algorithm.name: algorithm 'dpo' is not installed: pip install flux-dpo"
     )
     assert "Traceback" not in result.stderr
 
