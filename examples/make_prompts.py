@@ -11,27 +11,8 @@ import argparse
 import json
 import random
 
-TOPICS = [
-    "quantum computing",
-    "machine learning",
-    "the water cycle",
-    "photosynthesis",
-    "the stock market",
-    "black holes",
-    "climate change",
-    "the internet",
-    "vaccines",
-    "electric cars",
-    "the roman empire",
-    "jazz music",
-    "volcanoes",
-    "honey bees",
-    "the moon landing",
-    "recycling",
-    "sleep",
-    "coffee",
-]
-TASKS = ["Explain {}.", "Describe {} briefly.", "What is {}?", "Write a short note about {}.", "Summarize {}."]
+# The preference demo's topics and task phrasings, so both demos speak alike.
+from make_preferences import TASKS, TOPICS
 
 
 def make_prompts(count: int, seed: int, chat: bool = False) -> list[dict]:

@@ -237,3 +237,20 @@ class SavePointEvaluator:
         """Score the final model on every rank, unless the last step was a save point."""
         if not self._is_save_point(step):
             self.evaluate()
+
+
+def train_and_checkpoint(
+    trainer: Any, reporter: StepReporter, checkpoints: Any, evaluator: SavePointEvaluator | None
+) -> FitResult:
+    """Run a TRL trainer wired to ``reporter``; then score the end (every rank) and write
+    ``final``/``best`` (main rank only)."""
+    try:
+        trainer.train()
+    finally:
+        reporter.close()
+    step = trainer.state.global_step
+    if evaluator is not None:
+        evaluator.finish(step)
+    if trainer.accelerator.is_main_process:
+        checkpoints.finalize(step, trainer.model)
+    return FitResult.from_run(reporter.history, step, checkpoints)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flux_core.callbacks import FitResult, SavePointEvaluator, StepCallback, StepReporter, make_trl_callback
+from flux_core.callbacks import (
+    FitResult,
+    SavePointEvaluator,
+    StepCallback,
+    StepReporter,
+    make_trl_callback,
+    train_and_checkpoint,
+)
 from flux_core.checkpoint import CheckpointManager
 from flux_core.config import FluxConfig
 from flux_core.memory import use_gradient_checkpointing
@@ -137,14 +144,6 @@ class DPORunner:
         checkpoints = CheckpointManager(
             config.output_dir, config, self.tokenizer, save_steps, evaluator.score if evaluator else None
         )
-        try:
-            trainer.train()
-        finally:
-            reporter.close()
+        result = train_and_checkpoint(trainer, reporter, checkpoints, evaluator)
         self.model = trainer.model
-        step = trainer.state.global_step
-        if evaluator:
-            evaluator.finish(step)
-        if trainer.accelerator.is_main_process:
-            checkpoints.finalize(step, self.model)
-        return FitResult.from_run(reporter.history, step, checkpoints)
+        return result

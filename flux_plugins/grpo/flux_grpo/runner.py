@@ -5,7 +5,14 @@ from __future__ import annotations
 import warnings
 from typing import Any, Callable
 
-from flux_core.callbacks import FitResult, SavePointEvaluator, StepCallback, StepReporter, make_trl_callback
+from flux_core.callbacks import (
+    FitResult,
+    SavePointEvaluator,
+    StepCallback,
+    StepReporter,
+    make_trl_callback,
+    train_and_checkpoint,
+)
 from flux_core.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
 from flux_core.config import FluxConfig
 from flux_core.memory import use_gradient_checkpointing
@@ -172,14 +179,6 @@ class GRPORunner:
             evaluator.score if evaluator else None,
             REWARD_SCORE_NAMES,
         )
-        try:
-            trainer.train()
-        finally:
-            reporter.close()
+        result = train_and_checkpoint(trainer, reporter, checkpoints, evaluator)
         self.model = trainer.model
-        step = trainer.state.global_step
-        if evaluator:
-            evaluator.finish(step)
-        if trainer.accelerator.is_main_process:
-            checkpoints.finalize(step, self.model)
-        return FitResult.from_run(reporter.history, step, checkpoints)
+        return result
