@@ -70,12 +70,13 @@ def merged_state_dict(model: Any) -> dict[str, Any]:
 
 def save_model(model: Any, tokenizer: Any, directory: Path) -> None:
     """Write a loadable model (merged when LoRA) + tokenizer into ``directory``."""
+    import torch
     from peft import PeftModel
 
     if isinstance(model, PeftModel):
         model.save_pretrained(directory / ADAPTER_DIR)
         base = model.get_base_model()
-        with _no_grad():
+        with torch.no_grad():  # folding the adapters must not record autograd history
             base.save_pretrained(
                 directory, state_dict={k: v.detach().contiguous() for k, v in merged_state_dict(model).items()}
             )
@@ -127,17 +128,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
             f"{path}: not a checkpoint (no config.json); expected a directory written by Flux or transformers"
         )
     raise FluxError(f"{path}: checkpoint directory not found")
-
-
-class _no_grad:
-    def __enter__(self):
-        import torch
-
-        self._context = torch.no_grad()
-        self._context.__enter__()
-
-    def __exit__(self, *exc):
-        return self._context.__exit__(*exc)
 
 
 # For algorithms whose progress is a reward: they feed -reward where DPO feeds the loss.

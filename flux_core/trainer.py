@@ -77,7 +77,6 @@ class FluxTrainer:
         """Load a checkpoint directory (``output_dir/best``, ``final`` or ``checkpoint-N``)."""
         from flux_core.checkpoint import resolve_checkpoint
         from flux_core.modeling import load_model, load_tokenizer, resolve_precision
-
         from flux_core.quiet import quiet_libraries
 
         directory = str(resolve_checkpoint(path))
@@ -92,7 +91,6 @@ class FluxTrainer:
         else the base model at ``config.model_path``.
         """
         from flux_core.modeling import generate_text, load_model, load_tokenizer, resolve_precision
-
         from flux_core.quiet import quiet_libraries
 
         if self.model is None:

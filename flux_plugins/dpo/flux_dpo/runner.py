@@ -14,13 +14,13 @@ from flux_core.callbacks import (
 )
 from flux_core.checkpoint import CheckpointManager
 from flux_core.config import FluxConfig
-from flux_core.memory import use_gradient_checkpointing
-from flux_core.trl_settings import shared_trl_settings
 from flux_core.errors import FluxError
+from flux_core.memory import use_gradient_checkpointing
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
 from flux_core.plugins import get_plugin_manager
 from flux_core.reference import BUILT_IN_POLICIES, ReferenceLogpsProvider
 from flux_core.registry import get_registry
+from flux_core.trl_settings import shared_trl_settings
 
 # TRL's log keys -> the metric names Flux users see.
 METRIC_NAMES = {

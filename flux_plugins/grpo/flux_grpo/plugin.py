@@ -7,7 +7,6 @@ lists or loads plugins. Rewards come from ``register_rewards`` (built-ins live i
 
 from flux_core.hookspecs import hookimpl
 from flux_core.registry import Algorithm
-
 from flux_grpo.config import GRPOAlgorithmConfig
 
 

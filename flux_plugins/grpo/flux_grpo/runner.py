@@ -16,11 +16,10 @@ from flux_core.callbacks import (
 from flux_core.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
 from flux_core.config import FluxConfig
 from flux_core.memory import use_gradient_checkpointing
-from flux_core.trl_settings import shared_trl_settings
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
 from flux_core.rewards import RewardFunction, build_reward_functions
 from flux_core.rollout import RolloutBackend, SamplingParams, create_backend
-
+from flux_core.trl_settings import shared_trl_settings
 from flux_grpo.config import check_run
 
 # TRL's log keys -> the metric names Flux users see. Each reward's own mean and std

@@ -6,7 +6,6 @@ lists or loads plugins.
 
 from flux_core.hookspecs import hookimpl
 from flux_core.registry import Algorithm
-
 from flux_ppo.config import PPOAlgorithmConfig
 
 

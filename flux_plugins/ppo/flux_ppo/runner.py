@@ -35,7 +35,6 @@ from flux_core.plugins import get_plugin_manager
 from flux_core.registry import get_registry
 from flux_core.rewards import RewardScores, build_reward_functions, score_completions
 from flux_core.rollout import Rollout, SamplingParams, create_backend
-
 from flux_ppo.advantages import (
     explained_variance,
     generalized_advantage_estimation,
