@@ -11,7 +11,8 @@ A reward is a plain function registered through the ``register_rewards`` hook::
   ``kwargs:`` in YAML and checked when the config is loaded;
 - every other keyword argument is a dataset column, one value per completion
   (e.g. a reference ``answer``).
-- Return one number per completion, or ``None`` where the reward does not apply.
+- Return one number per completion, or ``None`` where the reward does not apply. A batch
+  where it applies to no completion at all is an error: such a reward trains nothing.
 
 YAML selects and weights rewards::
 
@@ -228,6 +229,11 @@ class RewardFunction:
                     "rewards must be finite (return None where it does not apply)"
                 )
             checked.append(value)
+        if checked and all(value is None for value in checked):
+            raise FluxError(
+                f"reward '{self.name}' returned None for all {len(checked)} completions of a batch: it scored nothing "
+                "(None means 'does not apply' and is fine for some completions); check its kwargs and columns"
+            )
         return checked
 
 

@@ -184,8 +184,10 @@ def test_none_means_not_applicable_and_is_left_out_of_the_total(custom_reward):
     assert metrics["reward_only_short"] == 1.0 and metrics["reward_length"] == 4.0
     assert metrics["reward_std"] == pytest.approx(math.sqrt(((2 - 7 / 3) ** 2 * 2 + (3 - 7 / 3) ** 2) / 2))
 
+    # ...but a reward that applies to nothing in a whole batch is broken, not "not applicable"
     never = custom_reward("never", lambda prompts, completions, **c: [None] * len(completions))
-    assert score_completions([never], ["p"], ["x"]).total == [None]
+    with pytest.raises(FluxError, match="reward 'never' returned None for all 2 completions of a batch"):
+        score_completions([never], ["p", "p"], ["x", "y"])
 
 
 def test_columns_and_settings_reach_the_reward_but_trainer_internals_do_not(custom_reward):
