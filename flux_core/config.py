@@ -61,6 +61,33 @@ class CheckpointConfig(StrictModel):
     )
 
 
+class DataSource(StrictModel):
+    """Where a dataset comes from: the long form of ``data:`` and ``eval_data:``.
+
+    The short form ``data: FILE`` is ``data: {path: FILE}``.
+    """
+
+    path: str | None = Field(
+        default=None,
+        description=(
+            "A JSONL/JSON/Parquet/CSV file or a glob of shards, a directory written by save_to_disk, or a hub "
+            "dataset id (e.g. trl-lib/ultrafeedback_binarized). eval_data without a path takes data's path, name "
+            "and columns (give it another split)."
+        ),
+    )
+    name: str | None = Field(default=None, description="The hub dataset's subset (configuration) name.")
+    split: str | None = Field(default=None, description="Which split to read (default: train, or the only split).")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Flux column -> the dataset's own column, e.g. {prompt: question, chosen: good, rejected: bad}.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        return {"path": str(value)} if isinstance(value, (str, Path)) else value
+
+
 class LoraConfig(StrictModel):
     r: PositiveInt = Field(default=8, description="LoRA rank.")
     alpha: float = Field(default=16.0, gt=0, description="LoRA scaling numerator (lora_alpha).")
@@ -94,11 +121,23 @@ class FluxConfig(StrictModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="auto: bf16 on GPUs that support it, fp32 on CPU."
     )
-    data: str | None = Field(
-        default=None, description="Training data file for `flux train` (fit(prompts=...) and --data override it)."
+    data: DataSource | None = Field(
+        default=None,
+        description="Training data: a path, glob or hub id, or {path, name, split, columns} (fit(prompts=...) and "
+        "--data override it).",
     )
-    eval_data: str | None = Field(
-        default=None, description="Optional held-out file in the training data format; picks best/ by eval loss."
+    eval_data: DataSource | None = Field(
+        default=None,
+        description="Optional held-out data in the training data format (same forms as data); picks best/ by eval loss.",
+    )
+    eval_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Hold out this fraction of the training data as eval_data, the same rows for the same seed.",
+    )
+    dataset_num_proc: PositiveInt | None = Field(
+        default=None, description="Worker processes for normalising and tokenizing large datasets (None: one)."
     )
     algorithm: SerializeAsAny[AlgorithmConfig] = Field(description="The algorithm and its settings.")
     lora: LoraConfig | None = Field(default=None, description="Train a LoRA adapter instead of every weight.")
@@ -143,6 +182,14 @@ class FluxConfig(StrictModel):
             for key in self.trl:
                 if key in owned:
                     raise _KeyError(("trl", key), owned[key])
+        return self
+
+    @model_validator(mode="after")
+    def _check_data_sources(self) -> "FluxConfig":
+        if self.data is not None and self.data.path is None:
+            raise _KeyError(("data", "path"), "required: a file, glob, saved dataset directory or hub dataset id")
+        if self.eval_data is not None and self.eval_fraction is not None:
+            raise _KeyError(("eval_fraction",), "give eval_data or eval_fraction, not both")
         return self
 
     @model_validator(mode="after")

@@ -1,40 +1,49 @@
-"""Load and validate training data for each ``data_format``.
+"""Load, normalise and check training data for each ``data_format``.
 
-Sources: a JSONL path (one JSON object a line), a list of dicts, or a
-``datasets.Dataset``. Everything is read and checked before training starts, so a bad
-line stops the run with one error naming the file and line; nothing is ever trained
-on half-read data.
+:func:`load_data` turns any supported source (see :mod:`flux_core.data_sources`) into
+an Arrow-backed ``datasets.Dataset`` in the shape the algorithm trains on: the
+dataset's own column names are mapped onto Flux's (``columns``), the shapes public
+datasets ship in are normalised (:mod:`flux_core.data_shapes`), and every row is
+checked in batches (:mod:`flux_core.data_checks`). A bad row stops the run before any
+model loads, with one error naming the file and line (or row) and the key; data that
+would train badly (identical pairs, empty completions, fewer rows than a batch) is
+reported in one warning line each. Rows are never held as Python objects all at once.
 """
 
 from __future__ import annotations
 
-import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Mapping
 
+from flux_core.data_checks import CHAT, check_text_column, contents, count_rows, rendered
 from flux_core.errors import DataError
 
 
 @dataclass(frozen=True)
 class DataFormat:
-    """The keys one data format requires; other keys are kept as extra columns."""
+    """The columns one data format trains on; other columns are kept as extra columns."""
 
     name: str
     text_keys: tuple[str, ...]
     description: str
+    # Columns that can stand in for the text keys (normalised into them), for column mapping.
+    alternative_keys: tuple[str, ...] = ()
 
 
 DATA_FORMATS = {
     "preferences": DataFormat(
         "preferences",
         ("prompt", "chosen", "rejected"),
-        "preference pairs: prompt, chosen, rejected (strings or chat message lists)",
+        "preference pairs: prompt, chosen, rejected (strings or chat message lists; "
+        "prompt may be implicit in chosen and rejected)",
     ),
     "prompts": DataFormat(
         "prompts",
         ("prompt",),
-        "prompts (string or chat message list); extra keys reach reward functions",
+        "prompts (string or chat message list, or a messages conversation); extra keys reach reward functions",
+        alternative_keys=("messages",),
     ),
 }
 
@@ -46,88 +55,178 @@ def get_data_format(name: str) -> DataFormat:
         raise DataError(f"unknown data_format '{name}'; use one of: {', '.join(DATA_FORMATS)}") from None
 
 
-def load_records(source: Any, data_format: str) -> list[dict[str, Any]]:
-    """Read every example of ``source`` and validate it against ``data_format``."""
+def load_data(
+    source: Any,
+    data_format: str,
+    *,
+    name: str | None = None,
+    split: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    num_proc: int | None = None,
+    what: str = "data",
+) -> Any:
+    """Read ``source``, map ``columns`` (Flux name -> dataset column), normalise and check it.
+
+    Returns a ``datasets.Dataset`` whose text columns are all strings or all chat
+    message lists, with every extra column kept. ``what`` names the config key in
+    errors about ``columns`` (``data`` or ``eval_data``).
+    """
+    from flux_core.data_sources import read_source
+
     fmt = get_data_format(data_format)
-    if isinstance(source, (str, Path)):
-        records = list(_read_jsonl(Path(source)))
-        name = str(source)
-    elif isinstance(source, list):
-        records = [(index + 1, item) for index, item in enumerate(source)]
-        name = "data list"
-    elif hasattr(source, "column_names") and hasattr(source, "__iter__"):  # datasets.Dataset
-        records = [(index + 1, dict(item)) for index, item in enumerate(source)]
-        name = "dataset"
-    else:
+    columns = columns or {}
+    text_columns = [columns.get(key, key) for key in fmt.text_keys + fmt.alternative_keys]
+    dataset, where = read_source(source, name=name, split=split, text_columns=text_columns)
+    if len(dataset) == 0:
+        raise DataError(f"{where.name}: no examples found (expected {fmt.description})")
+    dataset = _map_columns(dataset, columns, fmt, what, where.name)
+    if fmt.name == "preferences":
+        return _load_preferences(dataset, fmt, where, num_proc)
+    return _load_prompts(dataset, fmt, where, num_proc)
+
+
+def _map_columns(dataset: Any, columns: Mapping[str, str], fmt: DataFormat, what: str, name: str) -> Any:
+    valid = fmt.text_keys + fmt.alternative_keys
+    renames = {}
+    for flux_name, dataset_name in columns.items():
+        if flux_name not in valid:
+            raise DataError(f"{what}.columns.{flux_name}: not a {fmt.name} column; map one of: {', '.join(valid)}")
+        if dataset_name not in dataset.column_names:
+            raise DataError(
+                f"{what}.columns.{flux_name}: {name} has no column '{dataset_name}' "
+                f"(columns: {', '.join(dataset.column_names)})"
+            )
+        if dataset_name != flux_name:
+            renames[dataset_name] = flux_name
+    clashes = [flux for flux in renames.values() if flux in dataset.column_names and flux not in renames]
+    if clashes:
         raise DataError(
-            f"data must be a JSONL file path, a list of dicts or a datasets.Dataset, not {type(source).__name__}"
+            f"{what}.columns.{clashes[0]}: {name} already has a '{clashes[0]}' column; "
+            "map it away first or choose the other one"
         )
-    if not records:
-        raise DataError(f"{name}: no examples found (expected {fmt.description})")
-
-    unit = "line" if name not in ("data list", "dataset") else "item"
-    kinds = set()
-    checked = []
-    for number, record in records:
-        where = f"{name}:{number}" if unit == "line" else f"{name} {unit} {number}"
-        kinds.add(_check_record(record, fmt, where))
-        checked.append(record)
-    if len(kinds) > 1:
-        raise DataError(f"{name}: mixes plain-text and chat-message examples; use one kind throughout")
-    return checked
+    return dataset.rename_columns(renames) if renames else dataset
 
 
-def _read_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a JSONL file")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{number}: invalid JSON: {error.msg} (column {error.colno})") from None
+def _load_preferences(dataset: Any, fmt: DataFormat, where: Any, num_proc: int | None) -> Any:
+    from flux_core.data_shapes import normalize_preferences
+
+    needs = ", ".join(fmt.text_keys)
+    kinds = {key: check_text_column(dataset, key, where, needs, allow_empty=True) for key in ("chosen", "rejected")}
+    if "prompt" in dataset.column_names:
+        kinds["prompt"] = check_text_column(dataset, "prompt", where, needs)
+    dataset = normalize_preferences(dataset, kinds, where, num_proc)
+    if "prompt" not in kinds:  # extracted prompts: check what the split left behind
+        check_text_column(dataset, "prompt", where, needs)
+    _warn_about_pairs(dataset, kinds["chosen"], where.name)
+    return dataset
 
 
-def _check_record(record: Any, fmt: DataFormat, where: str) -> str:
-    """Validate one example; return 'text' or 'chat'."""
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a JSON object with keys {', '.join(fmt.text_keys)}")
-    kinds = set()
-    for key in fmt.text_keys:
-        if key not in record:
-            raise DataError(f"{where}: missing key '{key}' (each example needs {', '.join(fmt.text_keys)})")
-        kinds.add(_check_text(record[key], key, where))
-    if len(kinds) > 1:
-        raise DataError(f"{where}: {', '.join(fmt.text_keys)} must all be strings or all be chat message lists")
-    return kinds.pop()
+def _load_prompts(dataset: Any, fmt: DataFormat, where: Any, num_proc: int | None) -> Any:
+    from flux_core.data_shapes import prompts_from_messages
+
+    needs = "prompt (or messages)"
+    if "prompt" not in dataset.column_names and "messages" in dataset.column_names:
+        if check_text_column(dataset, "messages", where, needs) != CHAT:
+            raise DataError(f"{where(0)}: 'messages' must be a list of chat messages")
+        dataset = prompts_from_messages(dataset, where, num_proc)
+    check_text_column(dataset, "prompt", where, needs)
+    return dataset
 
 
-def _check_text(value: Any, key: str, where: str) -> str:
-    if isinstance(value, str):
-        if not value.strip():
-            raise DataError(f"{where}: '{key}' is empty")
-        return "text"
-    if isinstance(value, list) and value:
-        for index, message in enumerate(value):
-            if (
-                not isinstance(message, dict)
-                or not isinstance(message.get("role"), str)
-                or not isinstance(message.get("content"), str)
-            ):
-                raise DataError(
-                    f'{where}: \'{key}\'[{index}] must be a message like {{"role": "user", "content": "..."}}'
-                )
-        return "chat"
-    raise DataError(f"{where}: '{key}' must be a string or a list of chat messages, not {_describe(value)}")
+def _warn_about_pairs(dataset: Any, kind: str, name: str) -> None:
+    """One warning line each for pairs that carry no signal or no completion."""
+    import pyarrow.compute as pc
+
+    def identical(batch):
+        return pc.equal(rendered(batch.column("chosen"), kind), rendered(batch.column("rejected"), kind))
+
+    def empty(batch):
+        return pc.or_(*(_is_blank(contents(batch.column(key), kind)) for key in ("chosen", "rejected")))
+
+    pairs = ["chosen", "rejected"]
+    same = count_rows(dataset, pairs, identical)
+    if same:
+        warnings.warn(
+            f"{name}: {same} of {len(dataset)} pairs have chosen == rejected; they carry no preference signal",
+            UserWarning,
+            stacklevel=3,
+        )
+    blank = count_rows(dataset, pairs, empty)
+    if blank:
+        warnings.warn(
+            f"{name}: {blank} of {len(dataset)} pairs have an empty chosen or rejected completion",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, list):
-        return "an empty list"
-    return type(value).__name__
+def _is_blank(values: Any) -> Any:
+    import pyarrow.compute as pc
+
+    return pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0)
+
+
+def split_off_eval(dataset: Any, fraction: float, seed: int) -> tuple[Any, Any]:
+    """Carve ``fraction`` of ``dataset`` off as eval data, the same rows for the same ``seed``."""
+    if not 0 < fraction < 1:
+        raise DataError(f"eval_fraction must be between 0 and 1, not {fraction}")
+    held_out = max(1, round(len(dataset) * fraction))
+    if held_out >= len(dataset):
+        raise DataError(f"eval_fraction {fraction} leaves no training rows out of {len(dataset)}")
+    parts = dataset.train_test_split(test_size=held_out, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]
+
+
+def load_training_data(config: Any, data_format: str, train: Any = None, eval_data: Any = None) -> tuple[Any, Any]:
+    """The train and (optional) eval datasets of a run.
+
+    ``train`` and ``eval_data`` are what ``fit`` was given (any source, or the
+    ``{path, name, split, columns}`` long form), else ``config.data`` and
+    ``config.eval_data``. An eval source without a path reads another split of the
+    training source; ``config.eval_fraction`` carves eval rows off the training data.
+    """
+    from flux_core.config import DataSource
+
+    train = _as_data_source(train if train is not None else config.data)
+    if train is None:
+        raise DataError("no training data: give fit(prompts=...), --data, or a data: key in the config")
+    evaluation = _as_data_source(eval_data if eval_data is not None else config.eval_data)
+    options = {"num_proc": config.dataset_num_proc}
+    train_dataset = _load_source(train, data_format, "data", options)
+    if isinstance(evaluation, DataSource) and evaluation.path is None:  # another split of the training source
+        if isinstance(train, DataSource):
+            evaluation = train.model_copy(update=evaluation.model_dump(exclude_unset=True))
+        else:
+            evaluation = (train, evaluation.model_dump(exclude={"path"}))
+    eval_dataset = _load_source(evaluation, data_format, "eval_data", options) if evaluation is not None else None
+    if evaluation is None and config.eval_fraction is not None:
+        train_dataset, eval_dataset = split_off_eval(train_dataset, config.eval_fraction, config.seed)
+    if config.batch_size > len(train_dataset):
+        warnings.warn(
+            f"batch_size {config.batch_size} is larger than the training data ({len(train_dataset)} rows): "
+            "every step repeats examples",
+            UserWarning,
+            stacklevel=2,
+        )
+    return train_dataset, eval_dataset
+
+
+def _as_data_source(value: Any) -> Any:
+    """A ``DataSource`` for path-like values and long-form dicts; datasets and lists as given."""
+    from flux_core.config import DataSource
+
+    if isinstance(value, (str, Path)) or (isinstance(value, dict) and set(value) <= set(DataSource.model_fields)):
+        return DataSource.model_validate(value)
+    return value
+
+
+def _load_source(source: Any, data_format: str, what: str, options: dict[str, Any]) -> Any:
+    """Load a ``DataSource``, a ``(source, {name, split, columns})`` pair, or a plain source."""
+    from flux_core.config import DataSource
+
+    if isinstance(source, DataSource):
+        source = (source.path, source.model_dump(exclude={"path"}))
+    if not isinstance(source, tuple):
+        source = (source, {})
+    data, spec = source
+    return load_data(data, data_format, **spec, **options, what=what)

@@ -7,7 +7,7 @@ from typing import Any
 
 from flux_core.callbacks import FitResult, StepCallback
 from flux_core.config import FluxConfig
-from flux_core.data import load_records
+from flux_core.data import load_training_data
 from flux_core.errors import FluxError
 from flux_core.registry import get_registry
 
@@ -43,33 +43,40 @@ class FluxTrainer:
         self._step_callbacks.append(callback)
         return callback
 
-    def fit(self, prompts: Any = None, data_format: str | None = None, eval_data: Any = None) -> FitResult:
-        """Train on ``prompts`` (a JSONL path, a list of dicts or a ``datasets.Dataset``).
+    def fit(
+        self, prompts: Any = None, data_format: str | None = None, eval_data: Any = None, *, overwrite: bool = False
+    ) -> FitResult:
+        """Train on ``prompts``; return the steps' metrics and where the checkpoints are.
 
+        ``prompts`` is any data source Flux reads (see the README's Data section): a
+        JSONL/JSON/Parquet/CSV file or a glob of shards, a ``save_to_disk`` directory,
+        a hub dataset id, a ``{path, name, split, columns}`` dict, a
+        ``datasets.Dataset``/``DatasetDict`` or a list of dicts; default ``config.data``.
         ``data_format`` defaults to the algorithm's own ("preferences" for DPO,
-        "prompts" for GRPO/PPO). ``eval_data`` (or ``config.eval_data``) is an optional
-        held-out set in the same format; with it, ``best/`` is chosen by eval loss.
-        All data is read and validated before any model is loaded.
+        "prompts" for GRPO/PPO). ``eval_data`` (or ``config.eval_data``, or
+        ``config.eval_fraction``) is an optional held-out set in the same format; with
+        it, ``best/`` is chosen by eval loss. All data is read and checked before any
+        model is loaded.
+
+        One run at a time uses ``config.output_dir`` (a second one fails naming the
+        first's PID), and a directory holding a previous run's checkpoints or
+        ``metrics.jsonl`` is refused unless ``overwrite=True``, which removes them
+        first (see :mod:`flux_core.run_dir`).
         """
-        if prompts is None:
-            prompts = self.config.data
-        if prompts is None:
-            raise FluxError("fit() needs training data: fit(prompts='data.jsonl', data_format='...')")
         data_format = data_format or self.algorithm.data_format
         if data_format != self.algorithm.data_format:
             raise FluxError(
                 f"algorithm '{self.algorithm.name}' trains on data_format='{self.algorithm.data_format}', "
                 f"not '{data_format}'"
             )
-        records = load_records(prompts, data_format)
-        eval_source = eval_data if eval_data is not None else self.config.eval_data
-        eval_records = load_records(eval_source, data_format) if eval_source is not None else None
+        train_dataset, eval_dataset = load_training_data(self.config, data_format, prompts, eval_data)
 
         from flux_core.quiet import quiet_libraries
+        from flux_core.run_dir import open_run_dir
 
         runner = self.algorithm.load_runner()(self.config, show_progress=self.show_progress)
-        with quiet_libraries():
-            result = runner.fit(records, eval_records, list(self._step_callbacks))
+        with open_run_dir(self.config.output_dir, overwrite=overwrite), quiet_libraries():
+            result = runner.fit(train_dataset, eval_dataset, list(self._step_callbacks))
         self.model, self.tokenizer = runner.model, runner.tokenizer
         return result
 

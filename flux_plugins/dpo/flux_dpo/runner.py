@@ -1,8 +1,8 @@
-"""DPORunner: FluxConfig + validated records -> a trained, checkpointed model."""
+"""DPORunner: FluxConfig + validated dataset -> a trained, checkpointed model."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flux_core.callbacks import (
     FitResult,
@@ -21,6 +21,9 @@ from flux_core.plugins import get_plugin_manager
 from flux_core.reference import BUILT_IN_POLICIES, ReferenceLogpsProvider
 from flux_core.registry import get_registry
 from flux_core.trl_settings import shared_trl_settings
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 # TRL's log keys -> the metric names Flux users see.
 METRIC_NAMES = {
@@ -84,15 +87,14 @@ class DPORunner:
             raise FluxError("algorithm.reference_policy: adapter needs a lora: block (there is no adapter to disable)")
         return policy
 
-    def build_trainer(self, records: list[dict], eval_records: list[dict] | None, callbacks: list[Any] = ()):
-        from datasets import Dataset
+    def build_trainer(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[Any] = ()):
         from transformers.trainer_callback import PrinterCallback
 
         from flux_dpo.trainer import FluxDPOTrainer
 
         config = self.config
         precision = resolve_precision(config.precision)
-        policy = self.reference_policy(num_examples=len(records))
+        policy = self.reference_policy(num_examples=len(dataset))
         self.tokenizer = load_tokenizer(config.model_path)
         model = load_model(config.model_path, precision)
         # `copy` with LoRA needs an explicit frozen copy; without LoRA TRL loads it itself.
@@ -105,8 +107,8 @@ class DPORunner:
             ref_model=ref_model,
             args=build_dpo_args(config, precision, policy, model),
             data_collator=collator,
-            train_dataset=Dataset.from_list(records),
-            eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
+            train_dataset=dataset,
+            eval_dataset=eval_dataset,
             processing_class=self.tokenizer,
             peft_config=peft_config(config.lora),
             callbacks=list(callbacks),
@@ -120,7 +122,7 @@ class DPORunner:
         self.model = trainer.model
         return trainer
 
-    def fit(self, records: list[dict], eval_records: list[dict] | None, callbacks: list[StepCallback]) -> FitResult:
+    def fit(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[StepCallback]) -> FitResult:
         config = self.config
         checkpoints: CheckpointManager | None = None
 
@@ -136,9 +138,9 @@ class DPORunner:
             on_step=on_step,
         )
         save_steps = config.checkpoint.save_steps
-        evaluator = SavePointEvaluator("eval_loss", save_steps) if eval_records else None
+        evaluator = SavePointEvaluator("eval_loss", save_steps) if eval_dataset is not None else None
         trainer_callbacks = [evaluator.callback()] if evaluator else []
-        trainer = self.build_trainer(records, eval_records, [*trainer_callbacks, make_trl_callback(reporter)])
+        trainer = self.build_trainer(dataset, eval_dataset, [*trainer_callbacks, make_trl_callback(reporter)])
         if evaluator:
             evaluator.trainer = trainer
         checkpoints = CheckpointManager(

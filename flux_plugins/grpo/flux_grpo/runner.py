@@ -1,9 +1,9 @@
-"""GRPORunner: FluxConfig + validated prompt records -> a trained, checkpointed policy."""
+"""GRPORunner: FluxConfig + validated prompt dataset -> a trained, checkpointed policy."""
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from flux_core.callbacks import (
     FitResult,
@@ -21,6 +21,9 @@ from flux_core.rewards import RewardFunction, build_reward_functions
 from flux_core.rollout import RolloutBackend, SamplingParams, create_backend
 from flux_core.trl_settings import shared_trl_settings
 from flux_grpo.config import check_run
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 # TRL's log keys -> the metric names Flux users see. Each reward's own mean and std
 # are added per run (see metric_names), other keys keep their name with '/' -> '_'.
@@ -108,8 +111,7 @@ class GRPORunner:
         self.tokenizer: Any = None
         self.trainer: Any = None
 
-    def build_trainer(self, records: list[dict], eval_records: list[dict] | None, callbacks: list[Any] = ()):
-        from datasets import Dataset
+    def build_trainer(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[Any] = ()):
         from transformers.trainer_callback import PrinterCallback
         from trl import GRPOTrainer
 
@@ -133,8 +135,8 @@ class GRPORunner:
                 model=model,
                 reward_funcs=list(self.reward_functions),
                 args=build_grpo_args(config, precision, self.reward_functions, model),
-                train_dataset=Dataset.from_list(records),
-                eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
+                train_dataset=dataset,
+                eval_dataset=eval_dataset,
                 processing_class=self.tokenizer,
                 peft_config=peft_config(config.lora),
                 callbacks=list(callbacks),
@@ -147,7 +149,7 @@ class GRPORunner:
         self.model = trainer.model
         return trainer
 
-    def fit(self, records: list[dict], eval_records: list[dict] | None, callbacks: list[StepCallback]) -> FitResult:
+    def fit(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[StepCallback]) -> FitResult:
         config = self.config
         checkpoints: CheckpointManager | None = None
 
@@ -165,9 +167,9 @@ class GRPORunner:
         )
         save_steps = config.checkpoint.save_steps
         # best/ is the highest reward: feed -reward where DPO feeds the loss.
-        evaluator = SavePointEvaluator("eval_reward", save_steps, sign=-1.0) if eval_records else None
+        evaluator = SavePointEvaluator("eval_reward", save_steps, sign=-1.0) if eval_dataset is not None else None
         trainer_callbacks = [evaluator.callback()] if evaluator else []
-        trainer = self.build_trainer(records, eval_records, [*trainer_callbacks, make_trl_callback(reporter)])
+        trainer = self.build_trainer(dataset, eval_dataset, [*trainer_callbacks, make_trl_callback(reporter)])
         if evaluator:
             evaluator.trainer = trainer
         checkpoints = CheckpointManager(

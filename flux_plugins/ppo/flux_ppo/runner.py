@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -59,6 +59,9 @@ from flux_ppo.models import (
     freeze,
     load_value_model,
 )
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 REFERENCE_POLICIES = ("copy", "adapter", "none")
 
@@ -130,8 +133,8 @@ class Experience:
     metrics: dict[str, float]
 
 
-def prompt_batches(records: list[dict[str, Any]], batch_size: int, seed: int) -> Iterator[list[dict[str, Any]]]:
-    """Endless batches of records: each pass over the data in a new seeded order."""
+def prompt_batches(records: Dataset, batch_size: int, seed: int) -> Iterator[list[dict[str, Any]]]:
+    """Endless batches of rows (as dicts): each pass over the data in a new seeded order."""
     rng = random.Random(seed)
     order: list[int] = []
     while True:
@@ -139,7 +142,7 @@ def prompt_batches(records: list[dict[str, Any]], batch_size: int, seed: int) ->
             epoch = list(range(len(records)))
             rng.shuffle(epoch)
             order.extend(epoch)
-        yield [records[i] for i in order[:batch_size]]
+        yield records.select(order[:batch_size]).to_list()
         del order[:batch_size]
 
 
@@ -381,18 +384,19 @@ class PPORunner:
 
     # ------------------------------------------------------------------ evaluation
 
-    def evaluate(self, records: list[dict[str, Any]]) -> float:
+    def evaluate(self, records: Dataset) -> float:
         """Mean reward of greedy completions of ``records`` (deterministic)."""
         greedy = SamplingParams(max_new_tokens=self.algorithm.max_completion_length, temperature=0.0)
         totals = []
         for start in range(0, len(records), self.rollout_size):
-            _, scores = self.rollout(records[start : start + self.rollout_size], greedy, n=1)
+            chunk = records.select(range(start, min(start + self.rollout_size, len(records)))).to_list()
+            _, scores = self.rollout(chunk, greedy, n=1)
             totals.extend(value for value in scores.total if value is not None)
         return sum(totals) / len(totals) if totals else 0.0
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, records: list[dict], eval_records: list[dict] | None, callbacks: list[StepCallback]) -> FitResult:
+    def fit(self, records: Dataset, eval_records: Dataset | None, callbacks: list[StepCallback]) -> FitResult:
         config = self.config
         self.build()
         evaluate = (lambda: -self.evaluate(eval_records)) if eval_records else None

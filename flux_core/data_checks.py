@@ -1,0 +1,230 @@
+"""Check text columns of an Arrow-backed dataset in batches, naming the first bad row.
+
+A text column holds plain strings or chat message lists (``[{"role", "content"}]``).
+Columns Arrow could type as one of those two are checked with vectorised ``pyarrow``
+kernels, a batch at a time, so a million rows are checked without ever becoming
+Python objects. Columns holding values of mixed kinds (which ``datasets`` keeps as
+JSON) are checked row by row in Python, which is where their problem lies.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from flux_core.errors import DataError
+
+TEXT, CHAT = "text", "chat"
+BATCH_ROWS = 50_000
+MESSAGE_EXAMPLE = '{"role": "user", "content": "..."}'
+
+RowNamer = Callable[[int], str]
+
+
+def column_kind(dataset: Any, column: str) -> str | None:
+    """``text`` or ``chat`` when Arrow holds ``column`` as one of them, else None."""
+    import pyarrow as pa
+
+    arrow_type = dataset.data.schema.field(column).type
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return TEXT
+    if (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)) and pa.types.is_struct(
+        arrow_type.value_type
+    ):
+        return CHAT
+    return None
+
+
+def arrow_batches(dataset: Any, columns: list[str]) -> Iterator[tuple[int, Any]]:
+    """``(offset, pyarrow.Table)`` batches of ``columns``; memory stays one batch."""
+    view = dataset.select_columns(columns).with_format("arrow")
+    offset = 0
+    for batch in view.iter(batch_size=BATCH_ROWS):
+        yield offset, batch
+        offset += batch.num_rows
+
+
+def one_array(values: Any) -> Any:
+    """A ``pyarrow.Array`` from a (possibly chunked) column."""
+    return values.combine_chunks() if hasattr(values, "combine_chunks") else values
+
+
+def first_true(mask: Any) -> int | None:
+    """Index of the first true value of a boolean array (nulls count as false)."""
+    import pyarrow.compute as pc
+
+    index = pc.index(pc.fill_null(mask, False), True).as_py()
+    return None if index < 0 else index
+
+
+def check_text_column(dataset: Any, column: str, where: RowNamer, needs: str, allow_empty: bool = False) -> str:
+    """Raise ``DataError`` at the first row whose ``column`` is missing or malformed; return its kind.
+
+    ``needs`` completes the missing-key message ("each example needs ..."). Empty
+    strings are errors unless ``allow_empty`` (completions: counted by
+    :func:`count_empty` and reported as a warning instead).
+    """
+    if column not in dataset.column_names:
+        raise DataError(f"{where(0)}: missing key '{column}' (each example needs {needs})")
+    kind = column_kind(dataset, column)
+    if kind is None:
+        return _check_python_values(dataset, column, where, needs, allow_empty)
+    for offset, batch in arrow_batches(dataset, [column]):
+        values = one_array(batch.column(column))
+        problem = _first_problem(values, kind, column, allow_empty, needs)
+        if problem is not None:
+            row, message = problem
+            raise DataError(f"{where(offset + row)}: {message}")
+    return kind
+
+
+def _first_problem(values: Any, kind: str, column: str, allow_empty: bool, needs: str) -> tuple[int, str] | None:
+    import pyarrow.compute as pc
+
+    candidates = []
+    missing = first_true(pc.is_null(values))
+    if missing is not None:
+        candidates.append((missing, f"missing key '{column}' (each example needs {needs})"))
+    if kind == TEXT:
+        invalid = _first_invalid_utf8(values)
+        if invalid is not None:  # the string kernels below cannot read such a batch
+            return min(candidates + [(invalid, f"'{column}' is not UTF-8 text; save the file as UTF-8")])
+        if not allow_empty:
+            empty = first_true(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0))
+            if empty is not None:
+                candidates.append((empty, f"'{column}' is empty"))
+    else:
+        empty = first_true(pc.equal(pc.list_value_length(values), 0))
+        if empty is not None:
+            candidates.append((empty, f"'{column}' must be a string or a list of chat messages, not an empty list"))
+        bad_message = _first_bad_message(values)
+        if bad_message is not None:
+            row, position = bad_message
+            candidates.append((row, f"'{column}'[{position}] must be a message like {MESSAGE_EXAMPLE}"))
+    return min(candidates, default=None)
+
+
+def _first_invalid_utf8(values: Any) -> int | None:
+    """Index of the first string that is not valid UTF-8 (Arrow's JSON reader lets such bytes in)."""
+    import pyarrow as pa
+
+    try:
+        values.validate(full=True)
+        return None
+    except pa.ArrowInvalid:
+        for index in range(len(values)):  # only on the error path
+            try:
+                values[index].as_py()
+            except UnicodeDecodeError:
+                return index
+        return None
+
+
+def _first_bad_message(values: Any) -> tuple[int, int] | None:
+    """(row, message index) of the first message without a string role and content."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    messages = pc.list_flatten(values)
+    struct_type = messages.type
+    names = {struct_type.field(i).name: struct_type.field(i).type for i in range(struct_type.num_fields)}
+    if len(messages) == 0:
+        return None
+    rows = pc.list_parent_indices(values)
+    for name in ("role", "content"):
+        if name not in names or not (pa.types.is_string(names[name]) or pa.types.is_large_string(names[name])):
+            flat = 0
+            break
+    else:
+        missing = pc.or_(pc.is_null(messages.field("role")), pc.is_null(messages.field("content")))
+        flat = first_true(missing)
+        if flat is None:
+            return None
+    row = rows[flat].as_py()
+    start = values.offsets[row].as_py() - values.offsets[0].as_py()
+    return row, flat - start
+
+
+def _check_python_values(dataset: Any, column: str, where: RowNamer, needs: str, allow_empty: bool) -> str:
+    """Row-by-row check of a column Arrow could not type as text or chat (mixed or wrong values)."""
+    first_kind: str | None = None
+    offset = 0
+    for batch in dataset.select_columns([column]).iter(batch_size=BATCH_ROWS):
+        for index, value in enumerate(batch[column]):
+            row = offset + index
+            if value is None:
+                raise DataError(f"{where(row)}: missing key '{column}' (each example needs {needs})")
+            kind = value_kind(value, column, allow_empty, lambda row=row: where(row))
+            if first_kind is None:
+                first_kind = kind
+            elif kind != first_kind:
+                raise DataError(
+                    f"{where(row)}: '{column}' is {describe_kind(kind)} here but {describe_kind(first_kind)} in "
+                    "earlier rows; use one kind of value per key"
+                )
+        offset += len(batch[column])
+    if first_kind is None:
+        raise DataError(f"{where(0)}: missing key '{column}' (each example needs {needs})")
+    return first_kind
+
+
+def value_kind(value: Any, column: str, allow_empty: bool, where: Callable[[], str]) -> str:
+    """``text`` or ``chat`` for one value; raise naming ``where()`` when it is neither."""
+    if isinstance(value, str):
+        if not allow_empty and not value.strip():
+            raise DataError(f"{where()}: '{column}' is empty")
+        return TEXT
+    if isinstance(value, list) and value:
+        for index, message in enumerate(value):
+            if (
+                not isinstance(message, dict)
+                or not isinstance(message.get("role"), str)
+                or not isinstance(message.get("content"), str)
+            ):
+                raise DataError(f"{where()}: '{column}'[{index}] must be a message like {MESSAGE_EXAMPLE}")
+        return CHAT
+    described = "an empty list" if isinstance(value, list) else type(value).__name__
+    raise DataError(f"{where()}: '{column}' must be a string or a list of chat messages, not {described}")
+
+
+def describe_kind(kind: str) -> str:
+    """``text`` -> "a string", ``chat`` -> "a chat message list", other type names -> "a NAME"."""
+    return {TEXT: "a string", CHAT: "a chat message list", "number": "a number"}.get(kind, f"a {kind}")
+
+
+# ----------------------------------------------------------------- counts for warnings
+
+
+def rendered(values: Any, kind: str) -> Any:
+    """One string per row: the text itself, or a chat list's roles and contents joined."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = one_array(values)
+    if kind == TEXT:
+        return values
+    messages = pc.list_flatten(values)
+    turns = pc.binary_join_element_wise(messages.field("role"), messages.field("content"), "\x00")
+    offsets = pc.subtract(values.offsets, values.offsets[0])
+    return pc.binary_join(pa.ListArray.from_arrays(offsets, turns), "\x01")
+
+
+def contents(values: Any, kind: str) -> Any:
+    """One string per row: the text, or every message's content concatenated."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = one_array(values)
+    if kind == TEXT:
+        return values
+    offsets = pc.subtract(values.offsets, values.offsets[0])
+    return pc.binary_join(pa.ListArray.from_arrays(offsets, pc.list_flatten(values).field("content")), "")
+
+
+def count_rows(dataset: Any, columns: list[str], predicate: Callable[[Any], Any]) -> int:
+    """How many rows ``predicate(pyarrow.Table) -> boolean array`` marks, a batch at a time."""
+    import pyarrow.compute as pc
+
+    total = 0
+    for _, batch in arrow_batches(dataset, columns):
+        total += pc.sum(pc.fill_null(predicate(batch), False)).as_py() or 0
+    return total
