@@ -3,24 +3,67 @@
 Entry points load lazily, on first use, so ``import flux`` and ``flux --help`` stay
 fast. ``FLUX_LOAD_PLUGINS=a,b`` limits which entry points load (empty string: none);
 built-in defaults always load. A plugin that fails to import is reported by name
-and skipped: one broken package never takes down the others.
+and skipped: one broken package never takes down the others. A hook implementation
+that raises is reported by name too: ``plugin 'my-plugin' hook step_metrics failed:
+ValueError: ...`` (a :class:`~flux_core.errors.FluxError` it raises on purpose passes
+through unchanged).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import sys
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import pluggy
 
 from flux_core import hookspecs
+from flux_core.errors import FluxError
 
 ENTRY_POINT_GROUP = "flux"
 DEFAULT_PLUGINS = ("flux_core.default_plugins", "flux_core.builtin_rewards")
 
-pm = pluggy.PluginManager("flux")
+
+class FluxPluginManager(pluggy.PluginManager):
+    """pluggy's PluginManager whose hook implementations name their plugin when they fail.
+
+    Every non-wrapper hook implementation is wrapped when its plugin registers, so the
+    same one-line error comes from ``pm.hook.<name>(...)`` calls and from core code that
+    calls ``impl.function`` itself (the registries, ``step_metrics``).
+    """
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        plugin_name = super().register(plugin, name)
+        if plugin_name is not None:
+            for caller in self.get_hookcallers(plugin) or ():
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                        # pluggy calls impl.function (argument names were read at registration).
+                        impl.function = _naming_failures(impl.function, plugin_name, caller.name)  # type: ignore[misc]
+        return plugin_name
+
+
+def _naming_failures(function: Callable[..., Any], plugin_name: str, hook_name: str) -> Callable[..., Any]:
+    """``function``, with any exception except a FluxError turned into a FluxError naming the plugin."""
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except FluxError:
+            raise  # already a user-facing message
+        except Exception as error:
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            message = f"plugin '{plugin_name}' hook {hook_name} failed: {type(error).__name__}: {detail}"
+            raise FluxError(message.rstrip(": ")) from error
+
+    return call
+
+
+pm = FluxPluginManager("flux")
 pm.add_hookspecs(hookspecs)
 
 
