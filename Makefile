@@ -23,18 +23,22 @@ test:
 $(TINY_MODEL)/config.json:
 	$(BIN)/flux tiny-model $(TINY_MODEL)
 
+# Each demo starts fresh: Flux refuses to train over a previous run's checkpoints.
 demo: $(TINY_MODEL)/config.json
 	$(BIN)/python examples/make_preferences.py examples/preferences.jsonl --pairs 256
 	cp configs/dpo-demo.yaml examples/dpo-config.yaml
+	rm -rf examples/outputs/dpo
 	cd examples && ../$(BIN)/python dpo_tutorial.py
 
 demo-grpo: $(TINY_MODEL)/config.json
 	$(BIN)/python examples/make_prompts.py examples/prompts.jsonl --prompts 256
+	rm -rf outputs/grpo-demo
 	$(BIN)/python examples/online_demo.py configs/grpo-demo.yaml
 
 # Same prompts and reward as demo-grpo; online_demo.py runs any online algorithm.
 demo-ppo: $(TINY_MODEL)/config.json
 	$(BIN)/python examples/make_prompts.py examples/prompts.jsonl --prompts 256
+	rm -rf outputs/ppo-demo
 	$(BIN)/python examples/online_demo.py configs/ppo-demo.yaml
 
 bench: $(TINY_MODEL)/config.json

@@ -104,7 +104,7 @@ def _worker(spec: dict) -> dict:
         )
         trainer = FluxTrainer(config, show_progress=False)
         trainer.add_step_callback(lambda result: stamps.append(time.perf_counter()))
-        result = trainer.fit(prompts=records)
+        result = trainer.fit(prompts=records, overwrite=spec.get("overwrite", False))
         tokens_per_second = statistics.median(result.metric("tokens_per_second")[5:] or [0.0])
         extra = {"reference_pass_s": sum(pass_seconds), "tokens_per_second": tokens_per_second}
     else:
@@ -292,7 +292,7 @@ def bench_precompute_cache(data: Path) -> None:
             "algorithm": {"reference_policy": "precompute"},
         }
         first = _run({**spec, "output_dir": output_dir})
-        second = _run({**spec, "output_dir": output_dir})
+        second = _run({**spec, "output_dir": output_dir, "overwrite": True})  # same cache, fresh checkpoints
     print("\n5. Precompute cache (small model, 256 pairs)")
     print(
         f"   reference pass: first run {first['reference_pass_s']:.2f} s, second run {second['reference_pass_s']:.3f} s"

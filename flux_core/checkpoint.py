@@ -5,11 +5,14 @@ and ``flux_checkpoint.json``, and loads with plain
 ``AutoModelForCausalLM.from_pretrained``. A LoRA run saves the merged model there and
 the adapter alone in ``adapter/`` beside it.
 
-Atomicity: a checkpoint is written into a hidden temporary directory next to its
-target and renamed into place; an existing checkpoint of that name is first renamed
-aside and deleted only after the new one is in place. A crash therefore never leaves
-a half-written directory under a real name; if it strikes between the two renames,
-:func:`resolve_checkpoint` finds the previous complete checkpoint aside.
+Atomicity: a checkpoint is written into a hidden temporary directory
+(``.NAME.tmp-PID``) next to its target and renamed into place. An existing checkpoint
+of that name (``best``, ``final``) is swapped out in one atomic exchange where Linux
+supports it, so ``best/`` is never missing even for an instant; elsewhere it is first
+renamed aside (``.NAME.old-PID``) and deleted only after the new one is in place. A
+crash therefore never leaves a half-written directory under a real name; if it strikes
+between the two renames, :func:`resolve_checkpoint` finds the previous complete
+checkpoint aside, and the next run's startup renames it back (:mod:`flux_core.run_dir`).
 
 Which checkpoint is ``best``: at every save point (every ``checkpoint.save_steps``
 steps, and at the end of training) Flux scores the model, by the loss on
@@ -37,11 +40,40 @@ def _aside(path: Path, tag: str) -> Path:
     return path.parent / f".{path.name}.{tag}-{os.getpid()}"
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    import ctypes
+    import errno
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:  # glibc < 2.28, musl
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):  # kernel or filesystem lacks it
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
 def _swap_into_place(staged: Path, path: Path) -> None:
-    old = _aside(path, "old")
-    if path.exists():
-        os.replace(path, old)
-    os.replace(staged, path)
+    """Put ``staged`` at ``path``, replacing what is there, so that ``path`` is never missing.
+
+    Where the kernel and filesystem support it the two directories are exchanged in
+    one atomic step. Elsewhere the old one is renamed aside first: a kill between the
+    two renames leaves ``.NAME.old-PID``, which :func:`resolve_checkpoint` loads and the
+    next run's startup renames back (:mod:`flux_core.run_dir`).
+    """
+    if path.exists() and _exchange(staged, path):
+        shutil.rmtree(staged, ignore_errors=True)  # now the previous checkpoint
+    else:
+        if path.exists():
+            os.replace(path, _aside(path, "old"))
+        os.replace(staged, path)
     # The new checkpoint is in place: drop the previous one and any a crash left aside.
     for leftover in path.parent.glob(f".{path.name}.old-*"):
         shutil.rmtree(leftover, ignore_errors=True)

@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous run in output_dir (its checkpoint-N/, best/, final/, metrics.jsonl)",
+    )
+    train.add_argument(
         "--accelerate-config",
         metavar="FILE",
         help="run under `accelerate launch --config_file FILE` (multi-GPU, DeepSpeed, FSDP; see configs/accelerate/)",
@@ -96,7 +101,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.accelerate_config:
         return _relaunch_under_accelerate(args.accelerate_config, _without_option(args.argv, "--accelerate-config"))
     trainer = FluxTrainer(config, show_progress=not args.no_progress)
-    result = trainer.fit(prompts=args.data or config.data, eval_data=args.eval_data)
+    result = trainer.fit(prompts=args.data or config.data, eval_data=args.eval_data, overwrite=args.overwrite)
     if not _is_main_process():
         return 0
     print(

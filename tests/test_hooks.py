@@ -27,11 +27,10 @@ def test_reference_policy_hook_overrides_the_default(dpo_config, preference_reco
     assert step["chosen_reward"] == pytest.approx(0.1 * step["chosen_logp"], rel=1e-4)
 
 
-def test_reference_policy_precompute_matches_copy(dpo_config, preference_records):
+def test_reference_policy_precompute_matches_copy(dpo_config, preference_records, tmp_path):
     copy = FluxTrainer(dpo_config(num_steps=3), show_progress=False).fit(prompts=preference_records)
-    pre = FluxTrainer(dpo_config({"reference_policy": "precompute"}, num_steps=3), show_progress=False).fit(
-        prompts=preference_records
-    )
+    precompute = dpo_config({"reference_policy": "precompute"}, num_steps=3, output_dir=str(tmp_path / "precompute"))
+    pre = FluxTrainer(precompute, show_progress=False).fit(prompts=preference_records)
     assert pre.metric("loss") == pytest.approx(copy.metric("loss"), abs=1e-5)
 
 

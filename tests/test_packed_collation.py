@@ -14,25 +14,23 @@ def variable_length_pairs(records):
 
 
 @pytest.mark.parametrize("algorithm", [{}, {"reference_free": True}, {"reference_policy": "precompute"}])
-def test_packed_losses_equal_padded_losses(dpo_config, preference_records, algorithm):
+def test_packed_losses_equal_padded_losses(dpo_config, preference_records, algorithm, tmp_path):
     records = variable_length_pairs(preference_records)
     padded = FluxTrainer(dpo_config(algorithm, num_steps=4), show_progress=False).fit(prompts=records)
-    packed = FluxTrainer(dpo_config({**algorithm, "collation": "packed"}, num_steps=4), show_progress=False).fit(
-        prompts=records
-    )
+    packed_config = dpo_config({**algorithm, "collation": "packed"}, num_steps=4, output_dir=str(tmp_path / "packed"))
+    packed = FluxTrainer(packed_config, show_progress=False).fit(prompts=records)
     assert packed.metric("loss") == pytest.approx(padded.metric("loss"), abs=1e-4)
     assert packed.metric("reward_margin") == pytest.approx(padded.metric("reward_margin"), abs=1e-3)
     # both count real tokens only: the packed row holds exactly the padded batch's non-pad tokens
     assert packed.metric("num_tokens")[-1] == padded.metric("num_tokens")[-1]
 
 
-def test_packed_with_lora_matches_padded(dpo_config, preference_records):
+def test_packed_with_lora_matches_padded(dpo_config, preference_records, tmp_path):
     records = variable_length_pairs(preference_records)
     lora = {"r": 4, "alpha": 8}
     padded = FluxTrainer(dpo_config({}, num_steps=3, lora=lora), show_progress=False).fit(prompts=records)
-    packed = FluxTrainer(dpo_config({"collation": "packed"}, num_steps=3, lora=lora), show_progress=False).fit(
-        prompts=records
-    )
+    packed_config = dpo_config({"collation": "packed"}, num_steps=3, lora=lora, output_dir=str(tmp_path / "packed"))
+    packed = FluxTrainer(packed_config, show_progress=False).fit(prompts=records)
     assert packed.metric("loss") == pytest.approx(padded.metric("loss"), abs=1e-4)
 
 

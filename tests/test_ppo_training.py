@@ -165,12 +165,12 @@ def test_zero_learning_rate_leaves_the_policy_unchanged(ppo_config, prompt_recor
         assert step.metrics["learning_rate"] == 0.0
 
 
-def test_same_seed_same_run_other_seed_other_run(ppo_config, prompt_records):
-    def metrics(seed):
-        _, result = fit(ppo_config(num_steps=2, seed=seed), prompt_records)
+def test_same_seed_same_run_other_seed_other_run(ppo_config, prompt_records, tmp_path):
+    def metrics(seed, name):
+        _, result = fit(ppo_config(num_steps=2, seed=seed, output_dir=str(tmp_path / name)), prompt_records)
         return [step.metrics for step in result.history]
 
-    first, second, other = metrics(0), metrics(0), metrics(1)
+    first, second, other = metrics(0, "first"), metrics(0, "second"), metrics(1, "other")
     measured = {"peak_memory_mb", "tokens_per_second"}  # the machine's, not the run's
     for a, b in zip(first, second):
         assert a.keys() == b.keys()

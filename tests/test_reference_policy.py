@@ -36,12 +36,13 @@ def test_precomputed_reference_is_cached_on_disk_and_reused(dpo_config, preferen
         raise AssertionError("reference log-probs were recomputed despite the cache")
 
     monkeypatch.setattr(DPOTrainer, "_precompute_ref_logps", no_second_pass)
-    second = FluxTrainer(config, show_progress=False).fit(prompts=preference_records)
+    # A rerun replacing the first run's checkpoints keeps the cache (it is not a checkpoint).
+    second = FluxTrainer(config, show_progress=False).fit(prompts=preference_records, overwrite=True)
     assert second.metric("loss") == pytest.approx(first.metric("loss"), abs=1e-6)
 
     # Different data (or model, or max_length) must not hit that cache.
     monkeypatch.undo()
     changed = dpo_config({"reference_policy": "precompute"}, num_steps=3, max_length=64)
     assert changed.output_dir == config.output_dir
-    FluxTrainer(changed, show_progress=False).fit(prompts=preference_records)
+    FluxTrainer(changed, show_progress=False).fit(prompts=preference_records, overwrite=True)
     assert len(list((Path(config.output_dir) / ".flux-cache").glob("ref-logps-*.pt"))) == 2
