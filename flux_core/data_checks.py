@@ -43,6 +43,17 @@ def arrow_batches(dataset: Any, columns: list[str]) -> Iterator[tuple[int, Any]]
         offset += batch.num_rows
 
 
+def update_digest(digest: Any, dataset: Any, columns: list[str]) -> None:
+    """Feed ``columns`` of ``dataset`` to a ``hashlib`` digest, one Arrow IPC batch at a time."""
+    import pyarrow as pa
+
+    for _, batch in arrow_batches(dataset, columns):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_table(batch)
+        digest.update(sink.getvalue())
+
+
 def one_array(values: Any) -> Any:
     """A ``pyarrow.Array`` from a (possibly chunked) column."""
     return values.combine_chunks() if hasattr(values, "combine_chunks") else values

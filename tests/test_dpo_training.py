@@ -149,3 +149,20 @@ def test_a_plugin_loss_is_the_one_used(dpo_config, preference_records, register_
     result = FluxTrainer(config, show_progress=False).fit(prompts=preference_records)
     assert calls and set(calls) == {3.0}
     assert result.metric("loss")[0] == pytest.approx(3 * 0.693147, abs=1e-4)  # 3 x log 2 at step 1
+
+
+def test_pairs_whose_prompt_fills_max_length_are_reported(dpo_config, preference_records):
+    import warnings
+
+    from flux_core.errors import FluxError
+
+    records = [dict(record) for record in preference_records[:16]]
+    records[0]["prompt"] = "a long prompt " * 40
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        FluxTrainer(dpo_config(num_steps=1, max_length=48), show_progress=False).fit(prompts=records)
+    assert "data: 1 of 16 pairs dropped: their prompt alone fills max_length 48" in [str(w.message) for w in seen]
+    with pytest.raises(FluxError, match="max_length 1 is too small: the prompt alone fills it in every pair of data"):
+        FluxTrainer(dpo_config(num_steps=1, max_length=1, output_dir=str(dpo_config().output_dir) + "-1")).fit(
+            prompts=records
+        )

@@ -283,3 +283,45 @@ def test_eval_data_picks_best_by_eval_reward(grpo_config):
     meta = json.loads((Path(result.best_path) / "flux_checkpoint.json").read_text())
     assert meta["score_name"] == "negative_eval_reward"
     assert -1.0 <= meta["score"] <= 0.0  # minus a mean share of letters
+
+
+def test_messages_data_from_parquet_with_mapped_columns_reaches_the_rewards(grpo_config, register_plugin, tmp_path):
+    from datasets import Dataset
+
+    calls = []
+
+    def answer_seen(prompts, completions, **columns):
+        calls.append((prompts, columns))
+        return [1.0] * len(completions)
+
+    class Plugin:
+        @hookimpl
+        def register_rewards(self, register):
+            register("answer_seen", answer_seen)
+
+    register_plugin(Plugin(), name="test-answer")
+    rows = [
+        {
+            "conversation": [
+                {"role": "user", "content": f"Name a word with e, number {i}."},
+                {"role": "assistant", "content": "tree"},
+            ],
+            "gold": f"answer-{i}",
+        }
+        for i in range(4)
+    ]
+    Dataset.from_list(rows).to_parquet(str(tmp_path / "train.parquet"))
+    config = grpo_config(
+        {"rewards": [{"name": "answer_seen"}]},
+        num_steps=1,
+        data={"path": str(tmp_path / "train.parquet"), "columns": {"messages": "conversation"}},
+    )
+    FluxTrainer(config, show_progress=False).fit()
+    prompts, columns = calls[0]
+    # The prompt is the conversation before its assistant turn; the other columns reach the reward, row-aligned.
+    assert all(len(prompt) == 1 and prompt[0]["role"] == "user" for prompt in prompts)
+    assert set(columns) == {"gold", "messages"}
+    for prompt, gold, messages in zip(prompts, columns["gold"], columns["messages"]):
+        number = prompt[0]["content"].removeprefix("Name a word with e, number ").removesuffix(".")
+        assert gold == f"answer-{number}"
+        assert messages[0] == prompt[0]

@@ -18,6 +18,7 @@ FLUX_OWNED_TRL_FIELDS = {
     "loss_type": "is set by Flux: use algorithm.loss",
     "loss_weights": "is not supported: register a custom loss that combines others (see 'Write a plugin')",
     "precompute_ref_log_probs": "is set by Flux: use algorithm.reference_policy: precompute",
+    "dataset_num_proc": "is set by Flux: use dataset_num_proc",
     "f_divergence_type": "is not supported: register a custom loss instead",
     "use_weighting": "is not supported: register a custom loss instead",
     "ld_alpha": "is not supported: register a custom loss instead",

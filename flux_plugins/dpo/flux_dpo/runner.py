@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from flux_core.callbacks import (
@@ -52,6 +53,7 @@ def build_dpo_args(config: FluxConfig, precision: str, reference_policy: Any, mo
     settings: dict[str, Any] = shared_trl_settings(config, precision, checkpointing)
     settings.update(
         max_length=config.max_length,
+        dataset_num_proc=config.dataset_num_proc,
         beta=algorithm.beta,
         label_smoothing=algorithm.label_smoothing,
         # Reference-free and plugin-provided references set this too: TRL then loads no
@@ -61,6 +63,21 @@ def build_dpo_args(config: FluxConfig, precision: str, reference_policy: Any, mo
     )
     settings.update(config.trl)
     return DPOConfig(**settings)
+
+
+def report_truncation_drops(before: int, after: int, max_length: int | None, what: str) -> None:
+    """TRL drops pairs whose prompt alone fills ``max_length``: warn about some, refuse all."""
+    if after == before:
+        return
+    if after == 0:
+        raise FluxError(
+            f"max_length {max_length} is too small: the prompt alone fills it in every pair of {what}; raise max_length"
+        )
+    warnings.warn(
+        f"{what}: {before - after} of {before} pairs dropped: their prompt alone fills max_length {max_length}",
+        UserWarning,
+        stacklevel=2,
+    )
 
 
 class DPORunner:
@@ -118,6 +135,9 @@ class DPORunner:
             reference_policy=policy,
         )
         trainer.remove_callback(PrinterCallback)  # TRL would print every log dict
+        report_truncation_drops(len(dataset), len(trainer.train_dataset), config.max_length, "data")
+        if eval_dataset is not None:
+            report_truncation_drops(len(eval_dataset), len(trainer.eval_dataset), config.max_length, "eval_data")
         self.trainer = trainer
         self.model = trainer.model
         return trainer

@@ -16,7 +16,6 @@ import hashlib
 import logging
 import math
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +25,7 @@ from trl import DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
+from flux_core.data_checks import update_digest
 from flux_core.errors import FluxError
 from flux_core.losses import PreferenceLogps
 from flux_core.reference import ReferenceLogpsProvider
@@ -92,8 +92,7 @@ class FluxDPOTrainer(DPOTrainer):
         """Cache path keyed by the reference weights, the tokenized data and the settings that shape it."""
         digest = hashlib.sha256()
         digest.update(str(self._precompute_model_hash).encode())
-        for column in ("prompt_ids", "chosen_ids", "rejected_ids"):
-            digest.update(pickle.dumps(dataset[column]))
+        update_digest(digest, dataset, ["prompt_ids", "chosen_ids", "rejected_ids"])  # a batch at a time
         settings = (name, self.args.max_length, self.args.truncation_mode, self.args.bf16, self.args.fp16)
         digest.update(repr(settings).encode())
         return Path(self.args.output_dir) / ".flux-cache" / f"ref-logps-{digest.hexdigest()[:20]}.pt"
