@@ -21,10 +21,12 @@ from pydantic import (
     PositiveInt,
     SerializeAsAny,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from flux_core.config_checks import check_not_bool_for_number, checked_trl_value, parse_yaml, read_config_text
 from flux_core.errors import ConfigError, FluxError
 from flux_core.registry import close_match
 
@@ -33,6 +35,13 @@ class StrictModel(BaseModel):
     """A config section: unknown keys are errors, every field has a description."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``true``/``false`` is not a number here (pydantic's lax mode would read it as 1/0)."""
+        check_not_bool_for_number(cls.model_fields[info.field_name].annotation, value)
+        return value
 
 
 class AlgorithmConfig(StrictModel):
@@ -182,6 +191,11 @@ class FluxConfig(StrictModel):
             for key in self.trl:
                 if key in owned:
                     raise _KeyError(("trl", key), owned[key])
+            for key in list(self.trl):  # the value's type, so a bad one fails now rather than mid-run
+                try:
+                    self.trl[key] = checked_trl_value(trl_class, key, self.trl[key])
+                except ValueError as error:
+                    raise _KeyError(("trl", key), str(error)) from None
         return self
 
     @model_validator(mode="after")
@@ -203,37 +217,38 @@ class FluxConfig(StrictModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> "FluxConfig":
-        """Load ``path``, apply ``--set``-style ``key.sub=value`` overrides, validate."""
+        """Load ``path``, apply ``--set``-style ``key.sub=value`` overrides, validate.
+
+        The file must be UTF-8 YAML without duplicate keys. An error in a value that an
+        override set names that ``--set`` argument rather than the file's line.
+        """
         path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read config file: {error.strerror}") from None
-        try:
-            data = yaml.safe_load(text)
-            node = yaml.compose(text)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            problem = getattr(error, "problem", None) or str(error)
-            raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+        data, node = parse_yaml(read_config_text(path), str(path))
         if data is None:
             raise ConfigError(f"{path}: config file is empty")
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of settings at the top level")
         for override in overrides or ():
             apply_override(data, override)
-        return cls.from_dict(data, source=str(path), yaml_node=node)
+        overridden = {tuple(o.partition("=")[0].strip().split(".")): o for o in overrides or ()}
+        return cls.from_dict(data, source=str(path), yaml_node=node, overrides=overridden)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config", yaml_node: Any = None) -> "FluxConfig":
-        """Validate ``data``; errors name ``source`` (and the YAML line when known)."""
+    def from_dict(
+        cls,
+        data: dict[str, Any],
+        source: str = "config",
+        yaml_node: Any = None,
+        overrides: dict[tuple[str, ...], str] | None = None,
+    ) -> "FluxConfig":
+        """Validate ``data``; errors name ``source`` (and the YAML line when known).
+
+        ``overrides`` maps a key path to the ``--set`` argument that set it.
+        """
         try:
             return cls.model_validate(data)
         except ValidationError as error:
-            raise ConfigError(format_validation_error(error, source, yaml_node, data)) from None
+            raise ConfigError(format_validation_error(error, source, yaml_node, data, overrides)) from None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -304,6 +319,15 @@ def _model_at(loc: tuple, root: type[BaseModel], data_root: Any) -> type[BaseMod
     return model
 
 
+def _override_of(loc: tuple, overrides: dict[tuple[str, ...], str]) -> str | None:
+    """The ``--set`` argument that set the key at ``loc`` or a section containing it."""
+    parts = tuple(str(part) for part in loc)
+    for path, override in overrides.items():
+        if path and parts[: len(path)] == path:
+            return override
+    return None
+
+
 def _algorithm_schema(data: Any) -> type[BaseModel] | None:
     try:
         from flux_core.registry import get_registry
@@ -313,8 +337,18 @@ def _algorithm_schema(data: Any) -> type[BaseModel] | None:
         return None
 
 
-def format_validation_error(error: ValidationError, source: str, yaml_node: Any = None, data: Any = None) -> str:
-    """One line for the first problem: ``file:line: key.path: what is wrong``."""
+def format_validation_error(
+    error: ValidationError,
+    source: str,
+    yaml_node: Any = None,
+    data: Any = None,
+    overrides: dict[tuple[str, ...], str] | None = None,
+) -> str:
+    """One line for the first problem: ``file:line: key.path: what is wrong``.
+
+    When a ``--set`` override set the key (or a section above it), the line names that
+    override instead: ``--set 'num_steps=true': num_steps: ...``.
+    """
     first = error.errors(include_url=False)[0]
     loc = tuple(first["loc"])
     context_error = (first.get("ctx") or {}).get("error")
@@ -323,6 +357,9 @@ def format_validation_error(error: ValidationError, source: str, yaml_node: Any 
     key_path = ".".join(str(part) for part in loc) or "(top level)"
     line = _line_of(yaml_node, loc) if yaml_node is not None else None
     where = f"{source}:{line}" if line else source
+    override = _override_of(loc, overrides or {})
+    if override is not None:
+        where = f"--set {override!r}"
 
     if first["type"] == "extra_forbidden":
         model = _model_at(loc[:-1], FluxConfig, data)
