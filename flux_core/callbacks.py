@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from flux_core.errors import FluxError
+from flux_core.nonfinite import json_safe
+from flux_core.run_context import RunContext
 
 StepCallback = Callable[["StepResult"], Any]
 
@@ -98,7 +100,8 @@ class StepReporter:
     """Turns each training log into a StepResult: history, ``metrics.jsonl``, callbacks, progress bar.
 
     Algorithm runners feed it from a ``transformers.TrainerCallback`` (see
-    :func:`make_trl_callback`) or directly from their own loop.
+    :func:`make_trl_callback`) or directly from their own loop. NaN/Inf metrics stay
+    NaN/Inf in the StepResult and are written to ``metrics.jsonl`` as ``null``.
     """
 
     def __init__(
@@ -109,7 +112,9 @@ class StepReporter:
         progress_metrics: tuple[str, ...] = ("loss",),
         show_progress: bool = True,
         on_step: Callable[[StepResult, Any], None] | None = None,
+        run: RunContext | None = None,
     ):
+        self.run = run or RunContext.fresh(config)
         self.config = config
         self.callbacks = callbacks
         self.metric_names = metric_names
@@ -123,6 +128,7 @@ class StepReporter:
 
     def report(self, step: int, logs: Mapping[str, Any], model: Any = None) -> StepResult:
         metrics = rename_metrics(logs, self.metric_names)
+        metrics.update(self.run.guard.extra_metrics())
         metrics = merge_plugin_metrics(step, metrics, self.config)
         result = StepResult(step=step, metrics=metrics)
         self.history.append(result)
@@ -141,7 +147,7 @@ class StepReporter:
             self.metrics_file.write_text("")
             self._metrics_started = True
         with self.metrics_file.open("a") as handle:
-            handle.write(json.dumps({"step": result.step, **result.metrics}) + "\n")
+            handle.write(json.dumps(json_safe({"step": result.step, **result.metrics}), allow_nan=False) + "\n")
 
     def _update_progress(self, result: StepResult) -> None:
         if not self.show_progress:
@@ -243,7 +249,11 @@ def train_and_checkpoint(
     trainer: Any, reporter: StepReporter, checkpoints: Any, evaluator: SavePointEvaluator | None
 ) -> FitResult:
     """Run a TRL trainer wired to ``reporter``; then score the end (every rank) and write
-    ``final``/``best`` (main rank only)."""
+    ``final``/``best`` (main rank only).
+
+    Adds the run's non-finite guard (:mod:`flux_core.nonfinite`) to the trainer's callbacks.
+    """
+    trainer.add_callback(reporter.run.guard.trl_callback(trainer))
     try:
         trainer.train()
     finally:

@@ -19,6 +19,8 @@ steps, and at the end of training) Flux scores the model, by the loss on
 ``eval_data`` when it is given, else by the training loss smoothed with an
 exponential moving average (weight 0.9 on the past, bias-corrected, as TensorBoard's
 smoothing). ``best`` holds the save point with the lowest score; ties keep the earlier.
+A NaN/Inf loss never enters the average, a non-finite score never becomes ``best``, and
+a model with a non-finite weight is never written (:mod:`flux_core.nonfinite`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flux_core.errors import FluxError
+from flux_core.nonfinite import NonFiniteError, is_finite, json_safe, nonfinite_parameter
 
 CONFIG_FILE = "flux_config.yaml"
 META_FILE = "flux_checkpoint.json"
@@ -127,7 +130,7 @@ def write_checkpoint(path: str | Path, model: Any, tokenizer: Any, config: Any, 
     try:
         save_model(model, tokenizer, staged)
         (staged / CONFIG_FILE).write_text(config.to_yaml())
-        (staged / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        (staged / META_FILE).write_text(_meta_json(meta))
         _swap_into_place(staged, path)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
@@ -142,9 +145,14 @@ def copy_checkpoint(source: Path, path: Path, meta_update: dict[str, Any]) -> Pa
     shutil.copytree(source, staged)
     meta = json.loads((staged / META_FILE).read_text())
     meta.update(meta_update)
-    (staged / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    (staged / META_FILE).write_text(_meta_json(meta))
     _swap_into_place(staged, path)
     return path
+
+
+def _meta_json(meta: dict[str, Any]) -> str:
+    """``flux_checkpoint.json`` text: valid JSON, with NaN/Inf written as null."""
+    return json.dumps(json_safe(meta), indent=2, sort_keys=True, allow_nan=False)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -197,33 +205,49 @@ class CheckpointManager:
         self.final_path = self.output_dir / "final"
         self._ema = 0.0
         self._ema_steps = 0
+        self._has_best = False
 
     def _smoothed_loss(self) -> float:
         return self._ema / (1 - self.SMOOTHING**self._ema_steps)
 
-    def _score(self) -> tuple[float, str]:
+    def _score(self) -> tuple[float | None, str]:
+        """This save point's score and its name; ``(None, "none")`` when nothing was scored yet."""
         if self.evaluate is not None:
             return float(self.evaluate()), self.eval_score_name
+        if not self._ema_steps:
+            return None, "none"
         return self._smoothed_loss(), self.train_score_name
 
     def on_step(self, step: int, loss: float | None, model: Any) -> None:
-        if loss is not None:
+        if is_finite(loss):  # a skipped step's NaN must not poison the average
             self._ema = self.SMOOTHING * self._ema + (1 - self.SMOOTHING) * loss
             self._ema_steps += 1
         if self.save_steps and step % self.save_steps == 0:
             score, rule = self._score()
             meta = {"step": step, "score": score, "score_name": rule}
-            path = write_checkpoint(self.output_dir / f"checkpoint-{step}", model, self.tokenizer, self.config, meta)
+            path = self._write(self.output_dir / f"checkpoint-{step}", step, model, meta)
             self.checkpoint_paths.append(str(path))
             self._maybe_best(path, score, rule)
 
-    def _maybe_best(self, source: Path, score: float, rule: str) -> None:
-        if self.best_score is None or score < self.best_score:
-            self.best_score = score
+    def _write(self, path: Path, step: int, model: Any, meta: dict[str, Any]) -> Path:
+        bad = nonfinite_parameter(model)
+        if bad is not None:
+            raise NonFiniteError(f"step {step}: weight {bad} is not finite; {path.name} was not written")
+        return write_checkpoint(path, model, self.tokenizer, self.config, meta)
+
+    def _maybe_best(self, source: Path, score: float | None, rule: str) -> None:
+        if score is None:  # nothing scored yet (no loss or reward reported): best is the first save point
+            better = self.best_score is None and not self._has_best
+        else:
+            better = is_finite(score) and (self.best_score is None or score < self.best_score)
+        if better:
+            if score is not None:
+                self.best_score = score
+            self._has_best = True
             copy_checkpoint(source, self.best_path, {"best": True, "score": score, "score_name": rule})
 
     def finalize(self, step: int, model: Any) -> None:
-        score, rule = self._score() if self._ema_steps or self.evaluate else (float("inf"), "none")
+        score, rule = self._score()
         meta = {"step": step, "score": score, "score_name": rule}
-        write_checkpoint(self.final_path, model, self.tokenizer, self.config, meta)
+        self._write(self.final_path, step, model, meta)
         self._maybe_best(self.final_path, score, rule)

@@ -17,6 +17,7 @@ SHARED_OWNED_TRL_FIELDS = {
     "fp16": "is set by Flux: use precision",
     "use_cpu": "is set by Flux from the available hardware",
     "logging_steps": "is set by Flux: step callbacks need one log per optimizer step",
+    "logging_nan_inf_filter": "is set by Flux: a NaN/Inf loss is reported as it is and handled by on_nonfinite",
 }
 
 
@@ -41,6 +42,8 @@ def shared_trl_settings(config: Any, precision: str, gradient_checkpointing: boo
         fp16=precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
         logging_steps=1,  # one StepResult per optimizer step
+        # transformers would log a NaN/Inf step loss as the window's average (0.0 right after a log)
+        logging_nan_inf_filter=False,
         save_strategy="no",  # Flux writes its own atomic checkpoints
         report_to="none",
         disable_tqdm=True,  # Flux shows its own progress bar

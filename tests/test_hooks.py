@@ -55,7 +55,9 @@ def test_collate_batch_hook_supplies_the_collator(dpo_config, preference_records
     assert batches[:2] == [8, 8]
 
 
-def test_step_metrics_hook_adds_metrics_and_clashes_are_errors(dpo_config, preference_records, register_plugin):
+def test_step_metrics_hook_adds_metrics_and_clashes_are_errors(
+    dpo_config, preference_records, register_plugin, tmp_path
+):
     class Plugin:
         @hookimpl
         def step_metrics(self, step, metrics, config):
@@ -73,7 +75,9 @@ def test_step_metrics_hook_adds_metrics_and_clashes_are_errors(dpo_config, prefe
 
     register_plugin(Clash(), name="test-clash")
     with pytest.raises(FluxError, match="step metric 'loss' from plugin 'test-clash' clashes with built-in metrics"):
-        FluxTrainer(dpo_config(num_steps=1), show_progress=False).fit(prompts=preference_records)
+        FluxTrainer(dpo_config(num_steps=1, output_dir=str(tmp_path / "clash")), show_progress=False).fit(
+            prompts=preference_records
+        )
 
 
 def test_register_algorithms_adds_a_selectable_algorithm(register_plugin, tiny_model_dir):

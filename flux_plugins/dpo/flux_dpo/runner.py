@@ -26,6 +26,8 @@ from flux_core.trl_settings import shared_trl_settings
 if TYPE_CHECKING:
     from datasets import Dataset
 
+    from flux_core.run_context import RunContext
+
 # TRL's log keys -> the metric names Flux users see.
 METRIC_NAMES = {
     "rewards/chosen": "chosen_reward",
@@ -142,7 +144,14 @@ class DPORunner:
         self.model = trainer.model
         return trainer
 
-    def fit(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[StepCallback]) -> FitResult:
+    def fit(
+        self,
+        dataset: Dataset,
+        eval_dataset: Dataset | None,
+        callbacks: list[StepCallback],
+        run: RunContext | None = None,
+    ) -> FitResult:
+        """Train; ``run`` (from ``FluxTrainer.fit``; None: a fresh run) carries the run's non-finite guard."""
         config = self.config
         checkpoints: CheckpointManager | None = None
 
@@ -156,6 +165,7 @@ class DPORunner:
             progress_metrics=("loss", "reward_margin"),
             show_progress=self.show_progress,
             on_step=on_step,
+            run=run,
         )
         save_steps = config.checkpoint.save_steps
         evaluator = SavePointEvaluator("eval_loss", save_steps) if eval_dataset is not None else None

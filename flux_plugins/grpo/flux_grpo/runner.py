@@ -25,6 +25,8 @@ from flux_grpo.config import check_run
 if TYPE_CHECKING:
     from datasets import Dataset
 
+    from flux_core.run_context import RunContext
+
 # TRL's log keys -> the metric names Flux users see. Each reward's own mean and std
 # are added per run (see metric_names), other keys keep their name with '/' -> '_'.
 METRIC_NAMES = {
@@ -149,7 +151,14 @@ class GRPORunner:
         self.model = trainer.model
         return trainer
 
-    def fit(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[StepCallback]) -> FitResult:
+    def fit(
+        self,
+        dataset: Dataset,
+        eval_dataset: Dataset | None,
+        callbacks: list[StepCallback],
+        run: RunContext | None = None,
+    ) -> FitResult:
+        """Train; ``run`` (from ``FluxTrainer.fit``; None: a fresh run) carries the run's non-finite guard."""
         config = self.config
         checkpoints: CheckpointManager | None = None
 
@@ -164,6 +173,7 @@ class GRPORunner:
             progress_metrics=("reward", "completion_length"),
             show_progress=self.show_progress,
             on_step=on_step,
+            run=run,
         )
         save_steps = config.checkpoint.save_steps
         # best/ is the highest reward: feed -reward where DPO feeds the loss.

@@ -31,10 +31,12 @@ from flux_core.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
 from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision, torch_dtype
+from flux_core.nonfinite import optimizer_learning_rate
 from flux_core.plugins import get_plugin_manager
 from flux_core.registry import get_registry
 from flux_core.rewards import RewardScores, build_reward_functions, score_completions
 from flux_core.rollout import Rollout, SamplingParams, create_backend
+from flux_core.run_context import RunContext
 from flux_ppo.advantages import (
     explained_variance,
     generalized_advantage_estimation,
@@ -163,6 +165,7 @@ class PPORunner:
                 f"(batch_size * num_generations = {self.rollout_size}); pick a divisor of {self.rollout_size}"
             )
         self.minibatch_size = self.rollout_size // self.algorithm.num_minibatches
+        self.guard = RunContext.fresh(config).guard  # fit() replaces it with its run's
         self.model: Any = None
         self.tokenizer: Any = None
         self.value_model: Any = None
@@ -324,8 +327,12 @@ class PPORunner:
 
     # ------------------------------------------------------------------ update
 
-    def update(self, experience: Experience) -> dict[str, float]:
-        """``ppo_epochs`` passes of minibatch updates; returns the mean of each statistic."""
+    def update(self, experience: Experience, step: int = 0) -> dict[str, float]:
+        """``ppo_epochs`` passes of minibatch updates; returns the mean of each statistic.
+
+        Before each optimizer update the non-finite guard checks its loss, gradient norm
+        and learning rate (``on_nonfinite``): ``stop`` raises, ``skip`` drops that update.
+        """
         algorithm = self.algorithm
         length = experience.batch.completion_length
         trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
@@ -356,7 +363,15 @@ class PPORunner:
                 loss.backward()
                 max_norm = algorithm.max_grad_norm if algorithm.max_grad_norm is not None else float("inf")
                 grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm)
-                self.optimizer.step()
+                checked = {
+                    "loss": loss.item(),
+                    "grad_norm": grad_norm.item(),
+                    "learning_rate": optimizer_learning_rate(self.optimizer),
+                }
+                if self.guard.check(step, checked):
+                    self.optimizer.zero_grad(set_to_none=True)  # AdamW leaves parameters without a gradient alone
+                else:
+                    self.optimizer.step()
 
                 with torch.no_grad():
                     stats["loss"].append(loss.item())
@@ -396,8 +411,17 @@ class PPORunner:
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, records: Dataset, eval_records: Dataset | None, callbacks: list[StepCallback]) -> FitResult:
+    def fit(
+        self,
+        records: Dataset,
+        eval_records: Dataset | None,
+        callbacks: list[StepCallback],
+        run: RunContext | None = None,
+    ) -> FitResult:
+        """Train; ``run`` (from ``FluxTrainer.fit``; None: a fresh run) carries the run's non-finite guard."""
         config = self.config
+        run = run or RunContext.fresh(config)
+        self.guard = run.guard
         self.build()
         evaluate = (lambda: -self.evaluate(eval_records)) if eval_records else None
         # PPO's loss is no measure of progress (advantages are re-normalised every batch):
@@ -417,6 +441,7 @@ class PPORunner:
             progress_metrics=("reward", "kl"),
             show_progress=self.show_progress,
             on_step=on_step,
+            run=run,
         )
         batches = prompt_batches(records, config.batch_size, config.seed)
         step = 0
@@ -424,7 +449,7 @@ class PPORunner:
             for step in range(1, config.num_steps + 1):
                 experience = self.make_experience(next(batches))
                 learning_rate = self.optimizer.param_groups[0]["lr"]
-                stats = self.update(experience)
+                stats = self.update(experience, step)
                 self.scheduler.step()
                 self.backend.sync_weights(self.model)
                 self.kl_controller.update(experience.metrics["kl"], self.rollout_size)
