@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     PositiveInt,
     SerializeAsAny,
     ValidationError,
@@ -152,6 +153,16 @@ class FluxConfig(StrictModel):
     lora: LoraConfig | None = Field(default=None, description="Train a LoRA adapter instead of every weight.")
     adaptive_async: AdaptiveAsyncConfig = Field(default_factory=AdaptiveAsyncConfig, description="Async rollouts.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoint cadence.")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        default="stop",
+        description=(
+            "A step whose loss, grad norm or learning rate is NaN/Inf: stop = end the run (exit 1) before the "
+            "optimizer applies it; skip = do not apply that optimizer step and go on (see max_skipped_steps)."
+        ),
+    )
+    max_skipped_steps: NonNegativeInt = Field(
+        default=10, description="With on_nonfinite: skip, stop the run once more steps than this were skipped."
+    )
     trl: dict[str, Any] = Field(
         default_factory=dict,
         description="Extra settings passed to the algorithm's TRL config (e.g. DPOConfig); each key must be a field of it.",
