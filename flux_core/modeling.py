@@ -1,11 +1,14 @@
 """Loading models and tokenizers, precision choice, LoRA setup and generation.
 
 ``model_path`` is a local directory or a hub id (e.g. ``Qwen/Qwen3-8B``): both go
-through ``from_pretrained``, so the hub path is the real transformers code path.
+through ``from_pretrained``, so the hub path is the real transformers code path. A local
+directory is checked first, before transformers is imported: no tokenizer files, or a
+missing or truncated ``*.safetensors`` file, is a one-line error naming the file.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +38,18 @@ def looks_local(model_path: str) -> bool:
     return model_path.startswith((".", "/", "~")) or Path(model_path).exists()
 
 
+# Files that hold a tokenizer's vocabulary (fast tokenizers, BPE, WordPiece, SentencePiece).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
+
+
 def load_tokenizer(model_path: str):
+    path = _checked_path(model_path)
+    if looks_local(model_path):
+        check_tokenizer_files(Path(path))
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(_checked_path(model_path))
+        tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:
         raise FluxError(f"cannot load tokenizer from '{model_path}': {_first_line(error)}") from None
     if tokenizer.pad_token is None:
@@ -48,10 +58,13 @@ def load_tokenizer(model_path: str):
 
 
 def load_model(model_path: str, precision: str = "fp32"):
+    path = _checked_path(model_path)
+    if looks_local(model_path):
+        check_weight_files(Path(path))
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(_checked_path(model_path), dtype=torch_dtype(precision))
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(precision))
     except (OSError, ValueError) as error:
         raise FluxError(f"cannot load model from '{model_path}': {_first_line(error)}") from None
 
@@ -63,6 +76,63 @@ def _checked_path(model_path: str) -> str:
             raise FluxError(f"model_path '{model_path}': directory not found")
         return str(path)
     return model_path  # a hub id: transformers resolves (and caches) it
+
+
+def check_model_directory(directory: Path) -> None:
+    """Raise FluxError naming what a local model directory lacks: tokenizer files or whole weight files."""
+    check_tokenizer_files(directory)
+    check_weight_files(directory)
+
+
+def check_tokenizer_files(directory: Path) -> None:
+    """Raise FluxError when ``directory`` holds no tokenizer vocabulary file.
+
+    transformers would otherwise build a tokenizer with an empty vocabulary from the
+    model config alone, and generation then fails on a zero-length prompt.
+    """
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
+        raise FluxError(
+            f"{directory}: no tokenizer files (tokenizer.json, vocab.json, tokenizer.model, ...); "
+            "save the tokenizer into it (tokenizer.save_pretrained) or copy it from the base model"
+        )
+
+
+def check_weight_files(directory: Path) -> None:
+    """Raise FluxError naming a shard listed in the safetensors index but missing, or a truncated file."""
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise FluxError(f"{index}: not a valid safetensors index (no weight_map); save the model again") from None
+        for shard in shards:
+            if not (directory / shard).is_file():
+                raise FluxError(f"{directory / shard}: missing (listed in {index.name}); copy or save the model again")
+    for file in sorted(directory.glob("*.safetensors")):
+        _check_safetensors_size(file)
+
+
+def _check_safetensors_size(file: Path) -> None:
+    # The format: 8-byte little-endian header length, a JSON header with each tensor's
+    # data_offsets, then the data; a complete file is exactly as long as the header says.
+    size = file.stat().st_size
+    expected = None
+    with file.open("rb") as stream:
+        length = int.from_bytes(stream.read(8), "little") if size >= 8 else None
+        if length is not None and 8 + length <= size:
+            try:
+                header = json.loads(stream.read(length))
+                ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+                expected = 8 + length + max(ends, default=0)
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+                expected = None
+    if expected is None:
+        raise FluxError(f"{file}: not a valid safetensors file (unreadable header); copy or save the model again")
+    if size != expected:
+        raise FluxError(
+            f"{file}: truncated or corrupt ({size} bytes, its header describes {expected}); "
+            "copy or save the model again"
+        )
 
 
 def _first_line(error: Exception) -> str:
