@@ -9,10 +9,39 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
+from typing import NoReturn
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other flux error (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"flux: error: {message}; see '{self.prog} --help'\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not 0 <= value < float("inf"):  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be 0 (greedy) or a positive number, not {text}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="flux",
         description="Flux: plugin-based post-training (DPO, GRPO, PPO) on top of Hugging Face TRL.",
     )
@@ -46,8 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="generate text from a checkpoint")
     generate.add_argument("checkpoint", help="checkpoint directory (e.g. outputs/dpo/best) or model path")
     generate.add_argument("prompt", help="prompt text")
-    generate.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default 64)")
-    generate.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
+    generate.add_argument("--max-new-tokens", type=_positive_int, default=64, help="tokens to generate (default 64)")
+    generate.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy (default); > 0 samples")
 
     plugins = commands.add_parser("plugins", help="list installed plugins and every registered name")
     plugins.add_argument("--hooks", action="store_true", help="also print every hook specification")
@@ -113,9 +142,19 @@ def _train(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from flux_core.checkpoint import resolve_checkpoint
-    from flux_core.modeling import generate_text, load_model, load_tokenizer, looks_local, resolve_precision
+    from flux_core.modeling import (
+        check_model_directory,
+        generate_text,
+        load_model,
+        load_tokenizer,
+        looks_local,
+        resolve_precision,
+    )
 
-    path = str(resolve_checkpoint(args.checkpoint)) if looks_local(args.checkpoint) else args.checkpoint
+    path = args.checkpoint
+    if looks_local(path):
+        path = str(resolve_checkpoint(path))
+        check_model_directory(Path(path))  # before the seconds spent importing transformers
     from flux_core.quiet import quiet_libraries
 
     with quiet_libraries():
