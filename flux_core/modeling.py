@@ -40,6 +40,8 @@ def looks_local(model_path: str) -> bool:
 
 # Files that hold a tokenizer's vocabulary (fast tokenizers, BPE, WordPiece, SentencePiece).
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
+# Weight files from_pretrained can load (single files, shards and their indexes).
+WEIGHT_FILE_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "*.pt", "*.pth")
 
 
 def load_tokenizer(model_path: str):
@@ -98,7 +100,16 @@ def check_tokenizer_files(directory: Path) -> None:
 
 
 def check_weight_files(directory: Path) -> None:
-    """Raise FluxError naming a shard listed in the safetensors index but missing, or a truncated file."""
+    """Raise FluxError naming what is wrong with the weight files of ``directory``.
+
+    That is: no weight file at all, a shard listed in the safetensors index but missing,
+    or a safetensors file shorter or longer than its header describes (truncated).
+    """
+    if not any(any(directory.glob(pattern)) for pattern in WEIGHT_FILE_PATTERNS):
+        raise FluxError(
+            f"{directory}: no model weights (model.safetensors or pytorch_model.bin); "
+            "point at a directory written by save_pretrained or a Flux checkpoint"
+        )
     index = directory / "model.safetensors.index.json"
     if index.is_file():
         try:

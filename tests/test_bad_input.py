@@ -163,6 +163,10 @@ def without_tokenizer(checkpoint: Path) -> None:
         file.unlink()
 
 
+def without_weights(checkpoint: Path) -> None:
+    (checkpoint / "model.safetensors").unlink()
+
+
 def truncated_weights(checkpoint: Path) -> None:
     weights = checkpoint / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100_000])
@@ -356,6 +360,13 @@ CASES = [
         1,
         ("{tmp}/checkpoint: no tokenizer files",),
         setup=broken_checkpoint(without_tokenizer),
+    ),
+    Case(
+        "generate-missing-weights",
+        ("generate", "{tmp}/checkpoint", "Hi"),
+        1,
+        ("{tmp}/checkpoint: no model weights (model.safetensors or pytorch_model.bin)",),
+        setup=broken_checkpoint(without_weights),
     ),
     Case(
         "generate-truncated-weights",
