@@ -50,7 +50,11 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train with a YAML config", description="Train with a YAML config.")
     train.add_argument("config", help="path to the YAML config")
-    train.add_argument("--data", help="training data (JSONL); defaults to the config's data: key")
+    train.add_argument(
+        "--data",
+        help="training data: a JSONL/JSON/Parquet/CSV file, a glob, a save_to_disk directory or a hub dataset id; "
+        "defaults to the config's data: key",
+    )
     train.add_argument("--eval-data", help="held-out data in the same format; best/ is then picked by eval loss")
     train.add_argument(
         "--set",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from flux_core.data_checks import CHAT, check_text_column, contents, count_rows, rendered
+from flux_core.data_checks import CHAT, check_rows, column_kind, contents, rendered, text_kind
 from flux_core.errors import DataError
 
 
@@ -108,16 +108,25 @@ def _map_columns(dataset: Any, columns: Mapping[str, str], fmt: DataFormat, what
 
 
 def _load_preferences(dataset: Any, fmt: DataFormat, where: Any, num_proc: int | None) -> Any:
-    from flux_core.data_shapes import normalize_preferences
+    from flux_core.data_shapes import normalize_preferences, preferences_need_normalising
 
     needs = ", ".join(fmt.text_keys)
-    kinds = {key: check_text_column(dataset, key, where, needs, allow_empty=True) for key in ("chosen", "rejected")}
-    if "prompt" in dataset.column_names:
-        kinds["prompt"] = check_text_column(dataset, "prompt", where, needs)
-    dataset = normalize_preferences(dataset, kinds, where, num_proc)
-    if "prompt" not in kinds:  # extracted prompts: check what the split left behind
-        check_text_column(dataset, "prompt", where, needs)
-    _warn_about_pairs(dataset, kinds["chosen"], where.name)
+    present = [key for key in fmt.text_keys if key in dataset.column_names or key != "prompt"]
+    kinds = {key: text_kind(dataset, key, where, needs) for key in present}
+    completions = ("chosen", "rejected")
+    if preferences_need_normalising(kinds, where):  # check the rows the map reads first
+        check_rows(dataset, kinds, where, needs, allow_empty=completions)
+        dataset = normalize_preferences(dataset, kinds, where, num_proc)
+        kinds = {key: column_kind(dataset, key) for key in fmt.text_keys}
+    counts = check_rows(dataset, kinds, where, needs, allow_empty=completions, counters=_pair_counters(kinds["chosen"]))
+    total = len(dataset)
+    if counts["identical"]:
+        _warn(
+            f"{where.name}: {counts['identical']} of {total} pairs have chosen == rejected; "
+            "they carry no preference signal"
+        )
+    if counts["empty"]:
+        _warn(f"{where.name}: {counts['empty']} of {total} pairs have an empty chosen or rejected completion")
     return dataset
 
 
@@ -126,15 +135,16 @@ def _load_prompts(dataset: Any, fmt: DataFormat, where: Any, num_proc: int | Non
 
     needs = "prompt (or messages)"
     if "prompt" not in dataset.column_names and "messages" in dataset.column_names:
-        if check_text_column(dataset, "messages", where, needs) != CHAT:
+        if text_kind(dataset, "messages", where, needs) != CHAT:
             raise DataError(f"{where(0)}: 'messages' must be a list of chat messages")
+        check_rows(dataset, {"messages": CHAT}, where, needs)
         dataset = prompts_from_messages(dataset, where, num_proc)
-    check_text_column(dataset, "prompt", where, needs)
+    check_rows(dataset, {"prompt": text_kind(dataset, "prompt", where, needs)}, where, needs)
     return dataset
 
 
-def _warn_about_pairs(dataset: Any, kind: str, name: str) -> None:
-    """One warning line each for pairs that carry no signal or no completion."""
+def _pair_counters(kind: str) -> dict[str, Any]:
+    """Row predicates for the pair warnings: identical completions, an empty completion."""
     import pyarrow.compute as pc
 
     def identical(batch):
@@ -143,21 +153,11 @@ def _warn_about_pairs(dataset: Any, kind: str, name: str) -> None:
     def empty(batch):
         return pc.or_(*(_is_blank(contents(batch.column(key), kind)) for key in ("chosen", "rejected")))
 
-    pairs = ["chosen", "rejected"]
-    same = count_rows(dataset, pairs, identical)
-    if same:
-        warnings.warn(
-            f"{name}: {same} of {len(dataset)} pairs have chosen == rejected; they carry no preference signal",
-            UserWarning,
-            stacklevel=3,
-        )
-    blank = count_rows(dataset, pairs, empty)
-    if blank:
-        warnings.warn(
-            f"{name}: {blank} of {len(dataset)} pairs have an empty chosen or rejected completion",
-            UserWarning,
-            stacklevel=3,
-        )
+    return {"identical": identical, "empty": empty}
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, UserWarning, stacklevel=4)
 
 
 def _is_blank(values: Any) -> Any:

@@ -9,7 +9,7 @@ JSON) are checked row by row in Python, which is where their problem lies.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Collection, Iterator, Mapping
 
 from flux_core.errors import DataError
 
@@ -35,12 +35,50 @@ def column_kind(dataset: Any, column: str) -> str | None:
 
 
 def arrow_batches(dataset: Any, columns: list[str]) -> Iterator[tuple[int, Any]]:
-    """``(offset, pyarrow.Table)`` batches of ``columns``; memory stays one batch."""
-    view = dataset.select_columns(columns).with_format("arrow")
-    offset = 0
-    for batch in view.iter(batch_size=BATCH_ROWS):
-        yield offset, batch
-        offset += batch.num_rows
+    """``(offset, pyarrow.Table)`` batches of ``columns``; memory stays one batch.
+
+    A dataset that is one Arrow file on disk (what ``load_dataset`` and ``map`` make) is
+    read with plain file reads rather than through its memory map, so checking a
+    million rows does not leave every page of the file in the process's resident memory.
+    """
+    path = _single_arrow_file(dataset)
+    if path is None:
+        view = dataset.select_columns(columns).with_format("arrow")
+        offset = 0
+        for batch in view.iter(batch_size=BATCH_ROWS):
+            yield offset, batch
+            offset += batch.num_rows
+        return
+    yield from _streamed_batches(path, [dataset.column_names.index(column) for column in columns], columns)
+
+
+def _single_arrow_file(dataset: Any) -> str | None:
+    """The Arrow file holding exactly ``dataset``'s rows in order, if there is one."""
+    from datasets.table import MemoryMappedTable
+
+    import pyarrow as pa
+
+    if dataset._indices is not None or not isinstance(dataset.data, MemoryMappedTable):
+        return None
+    with pa.OSFile(dataset.data.path) as source:
+        file_types = pa.ipc.open_stream(source).schema.types
+    # Column operations replayed on the map (renames keep order and types; a drop does not).
+    return dataset.data.path if file_types == dataset.data.schema.types else None
+
+
+def _streamed_batches(path: str, positions: list[int], names: list[str]) -> Iterator[tuple[int, Any]]:
+    import pyarrow as pa
+
+    offset, pending = 0, []
+    with pa.OSFile(path) as source:
+        for record_batch in pa.ipc.open_stream(source):
+            pending.append(record_batch.select(positions).rename_columns(names))
+            if sum(batch.num_rows for batch in pending) >= BATCH_ROWS:
+                table = pa.Table.from_batches(pending)
+                yield offset, table
+                offset, pending = offset + table.num_rows, []
+    if pending:
+        yield offset, pa.Table.from_batches(pending)
 
 
 def update_digest(digest: Any, dataset: Any, columns: list[str]) -> None:
@@ -67,25 +105,49 @@ def first_true(mask: Any) -> int | None:
     return None if index < 0 else index
 
 
-def check_text_column(dataset: Any, column: str, where: RowNamer, needs: str, allow_empty: bool = False) -> str:
-    """Raise ``DataError`` at the first row whose ``column`` is missing or malformed; return its kind.
+def text_kind(dataset: Any, column: str, where: RowNamer, needs: str) -> str:
+    """``text`` or ``chat``: what ``column`` holds. Raise when it is missing or holds anything else.
 
-    ``needs`` completes the missing-key message ("each example needs ..."). Empty
-    strings are errors unless ``allow_empty`` (completions: counted by
-    :func:`count_empty` and reported as a warning instead).
+    Decided from the Arrow type alone, except for a column of mixed values, which is read
+    row by row to name the first row that differs. ``needs`` completes the
+    missing-key message ("each example needs ...").
     """
     if column not in dataset.column_names:
         raise DataError(f"{where(0)}: missing key '{column}' (each example needs {needs})")
-    kind = column_kind(dataset, column)
-    if kind is None:
-        return _check_python_values(dataset, column, where, needs, allow_empty)
-    for offset, batch in arrow_batches(dataset, [column]):
-        values = one_array(batch.column(column))
-        problem = _first_problem(values, kind, column, allow_empty, needs)
-        if problem is not None:
-            row, message = problem
+    return column_kind(dataset, column) or _check_python_values(dataset, column, where, needs)
+
+
+def check_rows(
+    dataset: Any,
+    kinds: Mapping[str, str],
+    where: RowNamer,
+    needs: str,
+    allow_empty: Collection[str] = (),
+    counters: Mapping[str, Callable[[Any], Any]] | None = None,
+) -> dict[str, int]:
+    """One pass over ``dataset``: raise ``DataError`` at the first row whose text columns
+    (``kinds``: column -> ``text``/``chat``) are missing or malformed; count rows.
+
+    Empty strings are errors except in ``allow_empty`` columns (completions: counted and
+    reported as a warning instead). ``counters`` map a name to ``predicate(pyarrow.Table)
+    -> boolean array``; the result holds how many rows each marked.
+    """
+    import pyarrow.compute as pc
+
+    counters = counters or {}
+    totals = dict.fromkeys(counters, 0)
+    for offset, batch in arrow_batches(dataset, list(kinds)):
+        problems = [
+            problem
+            for column, kind in kinds.items()
+            if (problem := _first_problem(one_array(batch.column(column)), kind, column, column in allow_empty, needs))
+        ]
+        if problems:
+            row, message = min(problems)
             raise DataError(f"{where(offset + row)}: {message}")
-    return kind
+        for name, predicate in counters.items():
+            totals[name] += pc.sum(pc.fill_null(predicate(batch), False)).as_py() or 0
+    return totals
 
 
 def _first_problem(values: Any, kind: str, column: str, allow_empty: bool, needs: str) -> tuple[int, str] | None:
@@ -155,7 +217,7 @@ def _first_bad_message(values: Any) -> tuple[int, int] | None:
     return row, flat - start
 
 
-def _check_python_values(dataset: Any, column: str, where: RowNamer, needs: str, allow_empty: bool) -> str:
+def _check_python_values(dataset: Any, column: str, where: RowNamer, needs: str) -> str:
     """Row-by-row check of a column Arrow could not type as text or chat (mixed or wrong values)."""
     first_kind: str | None = None
     offset = 0
@@ -164,7 +226,7 @@ def _check_python_values(dataset: Any, column: str, where: RowNamer, needs: str,
             row = offset + index
             if value is None:
                 raise DataError(f"{where(row)}: missing key '{column}' (each example needs {needs})")
-            kind = value_kind(value, column, allow_empty, lambda row=row: where(row))
+            kind = value_kind(value, column, True, lambda row=row: where(row))
             if first_kind is None:
                 first_kind = kind
             elif kind != first_kind:
@@ -229,13 +291,3 @@ def contents(values: Any, kind: str) -> Any:
         return values
     offsets = pc.subtract(values.offsets, values.offsets[0])
     return pc.binary_join(pa.ListArray.from_arrays(offsets, pc.list_flatten(values).field("content")), "")
-
-
-def count_rows(dataset: Any, columns: list[str], predicate: Callable[[Any], Any]) -> int:
-    """How many rows ``predicate(pyarrow.Table) -> boolean array`` marks, a batch at a time."""
-    import pyarrow.compute as pc
-
-    total = 0
-    for _, batch in arrow_batches(dataset, columns):
-        total += pc.sum(pc.fill_null(predicate(batch), False)).as_py() or 0
-    return total

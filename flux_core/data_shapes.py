@@ -132,23 +132,27 @@ def _message_keys(dataset: Any, column: str) -> list[str]:
     return list(dataset.data.schema.field(column).type.value_type.names)
 
 
-def normalize_preferences(dataset: Any, kinds: dict[str, str], where: Any, num_proc: int | None) -> Any:
-    """Give every pair an explicit prompt of the same kind as its completions."""
+def preferences_need_normalising(kinds: dict[str, str], where: Any) -> bool:
+    """Whether pairs whose columns hold ``kinds`` need :func:`normalize_preferences`; raise for
+    combinations that cannot be made sense of."""
     if kinds["chosen"] != kinds["rejected"]:
         raise DataError(f"{where(0)}: chosen and rejected must both be strings or both be chat message lists")
-    completion_kind = kinds["chosen"]
-    features = dataset.features.copy()
     if "prompt" not in kinds:
-        features["prompt"] = features["chosen"]
-        fn_kwargs = {"kind": completion_kind, "where": where}
-        return _map(dataset, _extract_prompts, fn_kwargs, features, num_proc, "Extracting implicit prompts")
-    if kinds["prompt"] == completion_kind:
-        return dataset
-    if kinds["prompt"] == CHAT:
+        return True
+    if kinds["prompt"] == CHAT and kinds["chosen"] == TEXT:
         raise DataError(
             f"{where(0)}: 'prompt' is a chat message list but chosen and rejected are strings; use one kind"
         )
+    return kinds["prompt"] != kinds["chosen"]
+
+
+def normalize_preferences(dataset: Any, kinds: dict[str, str], where: Any, num_proc: int | None) -> Any:
+    """Give every pair an explicit prompt of the same kind as its completions (rows already checked)."""
+    features = dataset.features.copy()
     features["prompt"] = features["chosen"]
+    if "prompt" not in kinds:
+        fn_kwargs = {"kind": kinds["chosen"], "where": where}
+        return _map(dataset, _extract_prompts, fn_kwargs, features, num_proc, "Extracting implicit prompts")
     fn_kwargs = {"message_keys": _message_keys(dataset, "chosen"), "where": where}
     return _map(dataset, _prompt_turns_from_string, fn_kwargs, features, num_proc, "Moving repeated prompt turns")
 

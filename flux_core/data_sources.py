@@ -238,8 +238,8 @@ def scan_json_lines(path: Path, text_columns: Collection[str] = ()) -> None:
                 first_kind, first_line = first_seen.setdefault(key, (kind, number))
                 if kind != first_kind:
                     raise DataError(
-                        f"{where}: '{key}' is {describe_kind(kind)} here but {describe_kind(first_kind)} on line {first_line}; "
-                        "use one kind of value per key"
+                        f"{where}: '{key}' is {describe_kind(kind)} here but {describe_kind(first_kind)} "
+                        f"on line {first_line}; use one kind of value per key"
                     )
 
 
