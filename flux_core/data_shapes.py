@@ -117,15 +117,18 @@ def _prompts_from_messages(batch: dict, indices: list[int], where: Any) -> dict:
 
 
 def _map(dataset: Any, function: Any, fn_kwargs: dict, features: Any, num_proc: int | None, desc: str) -> Any:
-    return dataset.map(
-        function,
-        fn_kwargs=fn_kwargs,
-        batched=True,
-        with_indices=True,
-        features=features,
-        num_proc=min(num_proc, len(dataset)) if num_proc else None,
-        desc=desc,
-    )
+    from flux_core.data_sources import PROGRESS_ROWS, quiet_datasets
+
+    with quiet_datasets(show_progress=len(dataset) >= PROGRESS_ROWS):
+        return dataset.map(
+            function,
+            fn_kwargs=fn_kwargs,
+            batched=True,
+            with_indices=True,
+            features=features,
+            num_proc=min(num_proc, len(dataset)) if num_proc else None,
+            desc=desc,
+        )
 
 
 def _message_keys(dataset: Any, column: str) -> list[str]:

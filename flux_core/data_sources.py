@@ -26,6 +26,8 @@ from flux_core.errors import DataError
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _GLOB_CHARS = set("*?[")
+PROGRESS_BYTES = 64 * 2**20  # smaller files load in about a second: no progress bars for them
+PROGRESS_ROWS = 100_000  # likewise for maps over fewer rows
 
 
 @dataclass
@@ -134,7 +136,7 @@ def _read_files(path: str, files: list[Path], split: str | None, text_columns: C
     one_jsonl = len(files) == 1 and files[0].suffix.lower() == ".jsonl"
     namer = RowNamer(str(path), jsonl_path=files[0] if one_jsonl else None)
     try:
-        with _quiet_datasets_logs():
+        with quiet_datasets(show_progress=sum(file.stat().st_size for file in files) >= PROGRESS_BYTES):
             dataset = _load_dataset(builder, data_files=[str(file) for file in files], split="train")
     except Exception as error:
         if all(_is_blank(file) for file in files):
@@ -164,7 +166,7 @@ def _read_directory(directory: Path, name: str | None, split: str | None) -> tup
         return loaded, namer
     # A folder of data files (e.g. a downloaded copy of a hub dataset repository).
     try:
-        with _quiet_datasets_logs():
+        with quiet_datasets():
             loaded = _load_dataset(str(directory), name=name)
     except Exception as error:
         raise DataError(f"{directory}: not a saved dataset nor a folder of data files: {_cause(error)}") from None
@@ -173,7 +175,7 @@ def _read_directory(directory: Path, name: str | None, split: str | None) -> tup
 
 def _read_hub(dataset_id: str, name: str | None, split: str | None) -> tuple[Any, RowNamer]:
     try:
-        with _quiet_datasets_logs():
+        with quiet_datasets():
             loaded = _load_dataset(dataset_id, name=name, split=split)
     except Exception:
         raise DataError(
@@ -219,7 +221,7 @@ def scan_json_lines(path: Path, text_columns: Collection[str] = ()) -> None:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as error:
                 raise DataError(f"{where}: invalid JSON: {error.msg} (column {error.colno})") from None
             if not isinstance(record, dict):
@@ -260,13 +262,20 @@ def _cause(error: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _quiet_datasets_logs():
-    """``datasets`` logs a multi-line error before raising; Flux reports it in one line."""
+def quiet_datasets(show_progress: bool = True):
+    """``datasets`` logs a multi-line error before raising (Flux reports it in one line), and
+    shows progress bars; ``show_progress=False`` hides them for loads too quick to need one."""
+    import datasets
     from datasets.utils import logging as datasets_logging
 
     verbosity = datasets_logging.get_verbosity()
+    bars_were_enabled = datasets.is_progress_bar_enabled()
     datasets_logging.set_verbosity(datasets_logging.CRITICAL)
+    if not show_progress:
+        datasets.disable_progress_bars()
     try:
         yield
     finally:
         datasets_logging.set_verbosity(verbosity)
+        if bars_were_enabled:
+            datasets.enable_progress_bars()

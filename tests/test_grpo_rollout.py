@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from datasets import Dataset
 
 from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
@@ -102,7 +103,7 @@ def test_grpo_generates_through_any_backend_given_to_the_runner(tiny_model_dir, 
     )
     factory = lambda config, model, tokenizer: RecordingBackend(model, tokenizer)  # noqa: E731
     runner = GRPORunner(config, show_progress=False, rollout_backend=factory)
-    result = runner.fit(make_prompts(16, seed=0), None, [])
+    result = runner.fit(Dataset.from_list(make_prompts(16, seed=0)), None, [])
 
     assert result.steps == 2 and len(calls) == 2
     prompts, n, sampling = calls[0]
@@ -134,7 +135,7 @@ def test_local_backend_through_the_seam_reproduces_trl_generation_exactly(tiny_m
             },
         }
     )
-    records = make_prompts(16, seed=0, chat=chat)
+    records = Dataset.from_list(make_prompts(16, seed=0, chat=chat))
     by_trl = GRPORunner(config, show_progress=False).fit(records, None, [])
     through_backend = GRPORunner(
         config, show_progress=False, rollout_backend=lambda config, model, tokenizer: LocalBackend(model, tokenizer)

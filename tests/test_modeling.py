@@ -49,9 +49,11 @@ def test_gradient_checkpointing_auto_turns_on_only_when_memory_is_tight(tiny_mod
 
 
 def test_the_trl_config_gets_the_resolved_setting(dpo_config, preference_records):
+    from datasets import Dataset
     from flux_dpo.runner import DPORunner
 
+    dataset = Dataset.from_list(preference_records)
     runner = DPORunner(dpo_config(num_steps=1), show_progress=False)
-    assert runner.build_trainer(preference_records, None).args.gradient_checkpointing is False
+    assert runner.build_trainer(dataset, None).args.gradient_checkpointing is False
     runner = DPORunner(dpo_config(num_steps=1, gradient_checkpointing=True), show_progress=False)
-    assert runner.build_trainer(preference_records, None).args.gradient_checkpointing is True
+    assert runner.build_trainer(dataset, None).args.gradient_checkpointing is True

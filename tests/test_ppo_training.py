@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from datasets import Dataset
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -211,7 +212,7 @@ def test_lora_reference_is_the_disabled_adapter_and_value_model_can_use_lora(ppo
     monkeypatch.setattr(runner_module, "load_model", lambda *a, **k: loads.append(a) or real_load_model(*a, **k))
     config = ppo_config({"value_lora": True}, num_steps=3, lora={"r": 4, "alpha": 8}, learning_rate=5e-3)
     runner = runner_module.PPORunner(config, show_progress=False)
-    result = runner.fit(prompt_records, None, [])
+    result = runner.fit(Dataset.from_list(prompt_records), None, [])
 
     assert len(loads) == 1  # only the policy: the reference is the policy with its adapter off
     assert isinstance(runner.model, PeftModel)
@@ -256,7 +257,7 @@ def test_reward_model_directory_scores_and_initialises_the_value_model(
     runner.build()
     assert torch.equal(runner.value_model.score.weight, reward_model.score.weight)  # kept, not a fresh head
 
-    result = runner_module.PPORunner(config, show_progress=False).fit(prompt_records, None, [])
+    result = runner_module.PPORunner(config, show_progress=False).fit(Dataset.from_list(prompt_records), None, [])
     step = result.history[0].metrics
     assert step["reward_reward_model"] == step["reward"] and step["reward"] != 0.0
 
