@@ -387,6 +387,92 @@ CASES = [
         2,
         ("argument --max-new-tokens: must be at least 1, not 0",),
     ),
+    # --- training data that cannot be trained on (flux_core/data*.py)
+    Case(
+        "data-not-utf8",
+        ("train", CONFIG, "--data", "{tmp}/prefs.jsonl"),
+        1,
+        ("{tmp}/prefs.jsonl:2: 'prompt' is not UTF-8 text; save the file as UTF-8",),
+        setup=lambda ws: (
+            config(DPO + "algorithm: {name: dpo}\n", model="tiny")(ws),
+            ws.write(
+                "prefs.jsonl",
+                b'{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "caf\xe9", "chosen": "b", "rejected": "c"}\n',
+            ),
+        ),
+    ),
+    Case(
+        "data-invalid-json-line",
+        ("train", CONFIG, "--data", "{tmp}/prefs.jsonl"),
+        1,
+        ("{tmp}/prefs.jsonl:2: invalid JSON: Expecting ',' delimiter (column 30)",),
+        setup=lambda ws: (
+            config(DPO + "algorithm: {name: dpo}\n", model="tiny")(ws),
+            ws.write("prefs.jsonl", '{"prompt": "p", "chosen": "c", "rejected": "r"}\n{"prompt": "p", "chosen": "c"\n'),
+        ),
+    ),
+    Case(
+        "data-key-changes-type",
+        ("train", CONFIG, "--data", "{tmp}/prefs.jsonl"),
+        1,
+        ("{tmp}/prefs.jsonl:3: 'chosen' must be a string or a list of chat messages, not int",),
+        setup=lambda ws: (
+            config(DPO + "algorithm: {name: dpo}\n", model="tiny")(ws),
+            ws.write(
+                "prefs.jsonl",
+                '{"prompt": "p", "chosen": "c", "rejected": "r"}\n' * 2
+                + '{"prompt": "p", "chosen": 5, "rejected": "r"}\n',
+            ),
+        ),
+    ),
+    Case(
+        "data-missing-key-in-parquet",
+        ("train", CONFIG),
+        1,
+        ("{tmp}/prefs.parquet row 2: missing key 'rejected' (each example needs prompt, chosen, rejected)",),
+        setup=lambda ws: (
+            config(DPO + "data: {tmp}/prefs.parquet\nalgorithm: {name: dpo}\n", model="tiny")(ws),
+            __import__("datasets")
+            .Dataset.from_list(
+                [{"prompt": "p", "chosen": "c", "rejected": "r"}, {"prompt": "p", "chosen": "c", "rejected": None}]
+            )
+            .to_parquet(str(ws.tmp / "prefs.parquet")),
+        ),
+    ),
+    Case(
+        "data-column-mapping-names-a-missing-column",
+        ("train", CONFIG),
+        1,
+        ("data.columns.prompt: {tmp}/prefs.jsonl has no column 'question' (columns: prompt, chosen, rejected)",),
+        setup=lambda ws: (
+            config(
+                DPO + "data: {path: {tmp}/prefs.jsonl, columns: {prompt: question}}\nalgorithm: {name: dpo}\n",
+                model="tiny",
+            )(ws),
+            preferences(ws),
+        ),
+    ),
+    Case(
+        "data-hub-id-offline",
+        ("train", CONFIG, "--data", "trl-lib/no-such-dataset"),
+        1,
+        ("cannot load dataset 'trl-lib/no-such-dataset' from the hub (offline?): download it or pass a local path",),
+        setup=config(DPO + "algorithm: {name: dpo}\n", model="tiny"),
+    ),
+    Case(
+        "data-missing-file",
+        ("train", CONFIG, "--data", "{tmp}/nope.parquet"),
+        1,
+        ("{tmp}/nope.parquet: file not found",),
+        setup=config(DPO + "algorithm: {name: dpo}\n", model="tiny"),
+    ),
+    Case(
+        "max-length-too-small-for-any-example",
+        ("train", CONFIG, "--data", "{tmp}/prefs.jsonl", "--set", "max_length=1", "--no-progress"),
+        1,
+        ("max_length 1 is too small: the prompt alone fills it in every pair of data; raise max_length",),
+        setup=lambda ws: (config(DPO + "algorithm: {name: dpo}\n", model="tiny")(ws), preferences(ws)),
+    ),
 ]
 
 
