@@ -121,10 +121,12 @@ class StepReporter:
         self.progress_metrics = progress_metrics
         self.show_progress = show_progress
         self.on_step = on_step
-        self.history: list[StepResult] = []
+        # A resumed run starts from its checkpoint's history (metrics.jsonl was rewritten to it).
+        resumed = self.run.resume
+        self.history: list[StepResult] = list(resumed.history) if resumed else []
         self._bar = None
         self.metrics_file = Path(config.output_dir) / "metrics.jsonl"
-        self._metrics_started = False
+        self._metrics_started = resumed is not None
 
     def report(self, step: int, logs: Mapping[str, Any], model: Any = None) -> StepResult:
         metrics = rename_metrics(logs, self.metric_names)
@@ -141,7 +143,8 @@ class StepReporter:
         return result
 
     def _append_metrics(self, result: StepResult) -> None:
-        """One JSON line per step in ``output_dir/metrics.jsonl`` (rewritten by each run)."""
+        """One JSON line per step in ``output_dir/metrics.jsonl`` (started afresh by a new run,
+        continued by a resumed one)."""
         if not self._metrics_started:
             self.metrics_file.parent.mkdir(parents=True, exist_ok=True)
             self.metrics_file.write_text("")
@@ -241,7 +244,7 @@ class SavePointEvaluator:
 
     def finish(self, step: int) -> None:
         """Score the final model on every rank, unless the last step was a save point."""
-        if not self._is_save_point(step):
+        if not self._is_save_point(step) or self.latest is None:  # latest is None: resumed at the end
             self.evaluate()
 
 
@@ -251,11 +254,24 @@ def train_and_checkpoint(
     """Run a TRL trainer wired to ``reporter``; then score the end (every rank) and write
     ``final``/``best`` (main rank only).
 
-    Adds the run's non-finite guard (:mod:`flux_core.nonfinite`) to the trainer's callbacks.
+    Adds the run's non-finite guard (:mod:`flux_core.nonfinite`) to the trainer's callbacks,
+    makes every ``checkpoint-N`` hold transformers' resume files, and continues a resumed
+    run with ``trainer.train(resume_from_checkpoint=...)``, which restores the optimizer,
+    scheduler and RNG states and skips the batches already trained on
+    (:mod:`flux_core.resume`).
     """
-    trainer.add_callback(reporter.run.guard.trl_callback(trainer))
+    from flux_core.resume import restore_adapter, write_trl_state
+
+    run = reporter.run
+    trainer.add_callback(run.guard.trl_callback(trainer))
+    checkpoints.attach(run, lambda directory: write_trl_state(trainer, directory))
+    resume_from = None
+    if run.resume is not None:
+        # The checkpoint's top level holds merged weights; a LoRA run continues its adapter/.
+        restore_adapter(trainer.model, run.resume.path)
+        resume_from = str(run.resume.path)
     try:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=resume_from)
     finally:
         reporter.close()
     step = trainer.state.global_step

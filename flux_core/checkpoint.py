@@ -25,6 +25,7 @@ a model with a non-finite weight is never written (:mod:`flux_core.nonfinite`).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ from typing import Any, Callable
 
 from flux_core.errors import FluxError
 from flux_core.nonfinite import NonFiniteError, is_finite, json_safe, nonfinite_parameter
+from flux_core.run_dir import is_main_process
 
 CONFIG_FILE = "flux_config.yaml"
 META_FILE = "flux_checkpoint.json"
@@ -120,8 +122,16 @@ def save_model(model: Any, tokenizer: Any, directory: Path) -> None:
     tokenizer.save_pretrained(directory)
 
 
-def write_checkpoint(path: str | Path, model: Any, tokenizer: Any, config: Any, meta: dict[str, Any]) -> Path:
-    """Atomically write one checkpoint directory at ``path``."""
+def write_checkpoint(
+    path: str | Path,
+    model: Any,
+    tokenizer: Any,
+    config: Any,
+    meta: dict[str, Any],
+    extra: Callable[[Path], None] | None = None,
+) -> Path:
+    """Atomically write one checkpoint directory at ``path``; ``extra(staged_dir)`` adds
+    more files (the resume state) before it is renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staged = _aside(path, "tmp")
@@ -131,6 +141,8 @@ def write_checkpoint(path: str | Path, model: Any, tokenizer: Any, config: Any, 
         save_model(model, tokenizer, staged)
         (staged / CONFIG_FILE).write_text(config.to_yaml())
         (staged / META_FILE).write_text(_meta_json(meta))
+        if extra is not None:
+            extra(staged)
         _swap_into_place(staged, path)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
@@ -139,10 +151,19 @@ def write_checkpoint(path: str | Path, model: Any, tokenizer: Any, config: Any, 
 
 
 def copy_checkpoint(source: Path, path: Path, meta_update: dict[str, Any]) -> Path:
-    """Atomically copy a complete checkpoint to ``path`` (used for ``best``)."""
+    """Atomically copy a complete checkpoint to ``path`` (used for ``best``), weights only:
+    the resume files a ``checkpoint-N`` lists in ``flux_state.json`` stay behind."""
+    from flux_core.resume import STATE_FILE
+
+    state_file = source / STATE_FILE
+    resume_files = set(json.loads(state_file.read_text())["resume_files"]) if state_file.is_file() else set()
+
+    def top_level_resume_files(directory: str, names: list[str]) -> set[str]:
+        return resume_files & set(names) if Path(directory) == source else set()
+
     staged = _aside(path, "tmp")
     shutil.rmtree(staged, ignore_errors=True)
-    shutil.copytree(source, staged)
+    shutil.copytree(source, staged, ignore=top_level_resume_files)
     meta = json.loads((staged / META_FILE).read_text())
     meta.update(meta_update)
     (staged / META_FILE).write_text(_meta_json(meta))
@@ -153,6 +174,13 @@ def copy_checkpoint(source: Path, path: Path, meta_update: dict[str, Any]) -> Pa
 def _meta_json(meta: dict[str, Any]) -> str:
     """``flux_checkpoint.json`` text: valid JSON, with NaN/Inf written as null."""
     return json.dumps(json_safe(meta), indent=2, sort_keys=True, allow_nan=False)
+
+
+def _meta_step(path: Path) -> int | None:
+    try:
+        return json.loads((path / META_FILE).read_text()).get("step")
+    except (OSError, ValueError):
+        return None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -180,6 +208,9 @@ class CheckpointManager:
     ``on_step`` takes the step's loss (lower is better); ``evaluate``, when given,
     returns the eval score instead. ``score_names`` label the two scores in
     ``flux_checkpoint.json`` (see :data:`REWARD_SCORE_NAMES`).
+
+    After :meth:`attach`, every ``checkpoint-N`` also holds the resume state
+    (:mod:`flux_core.resume`): the algorithm's (``state_writer``) and Flux's own.
     """
 
     SMOOTHING = 0.9
@@ -206,6 +237,30 @@ class CheckpointManager:
         self._ema = 0.0
         self._ema_steps = 0
         self._has_best = False
+        self.best_step: int | None = None
+        self.run: Any = None
+        self.state_writer: Callable[[Path], None] | None = None
+
+    def attach(self, run: Any, state_writer: Callable[[Path], None] | None) -> None:
+        """Write ``state_writer``'s training state and Flux's into every ``checkpoint-N``;
+        when ``run`` resumes, continue its checkpoint's average, best score and list.
+
+        Call on every rank (only the main rank writes). A kill after a checkpoint that
+        became best was written but before ``best/`` was replaced is repaired here.
+        """
+        self.run, self.state_writer = run, state_writer
+        point = run.resume
+        if point is None:
+            return
+        state = point.state
+        self._ema = float(state.get("ema") or 0.0)
+        self._ema_steps = int(state.get("ema_steps", 0))
+        self.best_score = state.get("best_score")
+        self.best_step = state.get("best_step")
+        self._has_best = bool(state.get("has_best"))
+        self.checkpoint_paths = list(state.get("checkpoint_paths", []))
+        if self.best_step == point.step and _meta_step(self.best_path) != point.step and is_main_process():
+            copy_checkpoint(point.path, self.best_path, {"best": True})
 
     def _smoothed_loss(self) -> float:
         return self._ema / (1 - self.SMOOTHING**self._ema_steps)
@@ -224,18 +279,49 @@ class CheckpointManager:
             self._ema_steps += 1
         if self.save_steps and step % self.save_steps == 0:
             score, rule = self._score()
+            better = self._update_best(step, score)
             meta = {"step": step, "score": score, "score_name": rule}
-            path = self._write(self.output_dir / f"checkpoint-{step}", step, model, meta)
-            self.checkpoint_paths.append(str(path))
-            self._maybe_best(path, score, rule)
+            path = self._write(self.output_dir / f"checkpoint-{step}", step, model, meta, resumable=True)
+            if better:
+                copy_checkpoint(path, self.best_path, {"best": True, "score": score, "score_name": rule})
 
-    def _write(self, path: Path, step: int, model: Any, meta: dict[str, Any]) -> Path:
+    def _write(self, path: Path, step: int, model: Any, meta: dict[str, Any], resumable: bool = False) -> Path:
         bad = nonfinite_parameter(model)
         if bad is not None:
             raise NonFiniteError(f"step {step}: weight {bad} is not finite; {path.name} was not written")
-        return write_checkpoint(path, model, self.tokenizer, self.config, meta)
+        extra = None
+        if resumable:
+            self.checkpoint_paths.append(str(path))
+            if self.state_writer is not None:
+                extra = functools.partial(self._write_resume_state, step=step)
+        return write_checkpoint(path, model, self.tokenizer, self.config, meta, extra)
 
-    def _maybe_best(self, source: Path, score: float | None, rule: str) -> None:
+    def _write_resume_state(self, directory: Path, step: int) -> None:
+        from flux_core.resume import HISTORY_FILE, STATE_FILE
+
+        before = set(os.listdir(directory))
+        self.state_writer(directory)
+        history = self.output_dir / HISTORY_FILE
+        if history.is_file():
+            shutil.copyfile(history, directory / HISTORY_FILE)
+        run = self.run
+        state = {
+            "step": step,
+            "ema": self._ema,
+            "ema_steps": self._ema_steps,
+            "best_score": self.best_score,
+            "best_step": self.best_step,
+            "has_best": self._has_best,
+            "checkpoint_paths": self.checkpoint_paths,
+            "skipped_steps": list(run.guard.skipped),
+            "num_examples": run.num_examples,
+            "resume_files": sorted(set(os.listdir(directory)) - before) + [STATE_FILE],
+        }
+        # Written last: a checkpoint-N with flux_state.json is one the run can continue from.
+        (directory / STATE_FILE).write_text(json.dumps(json_safe(state), indent=2, allow_nan=False))
+
+    def _update_best(self, step: int, score: float | None) -> bool:
+        """Whether this save point becomes ``best`` (and record it)."""
         if score is None:  # nothing scored yet (no loss or reward reported): best is the first save point
             better = self.best_score is None and not self._has_best
         else:
@@ -243,11 +329,13 @@ class CheckpointManager:
         if better:
             if score is not None:
                 self.best_score = score
-            self._has_best = True
-            copy_checkpoint(source, self.best_path, {"best": True, "score": score, "score_name": rule})
+            self._has_best, self.best_step = True, step
+        return better
 
     def finalize(self, step: int, model: Any) -> None:
         score, rule = self._score()
+        better = self._update_best(step, score)
         meta = {"step": step, "score": score, "score_name": rule}
         self._write(self.final_path, step, model, meta)
-        self._maybe_best(self.final_path, score, rule)
+        if better:
+            copy_checkpoint(self.final_path, self.best_path, {"best": True, "score": score, "score_name": rule})

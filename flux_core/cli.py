@@ -66,6 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue the run in output_dir from its newest checkpoint-N (or from CHECKPOINT), with the same "
+        "config (num_steps and checkpoint.save_steps may change)",
+    )
+    train.add_argument(
         "--overwrite",
         action="store_true",
         help="replace a previous run in output_dir (its checkpoint-N/, best/, final/, metrics.jsonl)",
@@ -134,7 +143,9 @@ def _train(args: argparse.Namespace) -> int:
     if args.accelerate_config:
         return _relaunch_under_accelerate(args.accelerate_config, _without_option(args.argv, "--accelerate-config"))
     trainer = FluxTrainer(config, show_progress=not args.no_progress)
-    result = trainer.fit(prompts=args.data or config.data, eval_data=args.eval_data, overwrite=args.overwrite)
+    result = trainer.fit(
+        prompts=args.data or config.data, eval_data=args.eval_data, resume=args.resume, overwrite=args.overwrite
+    )
     if not _is_main_process():
         return 0
     print(

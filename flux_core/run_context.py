@@ -9,10 +9,14 @@ config's settings.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flux_core.nonfinite import NonFiniteGuard
+from flux_core.resume import ResumePoint, find_resume_point, load_resume_point, rewrite_history
 
 
 @dataclass
@@ -20,12 +24,43 @@ class RunContext:
     """One run's cross-cutting state.
 
     Attributes:
-        guard: the non-finite guard (``config.on_nonfinite``, ``config.max_skipped_steps``).
+        guard: the non-finite guard (``config.on_nonfinite``, ``config.max_skipped_steps``),
+            carrying the steps a resumed run already skipped.
+        resume: the ``checkpoint-N`` to continue from (``None``: start at step 1).
+        num_examples: rows of training data (recorded in checkpoints, checked on resume).
     """
 
     guard: NonFiniteGuard
+    resume: ResumePoint | None = None
+    num_examples: int | None = None
 
     @classmethod
-    def fresh(cls, config: Any) -> RunContext:
+    def fresh(cls, config: Any, num_examples: int | None = None) -> RunContext:
         """A run from step 1 with ``config``'s settings."""
-        return cls(guard=NonFiniteGuard.from_config(config))
+        return cls(guard=NonFiniteGuard.from_config(config), num_examples=num_examples)
+
+    @classmethod
+    def start(
+        cls, config: Any, resume: bool | str | Path | None, num_examples: int | None, is_main: bool = True
+    ) -> RunContext:
+        """The context of a run that ``resume`` asks to continue (see :mod:`flux_core.resume`).
+
+        ``resume=True`` with no checkpoint in ``output_dir`` yet starts at step 1 (with a
+        warning), so a job script can always pass ``--resume``. The main process then
+        rewrites ``metrics.jsonl`` to the resumed steps.
+        """
+        if not resume:
+            return cls.fresh(config, num_examples)
+        output_dir = Path(config.output_dir)
+        path = find_resume_point(output_dir, resume)
+        point = None
+        if path is None:
+            warnings.warn(f"--resume: no checkpoint in {output_dir} yet; starting at step 1", UserWarning, stacklevel=2)
+        else:
+            point = load_resume_point(path, config, num_examples)
+        if is_main:
+            rewrite_history(output_dir, point.history if point else [])
+            if point is not None:
+                print(f"flux: resuming from {point.path} (step {point.step})", file=sys.stderr)
+        skipped = point.state.get("skipped_steps") if point else None
+        return cls(guard=NonFiniteGuard.from_config(config, skipped), resume=point, num_examples=num_examples)

@@ -44,7 +44,13 @@ class FluxTrainer:
         return callback
 
     def fit(
-        self, prompts: Any = None, data_format: str | None = None, eval_data: Any = None, *, overwrite: bool = False
+        self,
+        prompts: Any = None,
+        data_format: str | None = None,
+        eval_data: Any = None,
+        *,
+        resume: bool | str | Path | None = None,
+        overwrite: bool = False,
     ) -> FitResult:
         """Train on ``prompts``; return the steps' metrics and where the checkpoints are.
 
@@ -60,8 +66,14 @@ class FluxTrainer:
 
         One run at a time uses ``config.output_dir`` (a second one fails naming the
         first's PID), and a directory holding a previous run's checkpoints or
-        ``metrics.jsonl`` is refused unless ``overwrite=True``, which removes them
-        first (see :mod:`flux_core.run_dir`).
+        ``metrics.jsonl`` is refused unless ``resume`` or ``overwrite=True`` (which
+        removes them first; see :mod:`flux_core.run_dir`).
+
+        ``resume=True`` continues from the newest ``checkpoint-N`` in ``output_dir`` (or
+        starts at step 1 when there is none yet); ``resume="path/checkpoint-N"`` from that
+        one. Optimizer, scheduler, RNG states and the data position are restored, so the
+        steps after N are those of an uninterrupted run; the result's ``history`` holds
+        every step, callbacks see the new ones (see :mod:`flux_core.resume`).
         """
         data_format = data_format or self.algorithm.data_format
         if data_format != self.algorithm.data_format:
@@ -71,12 +83,21 @@ class FluxTrainer:
             )
         train_dataset, eval_dataset = load_training_data(self.config, data_format, prompts, eval_data)
 
+        import inspect
+
         from flux_core.quiet import quiet_libraries
+        from flux_core.run_context import RunContext
         from flux_core.run_dir import open_run_dir
 
         runner = self.algorithm.load_runner()(self.config, show_progress=self.show_progress)
-        with open_run_dir(self.config.output_dir, overwrite=overwrite), quiet_libraries():
-            result = runner.fit(train_dataset, eval_dataset, list(self._step_callbacks))
+        takes_run = "run" in inspect.signature(runner.fit).parameters
+        if resume and not takes_run:
+            raise FluxError(f"algorithm '{self.algorithm.name}' cannot resume: its runner takes no run context")
+        with open_run_dir(self.config.output_dir, resume=bool(resume), overwrite=overwrite) as directory:
+            run = RunContext.start(self.config, resume, len(train_dataset), is_main=directory.is_main)
+            extra = {"run": run} if takes_run else {}
+            with quiet_libraries():
+                result = runner.fit(train_dataset, eval_dataset, list(self._step_callbacks), **extra)
         self.model, self.tokenizer = runner.model, runner.tokenizer
         return result
 

@@ -18,6 +18,7 @@ SHARED_OWNED_TRL_FIELDS = {
     "use_cpu": "is set by Flux from the available hardware",
     "logging_steps": "is set by Flux: step callbacks need one log per optimizer step",
     "logging_nan_inf_filter": "is set by Flux: a NaN/Inf loss is reported as it is and handled by on_nonfinite",
+    "resume_from_checkpoint": "is not how Flux resumes: use `flux train CONFIG --resume` (or fit(resume=True))",
 }
 
 

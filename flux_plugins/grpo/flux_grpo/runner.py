@@ -158,7 +158,8 @@ class GRPORunner:
         callbacks: list[StepCallback],
         run: RunContext | None = None,
     ) -> FitResult:
-        """Train; ``run`` (from ``FluxTrainer.fit``; None: a fresh run) carries the run's non-finite guard."""
+        """Train; ``run`` (from ``FluxTrainer.fit``; None: a fresh run) carries the run's
+        non-finite guard and, when resuming, the checkpoint to continue from."""
         config = self.config
         checkpoints: CheckpointManager | None = None
 

@@ -18,9 +18,12 @@ Every piece of math is a small function in :mod:`flux_ppo.advantages` and
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
@@ -66,6 +69,24 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 REFERENCE_POLICIES = ("copy", "adapter", "none")
+
+
+@contextlib.contextmanager
+def quiet_accelerate_logs():
+    """accelerate logs every file its checkpointing functions touch at INFO; keep that out of runs.
+
+    Its logger also needs accelerate's process state, which a PPO run (no Accelerator) sets up here.
+    """
+    from accelerate import PartialState
+
+    PartialState()
+    logger = logging.getLogger("accelerate.checkpointing")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 # ---------------------------------------------------------------------- rollout tensors
@@ -409,6 +430,51 @@ class PPORunner:
             totals.extend(value for value in scores.total if value is not None)
         return sum(totals) / len(totals) if totals else 0.0
 
+    # ------------------------------------------------------------------ resume state
+
+    STATE_DIR = "ppo_state"
+
+    def save_state(self, directory: Path) -> None:
+        """Write what continuing this run needs into ``directory/ppo_state`` (a checkpoint-N).
+
+        accelerate's ``save_accelerator_state`` writes the critic's trainable weights
+        (value model or its adapter, and the value head), the optimizer (policy and
+        critic groups), the LR scheduler and the python/numpy/torch/cuda RNG states;
+        ``ppo.pt`` adds the KL coefficient and the minibatch-shuffle generator. The
+        policy's weights are the checkpoint's own (merged, or ``adapter/`` with LoRA);
+        the data position is the step (the prompt order is a seeded replay).
+        """
+        from accelerate.checkpointing import save_accelerator_state
+
+        state_dir = directory / self.STATE_DIR
+        state_dir.mkdir()
+        critic = {name: p.detach().contiguous() for name, p in self.value_model.named_parameters() if p.requires_grad}
+        with quiet_accelerate_logs():
+            save_accelerator_state(str(state_dir), [critic], [self.optimizer], [self.scheduler], [], 0, step=0)
+        extra = {"kl_coef": self.kl_controller.value, "shuffle_generator": self.shuffle_generator.get_state()}
+        torch.save(extra, state_dir / "ppo.pt")
+
+    def restore_state(self, checkpoint: Path) -> None:
+        """Load a :meth:`save_state` checkpoint into the built policy, critic and optimizer."""
+        from accelerate.checkpointing import load_accelerator_state
+
+        from flux_core.resume import ResumeError, restore_weights
+
+        state_dir = checkpoint / self.STATE_DIR
+        if not state_dir.is_dir():
+            raise ResumeError(f"cannot resume {checkpoint}: no {self.STATE_DIR}/ (not written by a PPO run)")
+        restore_weights(self.model, checkpoint)
+        with quiet_accelerate_logs():
+            loaded = load_accelerator_state(
+                str(state_dir), [self.value_model], [self.optimizer], [self.scheduler], [], 0, strict=False
+            )
+        if "step" not in loaded:  # accelerate only logs a failure to restore the RNG states
+            raise ResumeError(f"cannot resume {checkpoint}: its random states could not be restored")
+        extra = torch.load(state_dir / "ppo.pt", weights_only=True)
+        self.kl_controller.value = float(extra["kl_coef"])
+        self.shuffle_generator.set_state(extra["shuffle_generator"])
+        self.backend.sync_weights(self.model)
+
     # ------------------------------------------------------------------ fit
 
     def fit(
@@ -418,7 +484,8 @@ class PPORunner:
         callbacks: list[StepCallback],
         run: RunContext | None = None,
     ) -> FitResult:
-        """Train; ``run`` (from ``FluxTrainer.fit``; None: a fresh run) carries the run's non-finite guard."""
+        """Train; ``run`` (from ``FluxTrainer.fit``; None: a fresh run) carries the run's
+        non-finite guard and, when resuming, the checkpoint to continue from."""
         config = self.config
         run = run or RunContext.fresh(config)
         self.guard = run.guard
@@ -429,6 +496,7 @@ class PPORunner:
         checkpoints = CheckpointManager(
             config.output_dir, config, self.tokenizer, config.checkpoint.save_steps, evaluate, REWARD_SCORE_NAMES
         )
+        checkpoints.attach(run, self.save_state)
 
         def on_step(result, model):
             reward = result.metrics.get("reward")
@@ -445,8 +513,13 @@ class PPORunner:
         )
         batches = prompt_batches(records, config.batch_size, config.seed)
         step = 0
+        if run.resume is not None:
+            step = run.resume.step
+            for _ in range(step):  # the data position: replay the seeded prompt order
+                next(batches)
+            self.restore_state(run.resume.path)  # last: it restores the RNG states
         try:
-            for step in range(1, config.num_steps + 1):
+            for step in range(step + 1, config.num_steps + 1):
                 experience = self.make_experience(next(batches))
                 learning_rate = self.optimizer.param_groups[0]["lr"]
                 stats = self.update(experience, step)

@@ -1,0 +1,182 @@
+"""Resume: an interrupted run, resumed, continues exactly as if never interrupted."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from resume_helpers import (
+    SIGKILL,
+    PausedRun,
+    flux_train,
+    loads,
+    max_weight_diff,
+    metrics,
+    prompts_file,
+    write_config,
+)
+
+from flux_core.config import FluxConfig
+from flux_core.errors import ConfigError
+from flux_core.resume import ResumeError, check_same_config
+from flux_core.trainer import FluxTrainer
+
+# Per-step losses after the resume point, resumed vs uninterrupted (CPU, one thread).
+TOLERANCE = {"dpo": {"abs": 1e-5}, "grpo": {"abs": 1e-5}, "ppo": {"rel": 1e-2, "abs": 1e-6}}
+RESUME_FILES = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "ppo_state", "flux_state.json"}
+
+
+def data_for(algorithm: str, tmp_path: Path, preferences_file: Path) -> Path:
+    return preferences_file if algorithm == "dpo" else prompts_file(tmp_path / "prompts.jsonl")
+
+
+def uninterrupted(config_path: Path, output: Path):
+    """The reference: the same config run in one go (in this process)."""
+    config = FluxConfig.from_yaml(config_path, overrides=[f"output_dir={output}"])
+    return FluxTrainer(config, show_progress=False).fit()
+
+
+def hidden_temp_entries(output: Path) -> list[str]:
+    return sorted(p.name for p in output.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
+
+
+@pytest.mark.parametrize("algorithm", ["dpo", "grpo", "ppo"])
+def test_kill_9_then_resume_matches_an_uninterrupted_run(algorithm, tmp_path, tiny_model_dir, preferences_file):
+    data = data_for(algorithm, tmp_path, preferences_file)
+    config = write_config(tmp_path / "run.yaml", tiny_model_dir, tmp_path / "run", algorithm, data)
+    output = tmp_path / "run"
+
+    # Killed with SIGKILL inside step 7 (checkpoint-4 exists, metrics up to step 6).
+    killed = PausedRun(tmp_path / "killed", ["step:7"], str(config))
+    killed.wait("step:7")
+    killed.signal(SIGKILL)
+    killed.finish()
+    assert [row["step"] for row in metrics(output)] == [1, 2, 3, 4, 5, 6]
+    for name in ("checkpoint-4", "best"):
+        assert loads(output / name), name
+
+    # Resumed to the end: from checkpoint-4, steps 5-8.
+    if algorithm == "dpo":  # through the command line
+        finished = flux_train(str(config), "--resume")
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        assert f"flux: resuming from {output / 'checkpoint-4'} (step 4)" in finished.stderr
+        resumed = [row["loss"] for row in metrics(output)]
+    else:  # through the API
+        resumed_result = FluxTrainer(FluxConfig.from_yaml(config), show_progress=False).fit(resume=True)
+        resumed = resumed_result.metric("loss")
+        assert [step.step for step in resumed_result.history] == list(range(1, 9))
+
+    reference = uninterrupted(config, tmp_path / "reference")
+    expected = reference.metric("loss")
+    assert [row["step"] for row in metrics(output)] == list(range(1, 9))  # each step exactly once
+    assert resumed[4:] == pytest.approx(expected[4:], **TOLERANCE[algorithm])
+    assert resumed[:4] == pytest.approx(expected[:4], **TOLERANCE[algorithm])
+    assert max_weight_diff(output / "final", tmp_path / "reference" / "final") < (1e-5 if algorithm != "ppo" else 1e-3)
+    for name in ("best", "final"):  # weights only
+        assert not RESUME_FILES & {p.name for p in (output / name).iterdir()}, name
+    assert RESUME_FILES & {p.name for p in (output / "checkpoint-4").iterdir()}
+    assert hidden_temp_entries(output) == []
+
+
+# ---------------------------------------------------------------------- LoRA, in process
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("algorithm", ["dpo", "ppo"])
+def test_a_lora_run_resumes_its_adapter(algorithm, tmp_path, tiny_model_dir, preferences_file):
+    data = data_for(algorithm, tmp_path, preferences_file)
+    lora = {"lora": {"r": 4, "alpha": 8}, "num_steps": 6, "checkpoint": {"save_steps": 2}}
+    config = write_config(tmp_path / "run.yaml", tiny_model_dir, tmp_path / "run", algorithm, data, **lora)
+    trainer = FluxTrainer(FluxConfig.from_yaml(config), show_progress=False)
+
+    @trainer.add_step_callback
+    def stop_after_step_5(result):  # dies after checkpoint-4, before checkpoint-6
+        if result.step == 5:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        trainer.fit()
+    assert (tmp_path / "run" / "checkpoint-4" / "adapter" / "adapter_model.safetensors").exists()
+    resumed = FluxTrainer(FluxConfig.from_yaml(config), show_progress=False).fit(resume=True)
+    reference = uninterrupted(config, tmp_path / "reference")
+    assert resumed.metric("loss") == pytest.approx(reference.metric("loss"), **TOLERANCE[algorithm])
+    assert max_weight_diff(tmp_path / "run" / "final", tmp_path / "reference" / "final") < 1e-5
+
+
+# ---------------------------------------------------------------------- what resume refuses
+
+
+def fake_checkpoint(config: FluxConfig, step: int = 2, num_examples: int = 64) -> Path:
+    """A checkpoint-N with the files resume reads first (enough to test what it refuses)."""
+    directory = Path(config.output_dir) / f"checkpoint-{step}"
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text("{}")
+    (directory / "flux_config.yaml").write_text(config.to_yaml())
+    state = {"step": step, "num_examples": num_examples, "resume_files": []}
+    (directory / "flux_state.json").write_text(json.dumps(state))
+    return directory
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    import flux_dpo.runner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(flux_dpo.runner, "load_model", refuse)
+
+
+def test_resuming_with_a_changed_config_is_refused_naming_the_keys(dpo_config, preference_records, no_model_loads):
+    checkpoint = fake_checkpoint(dpo_config(num_steps=4))
+    changed = dpo_config({"beta": 0.2}, num_steps=4, learning_rate=1e-3)
+    with pytest.raises(ConfigError) as error:
+        FluxTrainer(changed, show_progress=False).fit(prompts=preference_records, resume=True)
+    message = str(error.value)
+    assert message.startswith(f"cannot resume {checkpoint} with a changed config: ")
+    assert "algorithm.beta (0.1 -> 0.2), learning_rate (0.0005 -> 0.001)" in message and "\n" not in message
+    # num_steps, checkpoint.save_steps (and where the run lives) may change
+    check_same_config(checkpoint, dpo_config(num_steps=40, checkpoint={"save_steps": 5}, output_dir="/elsewhere"))
+
+
+def test_resuming_on_other_training_data_is_refused(dpo_config, preference_records, no_model_loads):
+    fake_checkpoint(dpo_config(num_steps=4), num_examples=10)
+    with pytest.raises(ResumeError, match="the training data has 64 examples, its run had 10"):
+        FluxTrainer(dpo_config(num_steps=4), show_progress=False).fit(prompts=preference_records, resume=True)
+
+
+def test_resume_needs_a_checkpoint_n(dpo_config, preference_records, tmp_path, no_model_loads):
+    config = dpo_config(num_steps=4)
+    best = Path(config.output_dir) / "best"
+    best.mkdir(parents=True)
+    (best / "config.json").write_text("{}")
+    trainer = FluxTrainer(config, show_progress=False)
+    with pytest.raises(ResumeError, match=r"best: weights only \(no flux_state.json\); resume from a checkpoint-N"):
+        trainer.fit(prompts=preference_records, resume=best)
+    with pytest.raises(ResumeError, match="checkpoint directory not found"):
+        trainer.fit(prompts=preference_records, resume=tmp_path / "nope")
+
+
+def test_resume_with_nothing_to_resume_yet_starts_at_step_1(dpo_config, preference_records):
+    config = dpo_config(num_steps=2)
+    Path(config.output_dir).mkdir(parents=True)
+    (Path(config.output_dir) / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n')  # killed before a checkpoint
+    with pytest.warns(UserWarning, match="no checkpoint in .* yet; starting at step 1"):
+        result = FluxTrainer(config, show_progress=False).fit(prompts=preference_records, resume=True)
+    assert [row["step"] for row in metrics(Path(config.output_dir))] == [1, 2]
+    assert math.isclose(result.history[0].metrics["loss"], math.log(2), abs_tol=1e-4)
+
+
+def test_trl_resume_from_checkpoint_is_refused_with_a_pointer_to_resume(tmp_path):
+    path = tmp_path / "dpo.yaml"
+    path.write_text(
+        yaml.safe_dump({"model_path": "m", "algorithm": {"name": "dpo"}, "trl": {"resume_from_checkpoint": "x"}})
+    )
+    with pytest.raises(ConfigError, match=r"trl.resume_from_checkpoint: .*flux train CONFIG --resume"):
+        FluxConfig.from_yaml(path)
