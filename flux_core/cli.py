@@ -91,6 +91,16 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-new-tokens", type=_positive_int, default=64, help="tokens to generate (default 64)")
     generate.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy (default); > 0 samples")
 
+    plot = commands.add_parser(
+        "plot",
+        help="draw a run's metrics.jsonl as a PNG and check it for the tutorial's warning signs",
+        description="Draw OUTPUT_DIR/metrics.jsonl (loss, reward margin, chosen vs rejected, accuracy; or reward, "
+        "KL, entropy, completion length for online runs) with checkpoints and best marked, then print one line "
+        "per warning sign with the remedy to try.",
+    )
+    plot.add_argument("output_dir", help="a run's output_dir (holds metrics.jsonl)")
+    plot.add_argument("--out", metavar="FILE.png", help="where to write the picture (default OUTPUT_DIR/metrics.png)")
+
     plugins = commands.add_parser("plugins", help="list installed plugins and every registered name")
     plugins.add_argument("--hooks", action="store_true", help="also print every hook specification")
 
@@ -152,6 +162,23 @@ def _train(args: argparse.Namespace) -> int:
         f"flux: trained {result.steps} steps, final loss {result.final_loss:.4f}; "
         f"best: {result.best_path}; final: {result.final_path}"
     )
+    _report_run(config.output_dir)
+    return 0
+
+
+def _report_run(output_dir: str, out: str | None = None) -> None:
+    """Draw ``metrics.jsonl``, say where the picture is, and print the tutorial's warning signs."""
+    from flux_core.diagnostics import diagnose, read_metrics
+    from flux_core.plot import plot_run
+
+    picture = plot_run(output_dir, out)
+    print(f"flux: plot: {picture}")
+    for warning in diagnose(read_metrics(Path(output_dir) / "metrics.jsonl")):
+        print(f"flux: warning: {warning}", file=sys.stderr)
+
+
+def _plot(args: argparse.Namespace) -> int:
+    _report_run(args.output_dir, args.out)
     return 0
 
 
@@ -223,7 +250,7 @@ def _tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "generate": _generate, "plugins": _plugins, "tiny-model": _tiny_model}
+COMMANDS = {"plot": _plot, "train": _train, "generate": _generate, "plugins": _plugins, "tiny-model": _tiny_model}
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):

@@ -153,6 +153,10 @@ class FluxConfig(StrictModel):
     lora: LoraConfig | None = Field(default=None, description="Train a LoRA adapter instead of every weight.")
     adaptive_async: AdaptiveAsyncConfig = Field(default_factory=AdaptiveAsyncConfig, description="Async rollouts.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoint cadence.")
+    plot: bool = Field(
+        default=False,
+        description="Redraw output_dir/metrics.png at every save point (flux train always draws it at the end).",
+    )
     on_nonfinite: Literal["stop", "skip"] = Field(
         default="stop",
         description=(

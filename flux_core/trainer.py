@@ -97,9 +97,25 @@ class FluxTrainer:
             run = RunContext.start(self.config, resume, len(train_dataset), is_main=directory.is_main)
             extra = {"run": run} if takes_run else {}
             with quiet_libraries():
-                result = runner.fit(train_dataset, eval_dataset, list(self._step_callbacks), **extra)
+                result = runner.fit(train_dataset, eval_dataset, self._callbacks_for_run(), **extra)
         self.model, self.tokenizer = runner.model, runner.tokenizer
         return result
+
+    def _callbacks_for_run(self) -> list[StepCallback]:
+        """The user's step callbacks, plus a redraw of ``metrics.png`` at save points with ``plot: true``."""
+        callbacks = list(self._step_callbacks)
+        save_steps = self.config.checkpoint.save_steps
+        if self.config.plot and save_steps:
+            from flux_core.plot import plot_run
+
+            output_dir = self.config.output_dir
+
+            def redraw_plot(result) -> None:
+                if result.step % save_steps == 0:
+                    plot_run(output_dir)
+
+            callbacks.append(redraw_plot)
+        return callbacks
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Load a checkpoint directory (``output_dir/best``, ``final`` or ``checkpoint-N``)."""
