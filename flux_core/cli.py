@@ -104,6 +104,18 @@ def _parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list installed plugins and every registered name")
     plugins.add_argument("--hooks", action="store_true", help="also print every hook specification")
 
+    serve = commands.add_parser(
+        "serve",
+        help="serve a model for rollouts over SGLang's HTTP API (transformers; CPU-friendly)",
+        description="Serve MODEL_DIR with SGLang's native endpoints (/health, /generate, /update_weights_from_disk, "
+        "/flush_cache) so GRPO/PPO runs with sglang.base_url generate through it. Use SGLang itself on GPUs.",
+    )
+    serve.add_argument("model_dir", help="a model directory (or hub id) to serve")
+    serve.add_argument("--port", type=int, default=30000, help="port (default 30000; 0 = any free port, printed)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights dtype")
+    serve.add_argument("--seed", type=int, default=None, help="seed sampling (default: unseeded)")
+
     tiny = commands.add_parser("tiny-model", help="build the tiny offline model + tokenizer used by tests and demos")
     tiny.add_argument("directory", help="where to write it")
     tiny.add_argument("--hidden-size", type=int, default=128, help="hidden size (default 128)")
@@ -242,6 +254,13 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from flux_core.serve import serve
+
+    serve(args.model_dir, host=args.host, port=args.port, precision=args.precision, seed=args.seed)
+    return 0
+
+
 def _tiny_model(args: argparse.Namespace) -> int:
     from flux_core.testing import build_tiny_model
 
@@ -250,7 +269,7 @@ def _tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"plot": _plot, "train": _train, "generate": _generate, "plugins": _plugins, "tiny-model": _tiny_model}
+COMMANDS = {"plot": _plot, "train": _train, "generate": _generate, "plugins": _plugins, "serve": _serve, "tiny-model": _tiny_model}
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):

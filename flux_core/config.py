@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeInt,
+    PositiveFloat,
     PositiveInt,
     SerializeAsAny,
     ValidationError,
@@ -52,8 +53,25 @@ class AlgorithmConfig(StrictModel):
 
 
 class SGLangConfig(StrictModel):
+    """A rollout server speaking SGLang's native HTTP API (SGLang itself, or ``flux serve``)."""
+
     base_url: str | None = Field(
-        default=None, description="URL of an SGLang server used for rollouts by online algorithms."
+        default=None,
+        description="URL of an SGLang server (or `flux serve`) that generates rollouts for GRPO and PPO; "
+        "unset: generate in the training process.",
+    )
+    timeout: PositiveFloat = Field(default=300.0, description="Seconds one HTTP request may take before it is retried.")
+    max_concurrency: PositiveInt = Field(
+        default=8, description="Most /generate requests in flight at once (a rollout batch is split across them)."
+    )
+    max_retries: NonNegativeInt = Field(
+        default=3,
+        description="Retries of a request that failed to connect, timed out or got a 5xx, with backoff 0.5, 1, 2 s...",
+    )
+    weights_dir: str | None = Field(
+        default=None,
+        description="Directory both trainer and server can read, where the policy is written (safetensors) for "
+        "/update_weights_from_disk after each optimizer step (default OUTPUT_DIR/sglang_weights).",
     )
 
 

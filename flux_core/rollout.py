@@ -10,16 +10,17 @@ cares how they are produced::
 :class:`LocalBackend` (the default) samples with ``transformers`` ``generate`` on the
 policy being trained, as TRL does without vLLM.
 
-Adding a server backend (SGLang at ``sglang.base_url``, vLLM): write a class with the two
-methods of :class:`RolloutBackend`. ``generate`` sends the prompts' token ids and the
-sampling settings to the server and returns :class:`Rollout` objects (servers also give
-``logprobs``, which lets an algorithm correct for the small mismatch between server and
-trainer numerics); ``sync_weights`` pushes the updated policy to the server (SGLang:
-``/update_weights_from_tensor`` or ``/update_weights_from_disk``). Then return it from
-:func:`create_backend` when its setting is present. Algorithms need no change: GRPO feeds
-any non-local backend to TRL through ``rollout_func`` (see ``flux_grpo.rollouts``), PPO
-calls ``generate`` directly. Only a server backend can overlap generation with training,
-which is why ``adaptive_async.enabled`` warns until one is configured.
+:class:`~flux_core.rollout_sglang.SGLangBackend` (when ``sglang.base_url`` is set) sends
+the prompts' token ids to a server speaking SGLang's native HTTP API (SGLang, or
+``flux serve``) and syncs weights through ``/update_weights_from_disk``; its rollouts carry
+the server's per-token ``logprobs`` (the behaviour policy's), which GRPO and PPO use for
+off-policy correction. See docs/rollouts.md.
+
+Adding another server backend: write a class with the two methods of
+:class:`RolloutBackend` and return it from :func:`create_backend` when its setting is
+present. Algorithms need no change: GRPO feeds any non-local backend to TRL through
+``rollout_func`` (see ``flux_grpo.rollouts``), PPO calls ``generate`` directly.
+Overlapping generation with training (``adaptive_async``) is not implemented.
 
 This module imports torch lazily, so importing it is cheap.
 """
@@ -198,25 +199,22 @@ def _cut_at_eos(row: list[int], eos_token_ids: list[int]) -> tuple[list[int], bo
 
 
 def create_backend(config: Any, model: Any, tokenizer: Any) -> RolloutBackend:
-    """The rollout backend a run's config asks for (today always :class:`LocalBackend`).
+    """The rollout backend a run's config asks for: :class:`~flux_core.rollout_sglang.SGLangBackend`
+    when ``sglang.base_url`` is set (it checks the server is up), else :class:`LocalBackend`."""
+    if config.sglang.base_url:
+        from flux_core.rollout_sglang import SGLangBackend
 
-    ``sglang.base_url`` selects no server backend yet; :func:`rollout_warnings` tells the
-    user at config load that rollouts run locally.
-    """
+        return SGLangBackend.from_config(config, model, tokenizer)
     return LocalBackend(model, tokenizer)
 
 
 def rollout_warnings(config: Any) -> list[str]:
-    """Config settings that ask for server rollouts this installation cannot do."""
+    """Config settings that ask for rollout behaviour this installation cannot do."""
     messages = []
-    if config.sglang.base_url:
-        messages.append(
-            f"sglang.base_url={config.sglang.base_url} is set, but Flux has no SGLang rollout backend yet; "
-            "rollouts are generated locally with transformers generate"
-        )
     if config.adaptive_async.enabled:
         messages.append(
-            "adaptive_async.enabled needs a server rollout backend (e.g. SGLang) to overlap generation with "
-            "training; with local generation rollouts and updates alternate"
+            "adaptive_async.enabled is not implemented yet (generation overlapping training); "
+            "rollouts and updates alternate"
+            + ("" if config.sglang.base_url else ", and rollouts are generated locally (no sglang.base_url)")
         )
     return messages

@@ -200,15 +200,17 @@ def test_a_batch_that_does_not_split_into_groups_is_explained_before_any_model_l
     )
 
 
-def test_server_only_settings_warn_that_rollouts_are_local(tiny_model_dir, tmp_path):
+def test_adaptive_async_warns_that_it_is_not_implemented(tiny_model_dir, tmp_path):
     data = grpo_dict(
         tiny_model_dir, tmp_path, adaptive_async={"enabled": True}, sglang={"base_url": "http://gpu:30000"}
     )
     with pytest.warns(UserWarning) as warned:
         FluxConfig.from_dict(data)
     messages = [str(w.message) for w in warned]
-    assert any(m.startswith("adaptive_async.enabled needs a server rollout backend") for m in messages), messages
-    assert any("sglang.base_url=http://gpu:30000 is set, but Flux has no SGLang rollout backend" in m for m in messages)
+    assert any(m.startswith("adaptive_async.enabled is not implemented yet") for m in messages), messages
+    assert not any("generated locally" in m for m in messages), messages  # sglang.base_url is a real backend now
+    with pytest.warns(UserWarning, match="rollouts are generated locally"):
+        FluxConfig.from_dict(grpo_dict(tiny_model_dir, tmp_path, adaptive_async={"enabled": True}))
 
 
 # ------------------------------------------------------------------ short runs

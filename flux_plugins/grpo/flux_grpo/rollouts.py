@@ -17,9 +17,10 @@ def as_trl_rollout_func(backend: RolloutBackend, sampling: SamplingParams) -> Ca
 
     TRL hands over each prompt already repeated ``num_generations`` times, so one
     completion is asked per entry. Weights are synced once per optimizer step, before
-    the first generation that follows it.
+    the first generation that follows it; the caller syncs once before training starts
+    (:class:`~flux_grpo.runner.GRPORunner` does, once TRL has wrapped the model).
     """
-    synced_step = None
+    synced_step = 0
 
     def rollout_func(prompts: list, trainer: Any) -> dict:
         nonlocal synced_step
@@ -37,3 +38,26 @@ def as_trl_rollout_func(backend: RolloutBackend, sampling: SamplingParams) -> Ca
         }
 
     return rollout_func
+
+
+class _SyncedByRolloutFunc:
+    """Stands where TRL keeps its vLLM generation object; ``rollout_func`` already syncs the server."""
+
+    def sync_weights(self) -> None:
+        pass
+
+
+def correct_with_server_logprobs(trainer: Any) -> None:
+    """Make TRL apply its importance-sampling correction to a server backend's rollouts.
+
+    TRL 1.16 recomputes the policy's log-probs and weights each token's loss by the
+    truncated/masked ratio ``exp(logp_policy - logp_server)`` (``vllm_importance_sampling_*``
+    settings in ``trl:``) only when ``use_vllm`` is on. The server's log-probs arrive
+    through ``rollout_func``'s ``logprobs``; this switches that path on without loading
+    vLLM (its weight sync is a no-op: ``rollout_func`` syncs). Set
+    ``trl: {vllm_importance_sampling_correction: false}`` to train without the correction.
+    """
+    trainer.use_vllm = True
+    trainer.vllm_mode = "server"
+    trainer.vllm_generation = _SyncedByRolloutFunc()
+    trainer._last_loaded_step = trainer.state.global_step

@@ -117,7 +117,7 @@ class GRPORunner:
         from transformers.trainer_callback import PrinterCallback
         from trl import GRPOTrainer
 
-        from flux_grpo.rollouts import as_trl_rollout_func
+        from flux_grpo.rollouts import as_trl_rollout_func, correct_with_server_logprobs
 
         config = self.config
         precision = resolve_precision(config.precision)
@@ -147,6 +147,8 @@ class GRPORunner:
         trainer.remove_callback(PrinterCallback)  # TRL would print every log dict
         if rollout_func is not None:
             backend.sync_weights(trainer.model)  # the trainer may have wrapped the model (LoRA)
+            if getattr(backend, "reports_logprobs", False):
+                correct_with_server_logprobs(trainer)
         self.trainer = trainer
         self.model = trainer.model
         return trainer

@@ -1,0 +1,319 @@
+"""SGLangBackend: rollouts from a server speaking SGLang's native HTTP API.
+
+Selected by :func:`flux_core.rollout.create_backend` when ``sglang.base_url`` is set. The
+server is SGLang itself (``python -m sglang.launch_server``) or ``flux serve`` (same
+endpoints, built on transformers, for CPU machines and tests). Four endpoints are used,
+with the request and response shapes SGLang documents (docs/basic_usage/native_api,
+docs/basic_usage/sampling_params; python/sglang/srt/entrypoints/http_server.py):
+
+- ``GET /health`` once at start: an unreachable server is a one-line error naming the URL.
+- ``POST /generate`` with ``{"input_ids": [[...], ...], "sampling_params": {...},
+  "return_logprob": true}``; the answer is one object per input with ``output_ids`` and
+  ``meta_info.output_token_logprobs`` (``[logprob, token_id, text]`` per generated token)
+  and ``meta_info.finish_reason.type`` (``"stop"`` or ``"length"``).
+- ``POST /update_weights_from_disk`` with ``{"model_path": DIR}`` after each optimizer
+  step; the answer is ``{"success": bool, "message": str, ...}``.
+
+A rollout batch is split into at most ``sglang.max_concurrency`` requests sent at once.
+A request that cannot connect, times out or gets a 5xx is retried ``sglang.max_retries``
+times with backoff (0.5 s, 1 s, 2 s, ... capped at 8 s); then the run stops with one
+line naming the server and endpoint (checkpoints already written are complete: they are
+renamed into place only once written). A malformed answer is a one-line error naming the
+endpoint.
+
+Weights travel through a directory both sides can read (``sglang.weights_dir``, default
+``OUTPUT_DIR/sglang_weights``): the policy is written there as safetensors (LoRA runs
+write the merged weights) and the server reloads it. The per-token log-probs the server
+returns are the behaviour policy's; GRPO and PPO use them for off-policy correction
+(docs/rollouts.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from flux_core.errors import FluxError
+from flux_core.rollout import LocalBackend, Rollout, SamplingParams
+
+BACKOFF_SECONDS = 0.5  # first retry delay; doubles per retry
+MAX_BACKOFF_SECONDS = 8.0
+
+
+class ServerError(FluxError):
+    """The rollout server is unreachable, failing, or answered something unusable."""
+
+
+class SGLangBackend:
+    """Generates through an SGLang-compatible server and pushes weights to it from disk.
+
+    Args:
+        base_url: the server, e.g. ``http://127.0.0.1:30000``.
+        tokenizer: the policy's tokenizer (prompts are tokenized here, as TRL does, so the
+            server samples exactly the token ids the trainer scores).
+        eos_token_ids: ids that end a completion (sent as ``stop_token_ids``).
+        weights_dir: where :meth:`sync_weights` writes the policy for the server to load.
+        timeout: seconds per HTTP request.
+        max_concurrency: most requests in flight at once.
+        max_retries: retries of a request that failed to connect, timed out or got a 5xx.
+        transport: an ``httpx2`` transport (tests pass a mock); ``None``: real HTTP.
+    """
+
+    is_local = False
+    reports_logprobs = True  # rollouts carry the server's per-token log-probs
+
+    def __init__(
+        self,
+        base_url: str,
+        tokenizer: Any,
+        eos_token_ids: list[int],
+        weights_dir: str | Path,
+        timeout: float = 300.0,
+        max_concurrency: int = 8,
+        max_retries: int = 3,
+        transport: Any = None,
+    ):
+        import httpx2
+
+        self.base_url = base_url.rstrip("/")
+        self.tokenizer = tokenizer
+        self.eos_token_ids = list(eos_token_ids)
+        self.weights_dir = Path(weights_dir)
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.weight_syncs = 0
+        self.last_sync_seconds: float | None = None
+        self._encoder = LocalBackend.__new__(LocalBackend)  # only its prompt tokenization is used
+        self._encoder.tokenizer = tokenizer
+        self._client = httpx2.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            limits=httpx2.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+            trust_env=False,  # a loopback/cluster server: no proxy from the environment
+        )
+        self.check_health()
+
+    @classmethod
+    def from_config(cls, config: Any, model: Any, tokenizer: Any) -> SGLangBackend:
+        """The backend a run's ``sglang:`` block describes."""
+        from flux_core.rollout import _eos_token_ids
+
+        settings = config.sglang
+        weights_dir = settings.weights_dir or str(Path(config.output_dir) / "sglang_weights")
+        return cls(
+            settings.base_url,
+            tokenizer,
+            _eos_token_ids(model, tokenizer),
+            weights_dir,
+            timeout=settings.timeout,
+            max_concurrency=settings.max_concurrency,
+            max_retries=settings.max_retries,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    # ------------------------------------------------------------------ HTTP
+
+    def check_health(self) -> None:
+        """``GET /health``; one try only: a server that is not up at start is a setup mistake."""
+        import httpx2
+
+        try:
+            response = self._client.get("/health")
+        except httpx2.HTTPError as error:
+            raise ServerError(
+                f"cannot reach the rollout server at sglang.base_url={self.base_url}: {_describe(error)}; "
+                "start it (python -m sglang.launch_server ... or flux serve MODEL_DIR) or fix the URL"
+            ) from None
+        if response.status_code != 200:
+            raise ServerError(
+                f"rollout server at {self.base_url}: GET /health answered HTTP {response.status_code} "
+                f"{_excerpt(response.text)}"
+            )
+
+    def _post(self, endpoint: str, payload: dict[str, Any]) -> Any:
+        """POST JSON, retrying connection errors, timeouts and 5xx with backoff; the decoded JSON answer."""
+        import httpx2
+
+        attempts = self.max_retries + 1
+        for attempt in range(attempts):
+            try:
+                response = self._client.post(endpoint, json=payload)
+            except httpx2.HTTPError as error:
+                problem = _describe(error)
+            else:
+                if response.status_code < 500:
+                    break
+                problem = f"HTTP {response.status_code} {_excerpt(response.text)}"
+            if attempt + 1 < attempts:
+                time.sleep(min(BACKOFF_SECONDS * 2**attempt, MAX_BACKOFF_SECONDS))
+        else:
+            raise ServerError(
+                f"rollout server at {self.base_url} failed POST {endpoint} {attempts} times "
+                f"(last: {problem}); the run stopped, checkpoints written so far are complete"
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code != 200:
+            message = body.get("message") if isinstance(body, dict) else None
+            raise ServerError(
+                f"rollout server at {self.base_url}: POST {endpoint} answered HTTP {response.status_code}: "
+                f"{_excerpt(message or response.text)}"
+            )
+        if body is None:
+            raise ServerError(
+                f"rollout server at {self.base_url}: POST {endpoint} answered something that is not JSON: "
+                f"{_excerpt(response.text)}"
+            )
+        return body
+
+    # ------------------------------------------------------------------ RolloutBackend
+
+    def generate(self, prompts: Sequence[Any], n: int, sampling: SamplingParams) -> list[Rollout]:
+        if n < 1:
+            raise FluxError(f"n (completions per prompt) must be at least 1, not {n}")
+        jobs = [(index, self._encoder.encode(prompt)) for index, prompt in enumerate(prompts) for _ in range(n)]
+        if not jobs:
+            return []
+        size = -(-len(jobs) // self.max_concurrency)  # ceil: at most max_concurrency requests
+        chunks = [jobs[start : start + size] for start in range(0, len(jobs), size)]
+        with ThreadPoolExecutor(max_workers=len(chunks)) as pool:
+            answers = list(pool.map(lambda chunk: self._generate_chunk(chunk, sampling), chunks))
+        return [rollout for answer in answers for rollout in answer]
+
+    def _generate_chunk(self, jobs: list[tuple[int, list[int]]], sampling: SamplingParams) -> list[Rollout]:
+        body = self._post("/generate", generate_request([ids for _, ids in jobs], sampling, self.eos_token_ids))
+        if isinstance(body, dict) and len(jobs) == 1:
+            body = [body]  # SGLang answers a batch of one with a bare object
+        if not isinstance(body, list) or len(body) != len(jobs):
+            got = f"{len(body)} items" if isinstance(body, list) else type(body).__name__
+            raise ServerError(
+                f"rollout server at {self.base_url}: POST /generate answered {got} for {len(jobs)} inputs "
+                "(expected a list with one object per input)"
+            )
+        rollouts = []
+        for (prompt_index, prompt_ids), item in zip(jobs, body):
+            completion_ids, logprobs, truncated = parse_generate_item(item, self.base_url)
+            text = self.tokenizer.decode(completion_ids, skip_special_tokens=True)
+            rollouts.append(Rollout(prompt_index, prompt_ids, completion_ids, text, truncated, logprobs))
+        return rollouts
+
+    def sync_weights(self, model: Any) -> None:
+        """Write ``model`` (merged, for LoRA) as safetensors to ``weights_dir`` and have the server load it."""
+        start = time.perf_counter()
+        write_weights(model, self.weights_dir)
+        body = self._post("/update_weights_from_disk", {"model_path": str(self.weights_dir.resolve())})
+        if not isinstance(body, dict) or "success" not in body:
+            raise ServerError(
+                f"rollout server at {self.base_url}: POST /update_weights_from_disk answered {_excerpt(str(body))} "
+                '(expected {"success": ..., "message": ...})'
+            )
+        if body["success"] is not True:
+            raise ServerError(
+                f"rollout server at {self.base_url} could not load the weights in {self.weights_dir}: "
+                f"{_excerpt(str(body.get('message')))}"
+            )
+        self.weight_syncs += 1
+        self.last_sync_seconds = time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------- protocol
+
+
+def generate_request(input_ids: list[list[int]], sampling: SamplingParams, stop_token_ids: list[int]) -> dict:
+    """The JSON body of SGLang's ``POST /generate`` for a batch of token-id prompts.
+
+    SGLang's ``top_k`` is -1 for "off" (Flux's 0); ``temperature`` 0 is greedy on both.
+    """
+    return {
+        "input_ids": input_ids,
+        "sampling_params": {
+            "max_new_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k if sampling.top_k > 0 else -1,
+            "stop_token_ids": list(stop_token_ids),
+        },
+        "return_logprob": True,
+    }
+
+
+def parse_generate_item(item: Any, base_url: str) -> tuple[list[int], list[float], bool]:
+    """``(completion_ids, logprobs, truncated)`` from one object of a ``/generate`` answer.
+
+    ``output_ids`` is used when present, else the ids in ``output_token_logprobs``; the two
+    must agree, with one log-prob per generated token.
+    """
+
+    def malformed(what: str) -> ServerError:
+        return ServerError(f"rollout server at {base_url}: POST /generate answered a malformed item: {what}")
+
+    if not isinstance(item, dict) or not isinstance(item.get("meta_info"), dict):
+        raise malformed(f"no meta_info in {_excerpt(str(item))}")
+    meta = item["meta_info"]
+    entries = meta.get("output_token_logprobs")
+    if not isinstance(entries, list):
+        raise malformed("meta_info.output_token_logprobs is missing (was return_logprob ignored?)")
+    try:
+        logprobs = [float(entry[0]) for entry in entries]
+        logprob_ids = [int(entry[1]) for entry in entries]
+    except (TypeError, ValueError, IndexError):
+        raise malformed("meta_info.output_token_logprobs entries must be [logprob, token_id, text]") from None
+    output_ids = item.get("output_ids", logprob_ids)
+    if not isinstance(output_ids, list) or not all(isinstance(token, int) for token in output_ids):
+        raise malformed("output_ids must be a list of token ids")
+    if output_ids != logprob_ids:
+        raise malformed(
+            f"{len(output_ids)} output_ids but {len(logprob_ids)} output_token_logprobs (or different tokens)"
+        )
+    finish = meta.get("finish_reason")
+    kind = finish.get("type") if isinstance(finish, dict) else None
+    if kind not in ("stop", "length", "abort"):
+        raise malformed(f"meta_info.finish_reason {_excerpt(str(finish))} (expected type stop or length)")
+    if kind == "abort":
+        raise ServerError(
+            f"rollout server at {base_url} aborted a generation: {_excerpt(str(finish.get('message', finish)))}"
+        )
+    if not output_ids:
+        raise malformed("an empty completion (no output_ids)")
+    return list(output_ids), logprobs, kind == "length"
+
+
+# ---------------------------------------------------------------------- weights
+
+
+def write_weights(model: Any, directory: Path) -> None:
+    """Write ``model``'s weights and config to ``directory`` as safetensors (merged when LoRA).
+
+    Uses ``save_pretrained`` as checkpoints do (:func:`flux_core.checkpoint.save_model`),
+    so tied weights, sharding and the config are handled the same way; no tokenizer.
+    """
+    import torch
+    from peft import PeftModel
+
+    from flux_core.checkpoint import merged_state_dict
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        if isinstance(model, PeftModel):
+            state = {key: value.detach().contiguous() for key, value in merged_state_dict(model).items()}
+            model.get_base_model().save_pretrained(directory, state_dict=state)
+        else:
+            model.save_pretrained(directory)
+
+
+def _describe(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
