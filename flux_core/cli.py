@@ -269,7 +269,14 @@ def _tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"plot": _plot, "train": _train, "generate": _generate, "plugins": _plugins, "serve": _serve, "tiny-model": _tiny_model}
+COMMANDS = {
+    "plot": _plot,
+    "train": _train,
+    "generate": _generate,
+    "plugins": _plugins,
+    "serve": _serve,
+    "tiny-model": _tiny_model,
+}
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):

@@ -89,6 +89,12 @@ class PPOAlgorithmConfig(AlgorithmConfig):
     )
     cliprange: float = Field(default=0.2, gt=0, description="Policy ratio clip range (epsilon).")
     cliprange_value: float = Field(default=0.2, gt=0, description="Value prediction clip range around the rollout's.")
+    behaviour_is_cap: float = Field(
+        default=2.0,
+        gt=0,
+        description="With a rollout server (sglang.base_url): cap C of the truncated importance weight "
+        "min(exp(logp_policy - logp_server), C) that multiplies each token's policy loss (docs/rollouts.md).",
+    )
     vf_coef: float = Field(default=0.1, ge=0, description="Weight of the value loss in the total loss.")
     loss: str = Field(
         default="clipped", description="Registered PPO policy loss (algorithm 'ppo'); 'clipped' is PPO-clip."

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -145,7 +146,11 @@ def collate_rollouts(rollouts: Sequence[Rollout], pad_token_id: int) -> RolloutB
 
 @dataclass(frozen=True)
 class Experience:
-    """One rollout with everything the PPO update needs (tensors ``[n, completion_length]``)."""
+    """One rollout with everything the PPO update needs (tensors ``[n, completion_length]``).
+
+    ``is_weights``: truncated importance weights of a server's rollouts (see
+    :func:`behaviour_importance_weights`); ``None`` when the policy itself sampled them.
+    """
 
     batch: RolloutBatch
     logprobs: Tensor
@@ -154,6 +159,35 @@ class Experience:
     advantages: Tensor
     returns: Tensor
     metrics: dict[str, float]
+    is_weights: Tensor | None = None
+
+
+def behaviour_importance_weights(
+    rollouts: Sequence[Rollout], logprobs: Tensor, mask: Tensor, cap: float
+) -> tuple[Tensor | None, dict[str, float]]:
+    """Truncated importance weights ``min(exp(logp_policy - logp_behaviour), cap)`` per token.
+
+    ``logp_behaviour`` is what the rollout server reported for each sampled token (its
+    weights or numerics may differ from the trainer's); ``logprobs`` are the policy's own,
+    recomputed before the update (PPO's ``old_logprobs``). Returns ``(None, {})`` when the
+    rollouts carry no server log-probs (local generation samples from the policy itself).
+    """
+    if any(rollout.logprobs is None for rollout in rollouts):
+        return None, {}
+    behaviour = torch.zeros_like(logprobs)
+    for row, rollout in enumerate(rollouts):
+        behaviour[row, : len(rollout.logprobs)] = torch.tensor(rollout.logprobs, dtype=logprobs.dtype)
+    difference = (logprobs - behaviour) * mask
+    weights = torch.exp(difference).clamp(max=cap) * mask
+    tokens = mask.bool()
+    metrics = {
+        "behaviour_logprob_difference_max": difference[tokens].abs().max().item() if tokens.any() else 0.0,
+        "behaviour_is_weight_mean": weights[tokens].mean().item() if tokens.any() else 1.0,
+        "behaviour_is_truncated_fraction": (difference[tokens] > math.log(cap)).float().mean().item()
+        if tokens.any()
+        else 0.0,
+    }
+    return weights, metrics
 
 
 def prompt_batches(records: Dataset, batch_size: int, seed: int) -> Iterator[list[dict[str, Any]]]:
@@ -262,6 +296,8 @@ class PPORunner:
             else FixedKLController(algorithm.kl_coef)
         )
         self.backend = create_backend(config, policy, self.tokenizer)
+        if not self.backend.is_local:
+            self.backend.sync_weights(policy)  # a server may have started from other weights
         self.sampling = SamplingParams(
             max_new_tokens=algorithm.max_completion_length, temperature=algorithm.temperature
         )
@@ -320,6 +356,7 @@ class PPORunner:
             score = score - algorithm.missing_eos_penalty * batch.truncated.float()
 
         logprobs, ref_logprobs, values, entropy = self._score_tokens(batch)
+        is_weights, is_metrics = behaviour_importance_weights(rollouts, logprobs, mask, algorithm.behaviour_is_cap)
         if ref_logprobs is not None:
             kl, kl_coef = kl_penalty(logprobs, ref_logprobs, algorithm.kl_estimator) * mask, self.kl_controller.value
         else:  # reference_policy: none
@@ -343,8 +380,9 @@ class PPORunner:
             "completion_length": mask.sum(dim=1).mean().item(),
             "truncated_fraction": batch.truncated.float().mean().item(),
             "value_explained_variance": explained_variance(values, returns, mask).item(),
+            **is_metrics,
         }
-        return Experience(batch, logprobs, ref_logprobs, values, advantages, returns, metrics)
+        return Experience(batch, logprobs, ref_logprobs, values, advantages, returns, metrics, is_weights)
 
     # ------------------------------------------------------------------ update
 
@@ -374,7 +412,10 @@ class PPORunner:
                     completion_mask=mask,
                     ref_logprobs=None if experience.ref_logprobs is None else experience.ref_logprobs[rows],
                 )
-                policy_loss = masked_mean(self._policy_loss_per_token(inputs), mask)
+                per_token_loss = self._policy_loss_per_token(inputs)
+                if experience.is_weights is not None:  # server rollouts: truncated importance sampling
+                    per_token_loss = per_token_loss * experience.is_weights[rows]
+                policy_loss = masked_mean(per_token_loss, mask)
                 value_loss = clipped_value_loss(
                     values, experience.values[rows], experience.returns[rows], mask, algorithm.cliprange_value
                 )
