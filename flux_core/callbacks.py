@@ -254,16 +254,20 @@ def train_and_checkpoint(
     """Run a TRL trainer wired to ``reporter``; then score the end (every rank) and write
     ``final``/``best`` (main rank only).
 
-    Adds the run's non-finite guard (:mod:`flux_core.nonfinite`) to the trainer's callbacks,
-    makes every ``checkpoint-N`` hold transformers' resume files, and continues a resumed
+    Adds the run's non-finite guard (:mod:`flux_core.nonfinite`) and SIGTERM handling
+    (:mod:`flux_core.preemption`: raises ``Preempted`` after writing ``checkpoint-N``) to
+    the trainer's callbacks, makes every ``checkpoint-N`` hold transformers' resume
+    files, and continues a resumed
     run with ``trainer.train(resume_from_checkpoint=...)``, which restores the optimizer,
     scheduler and RNG states and skips the batches already trained on
     (:mod:`flux_core.resume`).
     """
+    from flux_core.preemption import Preempted
     from flux_core.resume import restore_adapter, write_trl_state
 
     run = reporter.run
     trainer.add_callback(run.guard.trl_callback(trainer))
+    trainer.add_callback(run.preemption.trl_callback(trainer, checkpoints))
     checkpoints.attach(run, lambda directory: write_trl_state(trainer, directory))
     resume_from = None
     if run.resume is not None:
@@ -275,6 +279,9 @@ def train_and_checkpoint(
     finally:
         reporter.close()
     step = trainer.state.global_step
+    if run.preemption.stopped_at is not None:
+        trainer.accelerator.wait_for_everyone()  # the main rank has written checkpoint-N
+        raise Preempted(run.preemption.stopped_at)
     if evaluator is not None:
         evaluator.finish(step)
     if trainer.accelerator.is_main_process:

@@ -240,6 +240,7 @@ class CheckpointManager:
         self.best_step: int | None = None
         self.run: Any = None
         self.state_writer: Callable[[Path], None] | None = None
+        self.save_for_resume_at: int | None = None  # set on preemption: write this step's checkpoint-N
 
     def attach(self, run: Any, state_writer: Callable[[Path], None] | None) -> None:
         """Write ``state_writer``'s training state and Flux's into every ``checkpoint-N``;
@@ -284,6 +285,16 @@ class CheckpointManager:
             path = self._write(self.output_dir / f"checkpoint-{step}", step, model, meta, resumable=True)
             if better:
                 copy_checkpoint(path, self.best_path, {"best": True, "score": score, "score_name": rule})
+        elif step == self.save_for_resume_at:
+            self.save_for_resume(step, model)
+
+    def save_for_resume(self, step: int, model: Any) -> None:
+        """Write ``checkpoint-N`` for step N off the ``save_steps`` cadence (on preemption):
+        resume state included, not scored, so ``best`` does not change (an uninterrupted
+        run would not have scored this step either)."""
+        path = self.output_dir / f"checkpoint-{step}"
+        if str(path) not in self.checkpoint_paths:
+            self._write(path, step, model, {"step": step, "score": None, "score_name": "none"}, resumable=True)
 
     def _write(self, path: Path, step: int, model: Any, meta: dict[str, Any], resumable: bool = False) -> Path:
         bad = nonfinite_parameter(model)

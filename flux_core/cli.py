@@ -157,6 +157,21 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0  # set by torchrun / accelerate launch
 
 
+def _resume_command(args: argparse.Namespace) -> str:
+    """The ``flux train`` command that continues this run."""
+    import shlex
+
+    command = ["flux", "train", args.config]
+    for option, value in (("--data", args.data), ("--eval-data", args.eval_data)):
+        if value:
+            command += [option, value]
+    for override in args.overrides:
+        command += ["--set", override]
+    if args.no_progress:
+        command.append("--no-progress")
+    return shlex.join([*command, "--resume"])
+
+
 def _train(args: argparse.Namespace) -> int:
     from flux_core.config import FluxConfig
     from flux_core.trainer import FluxTrainer
@@ -164,10 +179,17 @@ def _train(args: argparse.Namespace) -> int:
     config = FluxConfig.from_yaml(args.config, overrides=args.overrides)
     if args.accelerate_config:
         return _relaunch_under_accelerate(args.accelerate_config, _without_option(args.argv, "--accelerate-config"))
+    from flux_core.preemption import EXIT_STATUS, Preempted
+
     trainer = FluxTrainer(config, show_progress=not args.no_progress)
-    result = trainer.fit(
-        prompts=args.data or config.data, eval_data=args.eval_data, resume=args.resume, overwrite=args.overwrite
-    )
+    try:
+        result = trainer.fit(
+            prompts=args.data or config.data, eval_data=args.eval_data, resume=args.resume, overwrite=args.overwrite
+        )
+    except Preempted as preempted:  # SIGTERM: checkpoint-N is written; say how to go on
+        if _is_main_process():
+            print(f"flux: preempted at step {preempted.step}; resume with: {_resume_command(args)}", file=sys.stderr)
+        return EXIT_STATUS
     if not _is_main_process():
         return 0
     print(

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flux_core.nonfinite import NonFiniteGuard
+from flux_core.preemption import Preemption
 from flux_core.resume import ResumePoint, find_resume_point, load_resume_point, rewrite_history
 
 
@@ -28,11 +29,13 @@ class RunContext:
             carrying the steps a resumed run already skipped.
         resume: the ``checkpoint-N`` to continue from (``None``: start at step 1).
         num_examples: rows of training data (recorded in checkpoints, checked on resume).
+        preemption: the SIGTERM flag (:mod:`flux_core.preemption`).
     """
 
     guard: NonFiniteGuard
     resume: ResumePoint | None = None
     num_examples: int | None = None
+    preemption: Preemption = field(default_factory=Preemption)
 
     @classmethod
     def fresh(cls, config: Any, num_examples: int | None = None) -> RunContext:

@@ -96,7 +96,7 @@ class FluxTrainer:
         with open_run_dir(self.config.output_dir, resume=bool(resume), overwrite=overwrite) as directory:
             run = RunContext.start(self.config, resume, len(train_dataset), is_main=directory.is_main)
             extra = {"run": run} if takes_run else {}
-            with quiet_libraries():
+            with run.preemption.installed(), quiet_libraries():
                 result = runner.fit(train_dataset, eval_dataset, self._callbacks_for_run(), **extra)
         self.model, self.tokenizer = runner.model, runner.tokenizer
         return result

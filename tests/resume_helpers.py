@@ -111,15 +111,20 @@ def flux_train(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 class PausedRun:
-    """`flux train ARGS` in the background, pausing at ``events`` (see PAUSING_FLUX)."""
+    """`flux train ARGS` in the background, pausing at ``events`` (see PAUSING_FLUX);
+    ``launcher`` (e.g. torchrun and its options) runs it as a script file instead."""
 
-    def __init__(self, directory: Path, events: list[str], *args: str):
+    def __init__(self, directory: Path, events: list[str], *args: str, launcher: list[str] | None = None):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-c", PAUSING_FLUX, str(directory), ",".join(events), "train", *args]
-        self.process = subprocess.Popen(
-            [*command, "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env()
-        )
+        if launcher:
+            script = directory / "pausing_flux.py"
+            script.write_text(PAUSING_FLUX)
+            program = [*launcher, str(script)]
+        else:
+            program = [sys.executable, "-c", PAUSING_FLUX]
+        command = [*program, str(directory), ",".join(events), "train", *args, "--no-progress"]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
 
     def wait(self, event: str, timeout: float = 300) -> None:
         """Until the run is paused at ``event``."""
@@ -136,6 +141,7 @@ class PausedRun:
         (self.directory / f"go-{event}").touch()
 
     def signal(self, signum: int) -> None:
+        """Send ``signum`` to the started process (the launcher, when there is one)."""
         os.kill(self.process.pid, signum)
 
     def finish(self, timeout: float = 300) -> tuple[int, str, str]:

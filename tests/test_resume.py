@@ -1,4 +1,4 @@
-"""Resume: an interrupted run, resumed, continues exactly as if never interrupted."""
+"""Resume and preemption: an interrupted run (SIGTERM, SIGKILL), resumed, continues as if never interrupted."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 from resume_helpers import (
+    BIN,
+    SIGINT,
     SIGKILL,
+    SIGTERM,
     PausedRun,
-    flux_train,
     loads,
     max_weight_diff,
     metrics,
@@ -44,30 +46,45 @@ def hidden_temp_entries(output: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("algorithm", ["dpo", "grpo", "ppo"])
-def test_kill_9_then_resume_matches_an_uninterrupted_run(algorithm, tmp_path, tiny_model_dir, preferences_file):
+def test_sigterm_then_kill_9_then_resume_matches_an_uninterrupted_run(
+    algorithm, tmp_path, tiny_model_dir, preferences_file
+):
     data = data_for(algorithm, tmp_path, preferences_file)
     config = write_config(tmp_path / "run.yaml", tiny_model_dir, tmp_path / "run", algorithm, data)
     output = tmp_path / "run"
 
-    # Killed with SIGKILL inside step 7 (checkpoint-4 exists, metrics up to step 6).
-    killed = PausedRun(tmp_path / "killed", ["step:7"], str(config))
-    killed.wait("step:7")
-    killed.signal(SIGKILL)
-    killed.finish()
+    # 1. SIGTERM during step 3, and again while its checkpoint is being written: the step
+    #    finishes, checkpoint-3 is written in full (off the save_steps=4 cadence), exit 143.
+    first = PausedRun(tmp_path / "first", ["step:3", "save:checkpoint-3"], str(config))
+    first.wait("step:3")
+    first.signal(SIGTERM)
+    first.go("step:3")
+    first.wait("save:checkpoint-3")
+    first.signal(SIGTERM)  # a second SIGTERM mid-save changes nothing
+    first.go("save:checkpoint-3")
+    code, _, err = first.finish()
+    assert code == 143, err[-3000:]
+    assert err.splitlines()[-1] == f"flux: preempted at step 3; resume with: flux train {config} --no-progress --resume"
+    assert RESUME_FILES & {p.name for p in (output / "checkpoint-3").iterdir()}
+    assert [row["step"] for row in metrics(output)] == [1, 2, 3]
+    assert not (output / "best").exists()  # a preemption checkpoint is not a scored save point
+
+    # 2. Resumed, then killed with SIGKILL inside step 7 (checkpoint-4 exists, metrics up to 6).
+    second = PausedRun(tmp_path / "second", ["step:7"], str(config), "--resume")
+    second.wait("step:7")
+    second.signal(SIGKILL)
+    _, _, err = second.finish()
+    assert f"flux: resuming from {output / 'checkpoint-3'} (step 3)" in err
     assert [row["step"] for row in metrics(output)] == [1, 2, 3, 4, 5, 6]
-    for name in ("checkpoint-4", "best"):
+    for name in ("checkpoint-3", "checkpoint-4", "best"):
         assert loads(output / name), name
 
-    # Resumed to the end: from checkpoint-4, steps 5-8.
-    if algorithm == "dpo":  # through the command line
-        finished = flux_train(str(config), "--resume")
-        assert finished.returncode == 0, finished.stderr[-3000:]
-        assert f"flux: resuming from {output / 'checkpoint-4'} (step 4)" in finished.stderr
-        resumed = [row["loss"] for row in metrics(output)]
-    else:  # through the API
-        resumed_result = FluxTrainer(FluxConfig.from_yaml(config), show_progress=False).fit(resume=True)
-        resumed = resumed_result.metric("loss")
-        assert [step.step for step in resumed_result.history] == list(range(1, 9))
+    # 3. Resumed to the end through the API (step 2 went through the command line): from
+    #    checkpoint-4, steps 5-8.
+    resumed_result = FluxTrainer(FluxConfig.from_yaml(config), show_progress=False).fit(resume=True)
+    resumed = resumed_result.metric("loss")
+    assert [step.step for step in resumed_result.history] == list(range(1, 9))
+    assert resumed == [row["loss"] for row in metrics(output)]
 
     reference = uninterrupted(config, tmp_path / "reference")
     expected = reference.metric("loss")
@@ -77,8 +94,29 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(algorithm, tmp_path, ti
     assert max_weight_diff(output / "final", tmp_path / "reference" / "final") < (1e-5 if algorithm != "ppo" else 1e-3)
     for name in ("best", "final"):  # weights only
         assert not RESUME_FILES & {p.name for p in (output / name).iterdir()}, name
-    assert RESUME_FILES & {p.name for p in (output / "checkpoint-4").iterdir()}
     assert hidden_temp_entries(output) == []
+
+
+def test_sigint_while_the_preemption_checkpoint_is_written_leaves_no_half_checkpoint(
+    tmp_path, tiny_model_dir, preferences_file
+):
+    config = write_config(tmp_path / "run.yaml", tiny_model_dir, tmp_path / "run", "dpo", preferences_file)
+    output = tmp_path / "run"
+    run = PausedRun(tmp_path / "events", ["step:5", "save:checkpoint-5"], str(config))
+    run.wait("step:5")
+    run.signal(SIGTERM)
+    run.go("step:5")
+    run.wait("save:checkpoint-5")  # checkpoint-5's weights are staged, its state not yet
+    run.signal(SIGINT)
+    code, _, err = run.finish()
+    assert code == 130 and err.splitlines()[-1] == "flux: interrupted", err[-2000:]
+    assert not (output / "checkpoint-5").exists()
+    assert hidden_temp_entries(output) == []  # the staged directory was removed on the way out
+    assert loads(output / "checkpoint-4")
+
+    result = FluxTrainer(FluxConfig.from_yaml(config), show_progress=False).fit(resume=True)
+    assert [step.step for step in result.history] == list(range(1, 9))
+    assert [row["step"] for row in metrics(output)] == list(range(1, 9))
 
 
 # ---------------------------------------------------------------------- LoRA, in process
@@ -180,3 +218,46 @@ def test_trl_resume_from_checkpoint_is_refused_with_a_pointer_to_resume(tmp_path
     )
     with pytest.raises(ConfigError, match=r"trl.resume_from_checkpoint: .*flux train CONFIG --resume"):
         FluxConfig.from_yaml(path)
+
+
+# ---------------------------------------------------------------------- torchrun
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_under_torchrun_every_rank_stops_at_the_same_step_and_the_run_resumes(
+    tmp_path, tiny_model_dir, preferences_file
+):
+    # batch_size is per process: 2 x 4 here is the reference's 8
+    config = write_config(
+        tmp_path / "run.yaml", tiny_model_dir, tmp_path / "run", "dpo", preferences_file, batch_size=4
+    )
+    output = tmp_path / "run"
+
+    def torchrun() -> list[str]:
+        return [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port())]
+
+    # SIGTERM to torchrun (it passes it to both ranks) while rank 0 is paused inside step 3's
+    # logging and rank 1 waits for it inside step 4: both ranks must agree to stop after step 4.
+    run = PausedRun(tmp_path / "first", ["step:3"], str(config), launcher=torchrun())
+    run.wait("step:3")
+    run.signal(SIGTERM)
+    run.go("step:3")
+    _, _, err = run.finish()
+    assert err.count("flux: preempted at step 4; resume with: ") == 1, err[-3000:]  # printed by rank 0 only
+    assert [row["step"] for row in metrics(output)] == [1, 2, 3, 4]
+    assert loads(output / "checkpoint-4")
+
+    resumed = PausedRun(tmp_path / "second", [], str(config), "--resume", launcher=torchrun())
+    code, _, err = resumed.finish()
+    assert code == 0, err[-3000:]
+    reference = FluxConfig.from_yaml(config, overrides=[f"output_dir={tmp_path / 'reference'}", "batch_size=8"])
+    expected = FluxTrainer(reference, show_progress=False).fit().metric("loss")
+    assert [row["step"] for row in metrics(output)] == list(range(1, 9))
+    assert [row["loss"] for row in metrics(output)] == pytest.approx(expected, abs=1e-4)

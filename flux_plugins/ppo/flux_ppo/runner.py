@@ -36,6 +36,7 @@ from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision, torch_dtype
 from flux_core.nonfinite import optimizer_learning_rate
+from flux_core.preemption import Preempted
 from flux_core.plugins import get_plugin_manager
 from flux_core.registry import get_registry
 from flux_core.rewards import RewardScores, build_reward_functions, score_completions
@@ -568,6 +569,9 @@ class PPORunner:
                 self.backend.sync_weights(self.model)
                 self.kl_controller.update(experience.metrics["kl"], self.rollout_size)
                 reporter.report(step, {**experience.metrics, **stats, "learning_rate": learning_rate}, self.model)
+                if run.preemption.should_stop():  # SIGTERM: this step is done; save it and stop
+                    checkpoints.save_for_resume(step, self.model)
+                    raise Preempted(step)
         finally:
             reporter.close()
         checkpoints.finalize(step, self.model)
