@@ -142,3 +142,44 @@ def test_local_backend_through_the_seam_reproduces_trl_generation_exactly(tiny_m
     ).fit(records, None, [])
     for metric in ("reward", "completion_length", "loss"):
         assert through_backend.metric(metric) == by_trl.metric(metric), metric
+
+
+def vllm_config(tiny_model_dir, tmp_path, **extra):
+    return FluxConfig.from_dict(
+        {
+            "model_path": str(tiny_model_dir),
+            "output_dir": str(tmp_path / "out"),
+            "batch_size": 4,
+            "algorithm": {
+                "name": "grpo",
+                "num_generations": 4,
+                "rewards": [{"name": "pattern_fraction", "kwargs": {"pattern": "e"}}],
+            },
+            "trl": {
+                "use_vllm": True,
+                "vllm_mode": "server",
+                "vllm_server_base_url": "http://10.0.0.5:8000",
+                "vllm_importance_sampling_mode": "token_truncate",
+            },
+            **extra,
+        }
+    )
+
+
+def test_trls_vllm_server_mode_settings_reach_grpo_config(tiny_model_dir, tmp_path, model_and_tokenizer):
+    """docs/rollouts.md: GRPO with TRL's own vLLM server is configured in the trl: block (no vLLM installed here)."""
+    from flux_core.rewards import build_reward_functions
+    from flux_grpo.runner import build_grpo_args
+
+    config = vllm_config(tiny_model_dir, tmp_path)
+    args = build_grpo_args(config, "fp32", build_reward_functions(config.algorithm.rewards), model_and_tokenizer[0])
+    assert (args.use_vllm, args.vllm_mode, args.vllm_server_base_url) == (True, "server", "http://10.0.0.5:8000")
+    assert args.vllm_importance_sampling_mode == "token_truncate" and args.vllm_importance_sampling_correction
+
+
+def test_sglang_and_trls_vllm_together_are_refused(tiny_model_dir, tmp_path):
+    from flux_grpo.runner import GRPORunner
+
+    config = vllm_config(tiny_model_dir, tmp_path, sglang={"base_url": "http://127.0.0.1:30000"})
+    with pytest.raises(FluxError, match="sglang.base_url and trl.use_vllm both pick a rollout server; keep one"):
+        GRPORunner(config, show_progress=False)

@@ -15,6 +15,7 @@ from flux_core.callbacks import (
 )
 from flux_core.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
 from flux_core.config import FluxConfig
+from flux_core.errors import FluxError
 from flux_core.memory import use_gradient_checkpointing
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
 from flux_core.rewards import RewardFunction, build_reward_functions
@@ -105,6 +106,10 @@ class GRPORunner:
 
     def __init__(self, config: FluxConfig, show_progress: bool = True, rollout_backend: BackendFactory | None = None):
         check_run(config)  # explain bad batch/group sizes before TRL does
+        if config.sglang.base_url and config.trl.get("use_vllm"):
+            raise FluxError(
+                "sglang.base_url and trl.use_vllm both pick a rollout server; keep one (docs/rollouts.md compares them)"
+            )
         self.config = config
         self.show_progress = show_progress
         self.rollout_backend = rollout_backend
