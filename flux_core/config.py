@@ -175,6 +175,24 @@ class FluxConfig(StrictModel):
         default=False,
         description="Redraw output_dir/metrics.png at every save point (flux train always draws it at the end).",
     )
+    report_to: list[str] = Field(
+        default_factory=lambda: ["none"],
+        description="Experiment trackers to log every step to: any of tensorboard, wandb, mlflow, trackio, or none.",
+    )
+    run_name: str | None = Field(default=None, description="The run's name in trackers (default: output_dir's name).")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_tracker_or_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("report_to")
+    @classmethod
+    def _installed_trackers(cls, value: list[str]) -> list[str]:
+        from flux_core.trackers import check_trackers
+
+        check_trackers(value)
+        return value
     on_nonfinite: Literal["stop", "skip"] = Field(
         default="stop",
         description=(

@@ -97,12 +97,18 @@ class FluxTrainer:
             run = RunContext.start(self.config, resume, len(train_dataset), is_main=directory.is_main)
             extra = {"run": run} if takes_run else {}
             with run.preemption.installed(), quiet_libraries():
-                result = runner.fit(train_dataset, eval_dataset, self._callbacks_for_run(), **extra)
+                callbacks, trackers = self._callbacks_for_run()
+                try:
+                    result = runner.fit(train_dataset, eval_dataset, callbacks, **extra)
+                finally:
+                    if trackers is not None:
+                        trackers.finish()
         self.model, self.tokenizer = runner.model, runner.tokenizer
         return result
 
-    def _callbacks_for_run(self) -> list[StepCallback]:
-        """The user's step callbacks, plus a redraw of ``metrics.png`` at save points with ``plot: true``."""
+    def _callbacks_for_run(self) -> tuple[list[StepCallback], Any]:
+        """The user's step callbacks, plus a redraw of ``metrics.png`` at save points with ``plot: true``,
+        plus ``report_to``'s trackers for algorithms without a transformers Trainer (returned too, to finish)."""
         callbacks = list(self._step_callbacks)
         save_steps = self.config.checkpoint.save_steps
         if self.config.plot and save_steps:
@@ -115,7 +121,13 @@ class FluxTrainer:
                     plot_run(output_dir)
 
             callbacks.append(redraw_plot)
-        return callbacks
+        trackers = None
+        if self.algorithm.load_trl_config() is None and set(self.config.report_to) - {"none"}:
+            from flux_core.trackers import StepTrackers
+
+            trackers = StepTrackers(self.config)
+            callbacks.append(trackers)
+        return callbacks, trackers
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Load a checkpoint directory (``output_dir/best``, ``final`` or ``checkpoint-N``)."""

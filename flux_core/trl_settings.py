@@ -17,6 +17,8 @@ SHARED_OWNED_TRL_FIELDS = {
     "fp16": "is set by Flux: use precision",
     "use_cpu": "is set by Flux from the available hardware",
     "logging_steps": "is set by Flux: step callbacks need one log per optimizer step",
+    "report_to": "is set by Flux: use report_to",
+    "run_name": "is set by Flux: use run_name",
     "logging_nan_inf_filter": "is set by Flux: a NaN/Inf loss is reported as it is and handled by on_nonfinite",
     "resume_from_checkpoint": "is not how Flux resumes: use `flux train CONFIG --resume` (or fit(resume=True))",
 }
@@ -30,6 +32,8 @@ def shared_trl_settings(config: Any, precision: str, gradient_checkpointing: boo
     ``config.gradient_checkpointing`` (see :mod:`flux_core.memory`).
     """
     import torch
+
+    from flux_core.trackers import run_name_of
 
     return dict(
         gradient_checkpointing=gradient_checkpointing,
@@ -46,6 +50,7 @@ def shared_trl_settings(config: Any, precision: str, gradient_checkpointing: boo
         # transformers would log a NaN/Inf step loss as the window's average (0.0 right after a log)
         logging_nan_inf_filter=False,
         save_strategy="no",  # Flux writes its own atomic checkpoints
-        report_to="none",
+        report_to=[name for name in config.report_to if name != "none"] or "none",
+        run_name=run_name_of(config),
         disable_tqdm=True,  # Flux shows its own progress bar
     )

@@ -1,0 +1,89 @@
+"""report_to: the same step metrics reach experiment trackers as metrics.jsonl."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from flux_core.config import FluxConfig
+from flux_core.errors import ConfigError
+from flux_core.trainer import FluxTrainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+
+needs_tensorboard = pytest.mark.skipif(
+    importlib.util.find_spec("tensorboard") is None, reason="tensorboard not installed"
+)
+
+
+def tensorboard_scalars(output_dir: Path) -> dict[str, dict[int, float]]:
+    """Every scalar written under ``output_dir/runs``: tag -> {step: value}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars: dict[str, dict[int, float]] = {}
+    for events in (output_dir / "runs").rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events.parent))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            scalars.setdefault(tag, {}).update({event.step: event.value for event in accumulator.Scalars(tag)})
+    return scalars
+
+
+def metrics_jsonl(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@needs_tensorboard
+def test_dpo_reports_to_tensorboard_what_metrics_jsonl_holds(dpo_config, preference_records):
+    config = dpo_config(num_steps=4, report_to="tensorboard")
+    FluxTrainer(config, show_progress=False).fit(prompts=preference_records)
+    scalars, rows = tensorboard_scalars(Path(config.output_dir)), metrics_jsonl(Path(config.output_dir))
+    # transformers' own TensorBoard integration, under TRL's names
+    for tag, name in [
+        ("train/loss", "loss"),
+        ("train/rewards/margins", "reward_margin"),
+        ("train/grad_norm", "grad_norm"),
+    ]:
+        assert scalars[tag] == pytest.approx({row["step"]: row[name] for row in rows}, rel=1e-6), tag
+
+
+@needs_tensorboard
+def test_ppo_reports_its_own_loop_to_tensorboard_under_flux_names(tiny_model_dir, tmp_path):
+    from make_prompts import make_prompts
+
+    config = FluxConfig.from_dict(
+        {
+            "model_path": str(tiny_model_dir),
+            "output_dir": str(tmp_path / "ppo"),
+            "num_steps": 3,
+            "batch_size": 8,
+            "learning_rate": 1e-3,
+            "report_to": ["tensorboard"],
+            "run_name": "my-ppo-run",
+            "algorithm": {
+                "name": "ppo",
+                "rewards": [{"name": "pattern_fraction", "kwargs": {"pattern": "e"}}],
+                "max_completion_length": 8,
+            },
+        }
+    )
+    FluxTrainer(config, show_progress=False).fit(prompts=make_prompts(16, seed=0))
+    assert (tmp_path / "ppo" / "runs" / "my-ppo-run").is_dir()  # the run name reaches the tracker
+    scalars, rows = tensorboard_scalars(tmp_path / "ppo"), metrics_jsonl(tmp_path / "ppo")
+    for name in ("reward", "kl", "loss", "learning_rate"):
+        assert scalars[name] == pytest.approx({row["step"]: row[name] for row in rows}, rel=1e-6), name
+
+
+def test_a_tracker_that_is_not_installed_is_one_line_naming_the_package(dpo_config):
+    missing = next((name for name in ("wandb", "mlflow", "trackio") if importlib.util.find_spec(name) is None), None)
+    if missing is None:
+        pytest.skip("every optional tracker is installed here")
+    with pytest.raises(ConfigError) as error:
+        dpo_config(report_to=[missing])
+    assert str(error.value) == f"config: report_to: {missing} is not installed: pip install {missing}"
+    with pytest.raises(ConfigError, match="report_to: unknown tracker 'comet'; use any of: tensorboard"):
+        dpo_config(report_to="comet")
+    with pytest.raises(ConfigError, match="trl.report_to: is set by Flux: use report_to"):
+        dpo_config(trl={"report_to": "wandb"})
