@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flux_core.errors import FluxError
+from flux_core.model_card import write_card
 from flux_core.nonfinite import NonFiniteError, is_finite, json_safe, nonfinite_parameter
 from flux_core.run_dir import is_main_process
 
@@ -141,6 +142,7 @@ def write_checkpoint(
         save_model(model, tokenizer, staged)
         (staged / CONFIG_FILE).write_text(config.to_yaml())
         (staged / META_FILE).write_text(_meta_json(meta))
+        write_card(staged, config, meta, path.name)
         if extra is not None:
             extra(staged)
         _swap_into_place(staged, path)
@@ -150,7 +152,7 @@ def write_checkpoint(
     return path
 
 
-def copy_checkpoint(source: Path, path: Path, meta_update: dict[str, Any]) -> Path:
+def copy_checkpoint(source: Path, path: Path, meta_update: dict[str, Any], config: Any = None) -> Path:
     """Atomically copy a complete checkpoint to ``path`` (used for ``best``), weights only:
     the resume files a ``checkpoint-N`` lists in ``flux_state.json`` stay behind."""
     from flux_core.resume import STATE_FILE
@@ -167,6 +169,8 @@ def copy_checkpoint(source: Path, path: Path, meta_update: dict[str, Any]) -> Pa
     meta = json.loads((staged / META_FILE).read_text())
     meta.update(meta_update)
     (staged / META_FILE).write_text(_meta_json(meta))
+    if config is not None:  # the card names this checkpoint (best) and its score
+        write_card(staged, config, meta, path.name)
     _swap_into_place(staged, path)
     return path
 
@@ -261,7 +265,7 @@ class CheckpointManager:
         self._has_best = bool(state.get("has_best"))
         self.checkpoint_paths = list(state.get("checkpoint_paths", []))
         if self.best_step == point.step and _meta_step(self.best_path) != point.step and is_main_process():
-            copy_checkpoint(point.path, self.best_path, {"best": True})
+            copy_checkpoint(point.path, self.best_path, {"best": True}, self.config)
 
     def _smoothed_loss(self) -> float:
         return self._ema / (1 - self.SMOOTHING**self._ema_steps)
@@ -284,7 +288,7 @@ class CheckpointManager:
             meta = {"step": step, "score": score, "score_name": rule}
             path = self._write(self.output_dir / f"checkpoint-{step}", step, model, meta, resumable=True)
             if better:
-                copy_checkpoint(path, self.best_path, {"best": True, "score": score, "score_name": rule})
+                copy_checkpoint(path, self.best_path, {"best": True, "score": score, "score_name": rule}, self.config)
         elif step == self.save_for_resume_at:
             self.save_for_resume(step, model)
 
@@ -349,4 +353,6 @@ class CheckpointManager:
         meta = {"step": step, "score": score, "score_name": rule}
         self._write(self.final_path, step, model, meta)
         if better:
-            copy_checkpoint(self.final_path, self.best_path, {"best": True, "score": score, "score_name": rule})
+            copy_checkpoint(
+                self.final_path, self.best_path, {"best": True, "score": score, "score_name": rule}, self.config
+            )

@@ -180,6 +180,10 @@ class FluxConfig(StrictModel):
         description="Experiment trackers to log every step to: any of tensorboard, wandb, mlflow, trackio, or none.",
     )
     run_name: str | None = Field(default=None, description="The run's name in trackers (default: output_dir's name).")
+    push_to_hub: str | None = Field(
+        default=None,
+        description="Hub model repo id (user/name) to upload best/ (else final/) to at the end, model card included.",
+    )
 
     @field_validator("report_to", mode="before")
     @classmethod

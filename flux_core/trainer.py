@@ -104,6 +104,10 @@ class FluxTrainer:
                     if trackers is not None:
                         trackers.finish()
         self.model, self.tokenizer = runner.model, runner.tokenizer
+        if self.config.push_to_hub and directory.is_main:
+            from flux_core.model_card import push_to_hub
+
+            push_to_hub(Path(result.best_path), self.config.push_to_hub)  # best/ always exists after a run
         return result
 
     def _callbacks_for_run(self) -> tuple[list[StepCallback], Any]:
