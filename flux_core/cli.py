@@ -101,6 +101,19 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("output_dir", help="a run's output_dir (holds metrics.jsonl)")
     plot.add_argument("--out", metavar="FILE.png", help="where to write the picture (default OUTPUT_DIR/metrics.png)")
 
+    evaluate = commands.add_parser(
+        "eval",
+        help="score a checkpoint on held-out data (optionally beside another) and write eval.json",
+        description="Preference data: loss, accuracy and reward margin against the run's base model. Prompt data: "
+        "mean reward of greedy and sampled completions, with a few samples.",
+    )
+    evaluate.add_argument("checkpoint", help="checkpoint directory (e.g. outputs/dpo/best)")
+    evaluate.add_argument("--data", required=True, help="held-out data: any source flux train --data takes")
+    evaluate.add_argument("--compare", metavar="OTHER", help="another checkpoint or model directory to score beside it")
+    evaluate.add_argument("--config", help="the run's config (default: CHECKPOINT/flux_config.yaml)")
+    evaluate.add_argument("--reward", action="append", metavar="NAME", help="reward for prompt data (repeatable)")
+    evaluate.add_argument("--out", metavar="FILE", help="where to write the JSON report (default CHECKPOINT/eval.json)")
+
     plugins = commands.add_parser("plugins", help="list installed plugins and every registered name")
     plugins.add_argument("--hooks", action="store_true", help="also print every hook specification")
 
@@ -211,6 +224,22 @@ def _report_run(output_dir: str, out: str | None = None) -> None:
         print(f"flux: warning: {warning}", file=sys.stderr)
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from flux_core.evaluate import checkpoint_config, evaluate, table, write_report
+
+    config = checkpoint_config(args.checkpoint, args.config)
+    results = {args.checkpoint: evaluate(config, args.checkpoint, args.data, args.reward)}
+    if args.compare:
+        results[args.compare] = evaluate(config, args.compare, args.data, args.reward)
+    print(table(results))
+    for sample in results[args.checkpoint].get("samples", []):
+        print(f"  {sample['prompt']!r} -> {sample['completion']!r} (reward {sample['reward']})")
+    report = Path(args.out) if args.out else Path(args.checkpoint) / "eval.json"
+    write_report(report, results)
+    print(f"flux: eval: {report}")
+    return 0
+
+
 def _plot(args: argparse.Namespace) -> int:
     _report_run(args.output_dir, args.out)
     return 0
@@ -292,6 +321,7 @@ def _tiny_model(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "eval": _eval,
     "plot": _plot,
     "train": _train,
     "generate": _generate,

@@ -33,6 +33,9 @@ class Algorithm:
         trl_config: ``"module:attribute"`` of the TRL config class that the ``trl:``
             block is checked against, or ``None`` when the algorithm takes no ``trl:``.
         description: one line for ``flux plugins``.
+        evaluator: ``"module:attribute"`` of ``fn(config, checkpoint, dataset) -> metrics`` that
+            ``flux eval`` uses for this algorithm's data, or ``None`` for the built-in reward-based
+            evaluation of prompt data.
     """
 
     name: str
@@ -41,12 +44,16 @@ class Algorithm:
     data_format: str
     trl_config: str | None = None
     description: str = ""
+    evaluator: str | None = None
 
     def load_runner(self) -> type:
         return _import_attribute(self.runner)
 
     def load_trl_config(self) -> type | None:
         return _import_attribute(self.trl_config) if self.trl_config else None
+
+    def load_evaluator(self) -> Callable[..., dict[str, Any]]:
+        return _import_attribute(self.evaluator)
 
 
 @dataclass(frozen=True)

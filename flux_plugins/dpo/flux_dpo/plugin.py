@@ -19,6 +19,7 @@ def register_algorithms(register):
             data_format="preferences",
             trl_config="trl:DPOConfig",
             description="Direct Preference Optimization on preference pairs (TRL DPOTrainer)",
+            evaluator="flux_dpo.evaluate:evaluate_preferences",
         )
     )
 

@@ -106,7 +106,15 @@ class DPORunner:
             raise FluxError("algorithm.reference_policy: adapter needs a lora: block (there is no adapter to disable)")
         return policy
 
-    def build_trainer(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[Any] = ()):
+    def build_trainer(
+        self,
+        dataset: Dataset,
+        eval_dataset: Dataset | None,
+        callbacks: list[Any] = (),
+        reference_path: str | None = None,
+    ):
+        """The TRL trainer of this run. ``reference_path``: load the ``copy`` reference from there
+        instead of ``model_path`` (``flux eval`` scores a checkpoint against its base model)."""
         from transformers.trainer_callback import PrinterCallback
 
         from flux_dpo.trainer import FluxDPOTrainer
@@ -117,7 +125,8 @@ class DPORunner:
         self.tokenizer = load_tokenizer(config.model_path)
         model = load_model(config.model_path, precision)
         # `copy` with LoRA needs an explicit frozen copy; without LoRA TRL loads it itself.
-        ref_model = load_model(config.model_path, precision) if policy == "copy" and config.lora else None
+        explicit_reference = policy == "copy" and (config.lora or reference_path)
+        ref_model = load_model(reference_path or config.model_path, precision) if explicit_reference else None
         loss = get_registry().get_loss(config.algorithm.loss, "dpo")
         collator = get_plugin_manager().hook.collate_batch(config=config, tokenizer=self.tokenizer, algorithm="dpo")
 
