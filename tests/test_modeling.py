@@ -32,22 +32,6 @@ def test_auto_precision_is_fp32_on_cpu_and_half_precision_is_refused():
         resolve_precision("bf16")
 
 
-def test_gradient_checkpointing_auto_turns_on_only_when_memory_is_tight(tiny_model_dir, monkeypatch):
-    from flux_core import memory
-
-    model = load_model(str(tiny_model_dir))
-    assert memory.use_gradient_checkpointing(True, model, 16, 128) is True  # explicit settings win
-    assert memory.use_gradient_checkpointing(False, model, 16, 128) is False
-    assert memory.use_gradient_checkpointing("auto", model, 16, 128) is False  # a tiny model fits easily
-
-    needed = memory.estimate_training_bytes(model, 16, 128)
-    params = sum(p.numel() for p in model.parameters())
-    assert needed > params * 4 * 3  # weights + grads + two Adam moments at least
-    assert memory.estimate_training_bytes(model, 16, 128, lora=True) < needed
-    monkeypatch.setattr(memory, "device_memory_bytes", lambda: needed)  # estimate > half the device
-    assert memory.use_gradient_checkpointing("auto", model, 16, 128) is True
-
-
 def test_the_trl_config_gets_the_resolved_setting(dpo_config, preference_records):
     from datasets import Dataset
     from flux_dpo.runner import DPORunner

@@ -50,7 +50,7 @@ def build_dpo_args(config: FluxConfig, precision: str, reference_policy: Any, mo
         sequences=2 * config.batch_size,  # chosen + rejected
         tokens_per_sequence=config.max_length or 1024,
         extra_model_copies=1 if reference_policy == "copy" else 0,
-        lora=config.lora is not None,
+        lora=config.lora,
     )
     settings: dict[str, Any] = shared_trl_settings(config, precision, checkpointing)
     settings.update(

@@ -69,7 +69,7 @@ def build_grpo_args(config: FluxConfig, precision: str, reward_functions: list[R
         sequences=config.batch_size,  # completions per step
         tokens_per_sequence=config.max_length or 1024,
         extra_model_copies=1 if algorithm.beta > 0 and config.lora is None else 0,  # KL reference
-        lora=config.lora is not None,
+        lora=config.lora,
     )
     settings: dict[str, Any] = shared_trl_settings(config, precision, checkpointing)
     settings.update(
