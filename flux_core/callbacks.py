@@ -260,8 +260,11 @@ def train_and_checkpoint(
     files, and continues a resumed
     run with ``trainer.train(resume_from_checkpoint=...)``, which restores the optimizer,
     scheduler and RNG states and skips the batches already trained on
-    (:mod:`flux_core.resume`).
+    (:mod:`flux_core.resume`). An out-of-memory error in a training step turns gradient
+    checkpointing on and runs the step again when ``gradient_checkpointing: auto`` had it
+    off; otherwise it is a one-line error (:func:`flux_core.memory.out_of_memory_fallback`).
     """
+    from flux_core.memory import out_of_memory_fallback
     from flux_core.preemption import Preempted
     from flux_core.resume import restore_adapter, write_trl_state
 
@@ -275,7 +278,8 @@ def train_and_checkpoint(
         restore_adapter(trainer.model, run.resume.path)
         resume_from = str(run.resume.path)
     try:
-        trainer.train(resume_from_checkpoint=resume_from)
+        with out_of_memory_fallback(trainer, reporter.config.gradient_checkpointing):
+            trainer.train(resume_from_checkpoint=resume_from)
     finally:
         reporter.close()
     step = trainer.state.global_step

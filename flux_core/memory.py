@@ -16,14 +16,27 @@ the ``batch x seq x vocab`` logits, but holds fp32 gradient buffers and logit ti
 The per-layer count equals autograd's saved tensors exactly for Qwen3 and Llama layers in
 fp32 and bf16, SDPA and eager (``tests/test_memory.py``), and reproduces one H100's peak
 ``max_memory_allocated`` within 2% (``benchmarks/README.md``).
+
+If ``auto`` turned checkpointing off and a training step still runs out of memory,
+:func:`out_of_memory_fallback` frees that step's memory, turns checkpointing on and runs
+the same step again (one warning line); with an explicit ``gradient_checkpointing: false``
+an out-of-memory error is one line naming the setting.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import gc
 import logging
 import os
+import random
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from flux_core.errors import FluxError
 
 logger = logging.getLogger("flux")
 
@@ -376,3 +389,179 @@ def use_gradient_checkpointing(
         estimate.summary(),
     )
     return enabled
+
+
+# ---------------------------------------------------------------------- out-of-memory fallback
+
+# Per-run counters TRL's trainers change inside a training step (metrics lists, token counts,
+# GRPO's generation buffer and step counter). A step that runs out of memory and is run again
+# must leave them as one successful run of that step would.
+_TRAINER_STEP_STATE = ("_metrics", "_total_train_tokens", "_step", "_buffered_inputs", "_current_train_step_time")
+
+
+def enable_gradient_checkpointing(trainer: Any) -> None:
+    """Turn activation checkpointing on for ``trainer``'s model mid-run, exactly as
+    ``transformers.Trainer.train`` (and TRL's ``__init__`` for a PEFT model) turn it on at the
+    start, and record it in ``trainer.args``."""
+    from accelerate.utils import is_peft_model
+
+    args = trainer.args
+    for name in ("activation_checkpointing", "gradient_checkpointing"):
+        if hasattr(args, name):
+            setattr(args, name, True)
+    kwargs = getattr(args, "activation_checkpointing_kwargs", None) or args.gradient_checkpointing_kwargs
+    kwargs = dict(kwargs or {})
+    every_n_layers = kwargs.pop("every_n_layers", 1)
+    offload = kwargs.pop("offload", False)
+    model = trainer.model
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs=kwargs or None, every_n_layers=every_n_layers, offload=offload
+        )
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs or None)
+    if is_peft_model(model):
+        model.enable_input_require_grads()
+
+
+class OutOfMemoryFallback:
+    """What a TRL trainer's run does when it runs out of memory (see :func:`out_of_memory_fallback`)."""
+
+    def __init__(self, trainer: Any, setting: str | bool):
+        self.trainer = trainer
+        self.setting = setting
+        # auto chose to run without checkpointing: that choice may be undone once
+        self.can_switch = setting == "auto" and not trainer.args.gradient_checkpointing
+        self.switched_at: int | None = None
+
+    def _retry_possible(self) -> bool:
+        trainer = self.trainer
+        return (
+            self.can_switch
+            and self.switched_at is None
+            and trainer.accelerator.num_processes == 1  # other ranks would go on without this one
+            and trainer.args.gradient_accumulation_steps == 1  # earlier micro-batches' gradients cannot be replayed
+        )
+
+    def _snapshot(self) -> dict[str, Any]:
+        import numpy
+        import torch
+
+        trainer = self.trainer
+        state: dict[str, Any] = {
+            name: copy.deepcopy(getattr(trainer, name)) if name == "_metrics" else getattr(trainer, name)
+            for name in _TRAINER_STEP_STATE
+            if hasattr(trainer, name)
+        }
+        state["num_input_tokens_seen"] = trainer.state.num_input_tokens_seen
+        state["rng"] = (random.getstate(), numpy.random.get_state(), torch.get_rng_state())
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        import numpy
+        import torch
+
+        trainer = self.trainer
+        python_rng, numpy_rng, torch_rng = state.pop("rng")
+        random.setstate(python_rng)
+        numpy.random.set_state(numpy_rng)
+        torch.set_rng_state(torch_rng)
+        if "cuda_rng" in state:
+            torch.cuda.set_rng_state_all(state.pop("cuda_rng"))
+        trainer.state.num_input_tokens_seen = state.pop("num_input_tokens_seen")
+        for name, value in state.items():
+            setattr(trainer, name, value)
+
+    def training_step(self, original: Any, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
+        """``original`` (the trainer's ``training_step``: forward and backward of one batch), run
+        again with checkpointing on if it runs out of memory while ``auto`` has it off."""
+        import torch
+
+        if not self._retry_possible():
+            return original(model, inputs, num_items_in_batch)
+        state = self._snapshot()
+        try:
+            return original(model, inputs, num_items_in_batch)
+        except torch.OutOfMemoryError:
+            pass  # leave the except block: its traceback holds the failed pass's activations
+        step = self.trainer.state.global_step + 1
+        self._restore(state)
+        model.zero_grad(set_to_none=True)  # a partial backward's gradients
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        enable_gradient_checkpointing(self.trainer)
+        self.switched_at = step
+        warnings.warn(
+            f"step {step} ran out of memory without gradient checkpointing (gradient_checkpointing: auto); "
+            f"turned it on and ran step {step} again",
+            UserWarning,
+            stacklevel=2,
+        )
+        return original(model, inputs, num_items_in_batch)
+
+    def error(self) -> FluxError:
+        """The one-line error for an out-of-memory error that reached the end of the run."""
+        step = self.trainer.state.global_step + 1
+        if self.switched_at is not None:
+            return FluxError(
+                f"out of memory at step {step} even with gradient checkpointing on (gradient_checkpointing: auto "
+                f"turned it on after step {self.switched_at} ran out of memory); lower batch_size or max_length"
+            )
+        if self.setting is False:
+            return FluxError(
+                f"out of memory at step {step} with gradient_checkpointing: false; set it to true or auto, "
+                "or lower batch_size/max_length"
+            )
+        if self.trainer.args.gradient_checkpointing:
+            setting = "true" if self.setting is True else "auto, which turned it on"
+            return FluxError(
+                f"out of memory at step {step} with gradient checkpointing on (gradient_checkpointing: {setting}); "
+                "lower batch_size or max_length"
+            )
+        return FluxError(
+            f"out of memory at step {step} without gradient checkpointing (gradient_checkpointing: auto could not "
+            "turn it on here: multi-process or gradient accumulation run, or outside a forward/backward pass); "
+            "set gradient_checkpointing: true, or lower batch_size/max_length"
+        )
+
+
+@contextlib.contextmanager
+def out_of_memory_fallback(trainer: Any, setting: str | bool) -> Iterator[OutOfMemoryFallback]:
+    """Run a TRL trainer's ``train()`` inside this: out-of-memory errors get a fallback or one line.
+
+    * ``gradient_checkpointing: auto`` turned checkpointing off and a training step (its
+      forward and backward pass) runs out of memory: the step's memory is freed, its
+      gradients dropped, the RNG states and the trainer's per-step counters put back as
+      they were before it, checkpointing is turned on (:func:`enable_gradient_checkpointing`)
+      and the same step runs again on the same batch: no data is skipped, no step is
+      reported twice, and the losses are those of a run with checkpointing on from the
+      start. One warning line says so (``flux: warning: ...`` from the CLI). This works at
+      any step, since an out-of-memory error in a forward or backward pass comes before
+      the step's optimizer update; it happens at most once per run, and only in
+      single-process runs without gradient accumulation.
+    * Any other out-of-memory error (explicit ``true``/``false``, a second one, one in the
+      optimizer update or in evaluation) ends the run with a one-line :class:`FluxError`
+      naming the step and the setting.
+    """
+    import torch
+
+    fallback = OutOfMemoryFallback(trainer, setting)
+    had_own = "training_step" in vars(trainer)
+    original = trainer.training_step
+
+    def training_step(model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
+        return fallback.training_step(original, model, inputs, num_items_in_batch)
+
+    trainer.training_step = training_step
+    try:
+        yield fallback
+    except torch.OutOfMemoryError as error:
+        raise fallback.error() from error
+    finally:
+        if had_own:
+            trainer.training_step = original
+        else:
+            del trainer.training_step

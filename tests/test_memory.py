@@ -1,7 +1,9 @@
-"""gradient_checkpointing: auto: the memory estimate counts what training really holds (issue #16)."""
+"""gradient_checkpointing: auto: the memory estimate counts what training really holds, and an
+out-of-memory step falls back to checkpointing instead of killing the run (issue #16)."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -11,6 +13,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 from flux_core import memory
+from flux_core.errors import FluxError
+from flux_core.trainer import FluxTrainer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -218,3 +222,115 @@ def test_the_estimate_matches_cpu_training_memory_at_two_batch_sizes(tmp_path):
     for result in results:
         ratio = result["estimate"]["beyond_weights"] / result["growth"]
         assert 0.95 <= ratio <= 1.2, (result["batch_size"], result["growth"] / 2**20, ratio)
+
+
+# ---------------------------------------------------------------------- the fallback
+
+
+@pytest.fixture
+def out_of_memory_in_backward(monkeypatch):
+    """Make the first ``times`` backward passes raise torch.OutOfMemoryError (as a GPU would)."""
+    from accelerate import Accelerator
+
+    original = Accelerator.backward
+    calls = {"failed": 0, "times": 1}
+
+    def backward(self, loss, **kwargs):
+        if calls["failed"] < calls["times"]:
+            calls["failed"] += 1
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return original(self, loss, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "backward", backward)
+    return calls
+
+
+TIMING = ("tokens_per_second", "peak_memory_mb", "step_time")
+
+
+def comparable(result) -> list[dict[str, float]]:
+    return [
+        {name: value for name, value in step.metrics.items() if not any(t in name for t in TIMING)}
+        for step in result.history
+    ]
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 8}], ids=["full", "lora"])
+def test_auto_turns_checkpointing_on_when_a_step_runs_out_of_memory(
+    dpo_config, preference_records, out_of_memory_in_backward, tmp_path, lora
+):
+    settings = {"num_steps": 3, "lora": lora}
+    reference = FluxTrainer(
+        dpo_config(gradient_checkpointing=True, output_dir=str(tmp_path / "on"), **settings), show_progress=False
+    )
+    out_of_memory_in_backward["times"] = 0
+    expected = reference.fit(prompts=preference_records)
+
+    out_of_memory_in_backward["times"] = 1
+    trainer = FluxTrainer(dpo_config(output_dir=str(tmp_path / "auto"), **settings), show_progress=False)
+    with pytest.warns(UserWarning, match=r"^step 1 ran out of memory without gradient checkpointing") as caught:
+        result = trainer.fit(prompts=preference_records)
+    assert out_of_memory_in_backward["failed"] == 1
+    assert sum("ran out of memory" in str(w.message) for w in caught) == 1
+    assert trainer.model.is_gradient_checkpointing  # on from step 1 on
+    assert [step.step for step in result.history] == [1, 2, 3]  # step 1 reported once, nothing skipped
+    assert result.metric("loss") == expected.metric("loss")
+    assert comparable(result) == comparable(expected)  # rewards, token counts: nothing counted twice
+    rows = (tmp_path / "auto" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 3
+
+
+def test_explicit_false_makes_out_of_memory_a_one_line_error(dpo_config, preference_records, out_of_memory_in_backward):
+    config = dpo_config(num_steps=3, gradient_checkpointing=False)
+    with pytest.raises(FluxError) as info:
+        FluxTrainer(config, show_progress=False).fit(prompts=preference_records)
+    assert str(info.value) == (
+        "out of memory at step 1 with gradient_checkpointing: false; set it to true or auto, "
+        "or lower batch_size/max_length"
+    )
+
+
+def test_out_of_memory_again_with_checkpointing_on_is_a_one_line_error(
+    dpo_config, preference_records, out_of_memory_in_backward
+):
+    out_of_memory_in_backward["times"] = 2
+    with pytest.warns(UserWarning, match="ran out of memory"), pytest.raises(FluxError) as info:
+        FluxTrainer(dpo_config(num_steps=3), show_progress=False).fit(prompts=preference_records)
+    assert str(info.value).startswith("out of memory at step 1 even with gradient checkpointing on")
+    assert "\n" not in str(info.value)
+
+
+def test_grpo_falls_back_with_the_same_completions_and_losses(tiny_model_dir, tmp_path, out_of_memory_in_backward):
+    from flux_core.config import FluxConfig
+
+    sys.path.insert(0, str(REPO / "examples"))
+    from make_prompts import make_prompts
+
+    def config(name, **overrides):
+        return FluxConfig.from_dict(
+            {
+                "model_path": str(tiny_model_dir),
+                "output_dir": str(tmp_path / name),
+                "num_steps": 2,
+                "batch_size": 4,
+                "learning_rate": 1e-3,
+                "seed": 0,
+                "algorithm": {
+                    "name": "grpo",
+                    "num_generations": 4,
+                    "max_completion_length": 8,
+                    "rewards": [{"name": "pattern_fraction", "kwargs": {"pattern": "e"}}],
+                },
+                **overrides,
+            }
+        )
+
+    prompts = make_prompts(16, seed=0)
+    out_of_memory_in_backward["times"] = 0
+    expected = FluxTrainer(config("on", gradient_checkpointing=True), show_progress=False).fit(prompts=prompts)
+    out_of_memory_in_backward["times"] = 1
+    with pytest.warns(UserWarning, match="^step 1 ran out of memory"):
+        result = FluxTrainer(config("auto"), show_progress=False).fit(prompts=prompts)
+    assert [step.step for step in result.history] == [1, 2]
+    assert comparable(result) == comparable(expected)  # same sampled completions, rewards and losses
+    assert all(math.isfinite(loss) for loss in result.metric("loss"))
