@@ -142,8 +142,9 @@ class FluxConfig(StrictModel):
     gradient_checkpointing: Literal["auto"] | bool = Field(
         default="auto",
         description=(
-            "Recompute activations in the backward pass to save memory (~20-30% slower). auto: on only when the "
-            "estimated training memory without it exceeds half of the GPU (or free RAM); TRL's own default is on."
+            "Recompute activations in the backward pass to save memory (~20-30% slower). auto: off only when the "
+            "estimated peak training memory without it, x1.25, fits in the free GPU memory (or available RAM); a "
+            "step that runs out of memory anyway turns it on and runs again. TRL's own default is on."
         ),
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
