@@ -19,23 +19,38 @@ SGLang documents (see :mod:`flux_core.rollout_sglang`):
   "num_paused_requests": 0}`` (HTTP 400 with ``success: false`` when it cannot).
 - ``POST /flush_cache``: nothing to flush (no prefix cache); 200.
 
-One request generates at a time (a lock): a CPU has no spare capacity for two, and
-weight updates never interleave with generation. It binds 127.0.0.1 unless ``--host``
+Requests that arrive together (within 10 ms) with the same sampling settings are
+generated as one left-padded batch by a single worker thread; a lock keeps weight
+updates from interleaving with generation. It binds 127.0.0.1 unless ``--host``
 says otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import threading
 from pathlib import Path
 from typing import Any
 
 from flux_core.errors import FluxError
 
+BATCH_WINDOW_SECONDS = 0.01  # requests arriving this close together are generated as one batch
+MAX_BATCH_ROWS = 256
+
 
 class BadRequest(ValueError):
     """A request the server answers with HTTP 400 and this message."""
+
+
+class _Job:
+    """One /generate request waiting for the batch worker."""
+
+    def __init__(self, rows: list[list[int]], settings: tuple):
+        self.rows, self.settings = rows, settings
+        self.done = threading.Event()
+        self.outputs: list[dict[str, Any]] = []
+        self.error: Exception | None = None
 
 
 class RolloutServer:
@@ -59,6 +74,8 @@ class RolloutServer:
         self.lock = threading.Lock()
         self.weight_updates = 0
         self.generate_requests = 0
+        self.queue: queue.Queue[_Job] = queue.Queue()
+        threading.Thread(target=self._batch_worker, name="flux-serve-batcher", daemon=True).start()
         if seed is not None:
             torch.manual_seed(seed)
 
@@ -104,10 +121,42 @@ class RolloutServer:
         vocab = self.model.config.vocab_size
         if any(not 0 <= t < vocab for row in batch for t in row):
             raise BadRequest(f"input_ids hold a token id outside the vocabulary (size {vocab})")
-        with self.lock:
-            self.generate_requests += 1
-            outputs = self._generate(batch, max_new_tokens, temperature, top_p, top_k, list(stop_ids))
-        return outputs[0] if single else outputs
+        job = _Job(batch, (max_new_tokens, temperature, top_p, top_k, tuple(stop_ids)))
+        self.queue.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.outputs[0] if single else job.outputs
+
+    def _batch_worker(self) -> None:
+        """Run queued requests, merging those that arrive together with the same sampling settings into one batch."""
+        pending: list[_Job] = []
+        while True:
+            first = pending.pop(0) if pending else self.queue.get()
+            jobs, rows = [first], list(first.rows)
+            while True:  # gather what arrives within BATCH_WINDOW_SECONDS of the last arrival
+                try:
+                    job = self.queue.get(timeout=BATCH_WINDOW_SECONDS)
+                except queue.Empty:
+                    break
+                if job.settings == first.settings and len(rows) + len(job.rows) <= MAX_BATCH_ROWS:
+                    jobs.append(job)
+                    rows.extend(job.rows)
+                else:
+                    pending.append(job)
+            try:
+                with self.lock:
+                    self.generate_requests += len(jobs)
+                    max_new_tokens, temperature, top_p, top_k, stop_ids = first.settings
+                    outputs = self._generate(rows, max_new_tokens, temperature, top_p, top_k, list(stop_ids))
+                start = 0
+                for job in jobs:
+                    job.outputs, start = outputs[start : start + len(job.rows)], start + len(job.rows)
+            except Exception as error:  # noqa: BLE001 - reported to each waiting request
+                for job in jobs:
+                    job.error = error
+            for job in jobs:
+                job.done.set()
 
     def _generate(self, batch, max_new_tokens, temperature, top_p, top_k, stop_ids) -> list[dict[str, Any]]:
         import torch
