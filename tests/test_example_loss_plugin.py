@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,11 @@ print(json.dumps({"plugin": loss.plugin, "losses": result.metric("loss"), "margi
 @pytest.fixture(scope="module")
 def installed_example(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("site")
+    # Build from a copy: pip builds in the source tree, and parallel test runs would share its build/.
+    source = tmp_path_factory.mktemp("build") / "flux-example-loss"
+    shutil.copytree(
+        REPO / "examples" / "flux-example-loss", source, ignore=shutil.ignore_patterns("build", "*.egg-info")
+    )
     subprocess.run(
         [
             sys.executable,
@@ -38,7 +44,7 @@ def installed_example(tmp_path_factory) -> Path:
             "--no-build-isolation",
             "--target",
             str(target),
-            str(REPO / "examples" / "flux-example-loss"),
+            str(source),
         ],
         check=True,
         capture_output=True,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PIP = Path(sys.executable).parent / "pip"
+PIP = [sys.executable, "-m", "pip"]  # an environment may have no `pip` script beside python
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def example_reward_site(tmp_path_factory):
     source = build / "flux-example-reward"
     subprocess.run(["cp", "-r", str(REPO / "examples" / "flux-example-reward"), str(source)], check=True)
     subprocess.run(
-        [str(PIP), "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site), str(source)],
+        [*PIP, "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site), str(source)],
         check=True,
         capture_output=True,
     )

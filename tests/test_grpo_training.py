@@ -187,9 +187,16 @@ def test_config_errors_name_the_file_line_and_key(tmp_path, fields, message):
 
 
 def test_a_batch_that_does_not_split_into_groups_is_explained_before_any_model_loads(grpo_config, monkeypatch):
+    import flux_grpo.runner
+
     import flux_core.modeling
 
-    monkeypatch.setattr(flux_core.modeling, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    # The runner binds its own name (`from flux_core.modeling import load_model`), so patch both;
+    # importing it first also matters: a runner first imported while only flux_core.modeling was
+    # patched (the first GRPO test of a fresh pytest-xdist worker) would keep the patched function
+    # for good, and every later GRPO test in that process would fail with "model loaded".
+    for module in (flux_core.modeling, flux_grpo.runner):
+        monkeypatch.setattr(module, "load_model", lambda *a, **k: pytest.fail("model loaded"))
     trainer = FluxTrainer(grpo_config(batch_size=6), show_progress=False)
     with pytest.raises(FluxError) as error:
         trainer.fit(prompts=make_prompts(8, seed=0))
