@@ -1,33 +1,46 @@
-"""`flux train` under a 2-process CPU launch (torchrun, gloo) matches one process with the same global batch,
-with eval at save points (a collective) included."""
+"""`flux train` under a 2-process launch (torchrun) matches one process with the same global batch,
+with eval at save points (a collective) included.
+
+The CPU variant (gloo) runs everywhere, a GPU machine included: its processes are told to see
+no GPU. The NCCL variant needs two GPUs (two processes on one GPU fail with "invalid device
+ordinal"). Both pin fp32, so one process and two agree to 1e-4.
+"""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BIN = Path(sys.executable).parent
 
+# Environment of the launched processes, per variant.
+CPU_ONLY = {"CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"}  # torch sees no GPU: gloo on CPU
+DEVICES = [
+    pytest.param(CPU_ONLY, id="cpu-gloo"),
+    pytest.param(
+        {},
+        id="cuda-nccl",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs: one NCCL process per GPU"),
+        ],
+    ),
+]
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
-
-def train(tmp_path: Path, name: str, model: Path, data: Path, launcher: list[str], batch_size: int):
+def train(tmp_path: Path, name: str, model: Path, data: Path, launcher: list[str], batch_size: int, device_env: dict):
     config = tmp_path / f"{name}.yaml"
     output = tmp_path / name
     config.write_text(
         f"model_path: {model}\noutput_dir: {output}\nnum_steps: 4\nbatch_size: {batch_size}\n"
-        "learning_rate: 5.0e-4\nmax_length: 96\nalgorithm: {name: dpo, reference_policy: copy}\n"
+        "learning_rate: 5.0e-4\nmax_length: 96\nprecision: fp32\nalgorithm: {name: dpo, reference_policy: copy}\n"
         "checkpoint: {save_steps: 2}\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **device_env}
     result = subprocess.run(
         [
             *launcher,
@@ -50,10 +63,15 @@ def train(tmp_path: Path, name: str, model: Path, data: Path, launcher: list[str
     return result.stdout, losses, output
 
 
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path, tiny_model_dir, preferences_file):
-    _, single, _ = train(tmp_path, "single", tiny_model_dir, preferences_file, [], batch_size=8)
-    torchrun = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port())]
-    stdout, double, output = train(tmp_path, "double", tiny_model_dir, preferences_file, torchrun, batch_size=4)
+@pytest.mark.parametrize("device_env", DEVICES)
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, tiny_model_dir, preferences_file, device_env):
+    data = preferences_file
+    _, single, _ = train(tmp_path, "single", tiny_model_dir, data, [], batch_size=8, device_env=device_env)
+    # --standalone: the rendezvous binds a free port itself (no port picked here and raced for)
+    torchrun = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]
+    stdout, double, output = train(
+        tmp_path, "double", tiny_model_dir, data, torchrun, batch_size=4, device_env=device_env
+    )
 
     assert len(double) == len(single) == 4  # one metrics line per step, not one per process
     assert double == pytest.approx(single, abs=1e-4)
@@ -65,4 +83,5 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, tiny_model
         "checkpoint-4",
         "final",
         "metrics.jsonl",
+        "metrics.png",  # flux train draws the run's picture at the end (flux_core/plot.py)
     ]
