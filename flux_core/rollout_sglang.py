@@ -86,8 +86,7 @@ class SGLangBackend:
         self.max_retries = max_retries
         self.weight_syncs = 0
         self.last_sync_seconds: float | None = None
-        self._encoder = LocalBackend.__new__(LocalBackend)  # only its prompt tokenization is used
-        self._encoder.tokenizer = tokenizer
+        self._encoder = LocalBackend(None, tokenizer)  # only its prompt tokenization is used
         self._client = httpx2.Client(
             base_url=self.base_url,
             timeout=timeout,

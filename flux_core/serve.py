@@ -62,7 +62,8 @@ class RolloutServer:
         from flux_core.modeling import load_model, load_tokenizer
 
         self.model_path = model_path
-        self.model = load_model(model_path, precision).eval()
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = load_model(model_path, precision).to(self.device).eval()
         self.tokenizer = load_tokenizer(model_path)
         declared = self.model.generation_config.eos_token_id
         self.eos_token_ids = [declared] if isinstance(declared, int) else list(declared or [])
@@ -177,7 +178,9 @@ class RolloutServer:
         else:
             settings.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.no_grad():
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **settings)
+            output = self.model.generate(
+                input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device), **settings
+            )
             generated = output.sequences[:, width:]
             # logits: one [batch, vocab] tensor per generated position, before any processing.
             scale = temperature if temperature > 0 else 1.0
@@ -219,7 +222,7 @@ class RolloutServer:
             raise BadRequest(f"no *.safetensors file in {directory}")
         state: dict[str, Any] = {}
         for file in files:
-            state.update(load_file(str(file)))
+            state.update(load_file(str(file), device=str(self.device)))
         names = {name for name, _ in self.model.named_parameters()} | {n for n, _ in self.model.named_buffers()}
         # Tied parameters (lm_head = embeddings) appear once in the file; accept either name.
         every_name = {name for name, _ in self.model.named_parameters(remove_duplicate=False)}
