@@ -275,23 +275,25 @@ def lora_parameter_count(model: Any, r: int, target_modules: list[str] | str = "
     """Parameters of rank-``r`` LoRA adapters on ``model``'s linear layers: r x (in + out) each.
 
     ``all-linear`` adapts every linear layer but the output head; a list matches module
-    names by their last component (peft's rule for plain names).
+    names by their last component, another string is a regular expression matched
+    against the whole name (peft's rules).
     """
+    import re
+
     import torch
 
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    names = (
-        None
-        if target_modules == "all-linear"
-        else {target_modules}
-        if isinstance(target_modules, str)
-        else set(target_modules)
-    )
     count = 0
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear) or module is head:
             continue
-        if names is None or name.rsplit(".", 1)[-1] in names:
+        if target_modules == "all-linear":
+            targeted = True
+        elif isinstance(target_modules, str):
+            targeted = re.fullmatch(target_modules, name) is not None
+        else:
+            targeted = name.rsplit(".", 1)[-1] in target_modules
+        if targeted:
             count += r * (module.in_features + module.out_features)
     return count
 

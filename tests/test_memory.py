@@ -145,6 +145,7 @@ def test_llama_lora_estimate_by_hand():
         model = LlamaForCausalLM(config)
     lora = memory.lora_parameter_count(model, 16, ["q_proj", "k_proj", "v_proj", "o_proj"])
     assert lora == 32 * 4 * 16 * (4096 + 4096) == 16_777_216
+    assert memory.lora_parameter_count(model, 16, r".*\.(q|k|v|o)_proj") == lora  # peft's regex form
 
     estimate = memory.estimate_training_memory(
         config, parameters=parameters, dtype_bytes=2, sequences=8, tokens_per_sequence=512, lora_parameters=lora
