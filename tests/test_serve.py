@@ -301,3 +301,13 @@ def test_flux_serve_answers_sglangs_shapes_and_refuses_bad_requests(server):
         missing = client.post("/update_weights_from_disk", json={"model_path": "/nonexistent"})
         assert missing.status_code == 400 and missing.json()["success"] is False
         assert client.post("/flush_cache").status_code == 200
+
+
+def test_flux_help_does_not_import_the_web_stack():
+    code = (
+        "import sys\nfrom flux_core.cli import main\ntry:\n    main(['serve', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted({'uvicorn', 'starlette', 'httpx2', 'torch'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert "--port" in done.stdout and "127.0.0.1" in done.stdout
+    assert done.stdout.strip().endswith("[]"), done.stdout
