@@ -15,7 +15,7 @@ from flux_core.config import FluxConfig
 from flux_core.trainer import FluxTrainer
 
 KILLS = 4
-STEPS = 24
+STEPS = 12
 STARTED = ("flux: resuming from", "starting at step 1")  # printed once startup cleanup is done
 
 
@@ -33,6 +33,18 @@ def wait_started(process: subprocess.Popen, stderr: Path, timeout: float = 300) 
         assert process.poll() is None, stderr.read_text()[-3000:]
         assert time.monotonic() < deadline, "flux train did not start"
         time.sleep(0.02)
+
+
+def rows(output: Path) -> int:
+    return len(metrics(output)) if (output / "metrics.jsonl").exists() else 0
+
+
+def wait_training(process: subprocess.Popen, output: Path, after: int, timeout: float = 300) -> None:
+    """Until the run has trained a step beyond the ``after`` it resumed from."""
+    deadline = time.monotonic() + timeout
+    while rows(output) <= after and process.poll() is None:
+        assert time.monotonic() < deadline, "flux train did not train"
+        time.sleep(0.01)
 
 
 def wait_mid_save(process: subprocess.Popen, output: Path, timeout: float = 20) -> None:
@@ -59,7 +71,7 @@ def test_random_kills_leave_only_loadable_checkpoints_and_resume_always_continue
         checkpoint={"save_steps": 2},
     )
     command = [str(BIN / "flux"), "train", str(config), "--resume", "--no-progress"]
-    mid_save_kills = 0
+    mid_save_kills, resumed_from = 0, []
     for attempt in range(KILLS):
         left_by_last_kill = temp_entries(output)
         stderr = tmp_path / f"stderr-{attempt}"
@@ -67,14 +79,18 @@ def test_random_kills_leave_only_loadable_checkpoints_and_resume_always_continue
             process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=env())
         wait_started(process, stderr)
         assert not left_by_last_kill & temp_entries(output), "a killed run's temp directory outlived the next start"
+        resumed_at = rows(output)  # metrics.jsonl was cut back to the checkpoint's steps
+        wait_training(process, output, after=resumed_at)
 
         if attempt % 2 == 0:  # mid-save: the moment a checkpoint (or best/) is being written
             wait_mid_save(process, output)
-        else:  # anywhere: training, logging, saving
-            time.sleep(rng.uniform(0.0, 1.5))
+        else:  # a seeded random moment some steps on: in a step, its logging or a save
+            wait_training(process, output, after=resumed_at + rng.randint(2, 5))
+            time.sleep(rng.uniform(0.0, 0.3))
         process.kill()
         process.wait()
         mid_save_kills += any(name.endswith(f".tmp-{process.pid}") for name in temp_entries(output))
+        resumed_from.append(resumed_at)
 
         for checkpoint in named_checkpoints(output):  # never a half-written one under a real name
             assert loads(checkpoint), checkpoint.name
@@ -82,6 +98,7 @@ def test_random_kills_leave_only_loadable_checkpoints_and_resume_always_continue
         assert steps == list(range(1, len(steps) + 1))
 
     assert mid_save_kills >= 1
+    assert any(step > 0 for step in resumed_from)  # later starts continued from a killed run's checkpoint
     finished = flux_train(str(config), "--resume")
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert temp_entries(output) == set()
