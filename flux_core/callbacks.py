@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -271,7 +272,14 @@ def train_and_checkpoint(
     run = reporter.run
     trainer.add_callback(run.guard.trl_callback(trainer))
     trainer.add_callback(run.preemption.trl_callback(trainer, checkpoints))
-    checkpoints.attach(run, lambda directory: write_trl_state(trainer, directory))
+    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    if sharded:  # saving their optimizer state is collective, and only the main process writes
+        warnings.warn(
+            "checkpoints of DeepSpeed/FSDP runs hold weights only: --resume cannot continue them yet",
+            UserWarning,
+            stacklevel=2,
+        )
+    checkpoints.attach(run, None if sharded else lambda directory: write_trl_state(trainer, directory))
     resume_from = None
     if run.resume is not None:
         # The checkpoint's top level holds merged weights; a LoRA run continues its adapter/.
