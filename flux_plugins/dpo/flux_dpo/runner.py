@@ -5,15 +5,6 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from flux_core.callbacks import (
-    FitResult,
-    SavePointEvaluator,
-    StepCallback,
-    StepReporter,
-    make_trl_callback,
-    train_and_checkpoint,
-)
-from flux_core.checkpoint import CheckpointManager
 from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
 from flux_core.memory import use_gradient_checkpointing
@@ -21,12 +12,11 @@ from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_
 from flux_core.plugins import get_plugin_manager
 from flux_core.reference import BUILT_IN_POLICIES, ReferenceLogpsProvider
 from flux_core.registry import get_registry
+from flux_core.runner import TRLRunner
 from flux_core.trl_settings import shared_trl_settings
 
 if TYPE_CHECKING:
     from datasets import Dataset
-
-    from flux_core.run_context import RunContext
 
 # TRL's log keys -> the metric names Flux users see.
 METRIC_NAMES = {
@@ -82,15 +72,11 @@ def report_truncation_drops(before: int, after: int, max_length: int | None, wha
     )
 
 
-class DPORunner:
-    """Builds model, reference policy, loss and TRL trainer for one DPO run."""
+class DPORunner(TRLRunner):
+    """Builds model, reference policy, loss and TRL trainer for one DPO run (see :class:`TRLRunner`)."""
 
-    def __init__(self, config: FluxConfig, show_progress: bool = True):
-        self.config = config
-        self.show_progress = show_progress
-        self.model: Any = None
-        self.tokenizer: Any = None
-        self.trainer: Any = None
+    metric_names = METRIC_NAMES
+    progress_metrics = ("loss", "reward_margin")
 
     def reference_policy(self, num_examples: int):
         use_lora = self.config.lora is not None
@@ -152,40 +138,3 @@ class DPORunner:
         self.trainer = trainer
         self.model = trainer.model
         return trainer
-
-    def fit(
-        self,
-        dataset: Dataset,
-        eval_dataset: Dataset | None,
-        callbacks: list[StepCallback],
-        run: RunContext | None = None,
-    ) -> FitResult:
-        """Train; ``run`` (from ``FluxTrainer.fit``; None: a fresh run) carries the run's
-        non-finite guard and, when resuming, the checkpoint to continue from."""
-        config = self.config
-        checkpoints: CheckpointManager | None = None
-
-        def on_step(result, model):
-            checkpoints.on_step(result.step, result.metrics.get("loss"), model)
-
-        reporter = StepReporter(
-            config,
-            callbacks,
-            METRIC_NAMES,
-            progress_metrics=("loss", "reward_margin"),
-            show_progress=self.show_progress,
-            on_step=on_step,
-            run=run,
-        )
-        save_steps = config.checkpoint.save_steps
-        evaluator = SavePointEvaluator("eval_loss", save_steps) if eval_dataset is not None else None
-        trainer_callbacks = [evaluator.callback()] if evaluator else []
-        trainer = self.build_trainer(dataset, eval_dataset, [*trainer_callbacks, make_trl_callback(reporter)])
-        if evaluator:
-            evaluator.trainer = trainer
-        checkpoints = CheckpointManager(
-            config.output_dir, config, self.tokenizer, save_steps, evaluator.score if evaluator else None
-        )
-        result = train_and_checkpoint(trainer, reporter, checkpoints, evaluator)
-        self.model = trainer.model
-        return result

@@ -5,28 +5,18 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
-from flux_core.callbacks import (
-    FitResult,
-    SavePointEvaluator,
-    StepCallback,
-    StepReporter,
-    make_trl_callback,
-    train_and_checkpoint,
-)
-from flux_core.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
 from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
 from flux_core.memory import use_gradient_checkpointing
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
 from flux_core.rewards import RewardFunction, build_reward_functions
 from flux_core.rollout import RolloutBackend, SamplingParams, create_backend
+from flux_core.runner import TRLRunner
 from flux_core.trl_settings import shared_trl_settings
 from flux_grpo.config import check_run
 
 if TYPE_CHECKING:
     from datasets import Dataset
-
-    from flux_core.run_context import RunContext
 
 # TRL's log keys -> the metric names Flux users see. Each reward's own mean and std
 # are added per run (see metric_names), other keys keep their name with '/' -> '_'.
@@ -91,8 +81,8 @@ def build_grpo_args(config: FluxConfig, precision: str, reward_functions: list[R
     return GRPOConfig(**settings)
 
 
-class GRPORunner:
-    """Builds policy, rewards, rollouts and TRL's GRPOTrainer for one GRPO run.
+class GRPORunner(TRLRunner):
+    """Builds policy, rewards, rollouts and TRL's GRPOTrainer for one GRPO run (see :class:`TRLRunner`).
 
     Args:
         config: the run's validated config (``algorithm.name: grpo``).
@@ -104,19 +94,24 @@ class GRPORunner:
             generates through TRL's ``rollout_func`` seam.
     """
 
+    # best/ is the highest reward: the base class feeds -reward where DPO feeds the loss.
+    progress_metrics = ("reward", "completion_length")
+    score_metric = "reward"
+    higher_is_better = True
+    eval_metric = "eval_reward"
+
     def __init__(self, config: FluxConfig, show_progress: bool = True, rollout_backend: BackendFactory | None = None):
         check_run(config)  # explain bad batch/group sizes before TRL does
         if config.sglang.base_url and config.trl.get("use_vllm"):
             raise FluxError(
                 "sglang.base_url and trl.use_vllm both pick a rollout server; keep one (docs/rollouts.md compares them)"
             )
-        self.config = config
-        self.show_progress = show_progress
+        super().__init__(config, show_progress)
         self.rollout_backend = rollout_backend
         self.reward_functions: list[RewardFunction] = build_reward_functions(config.algorithm.rewards)
-        self.model: Any = None
-        self.tokenizer: Any = None
-        self.trainer: Any = None
+
+    def step_metric_names(self) -> dict[str, str]:
+        return metric_names(self.reward_functions)
 
     def build_trainer(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[Any] = ()):
         from transformers.trainer_callback import PrinterCallback
@@ -157,47 +152,3 @@ class GRPORunner:
         self.trainer = trainer
         self.model = trainer.model
         return trainer
-
-    def fit(
-        self,
-        dataset: Dataset,
-        eval_dataset: Dataset | None,
-        callbacks: list[StepCallback],
-        run: RunContext | None = None,
-    ) -> FitResult:
-        """Train; ``run`` (from ``FluxTrainer.fit``; None: a fresh run) carries the run's
-        non-finite guard and, when resuming, the checkpoint to continue from."""
-        config = self.config
-        checkpoints: CheckpointManager | None = None
-
-        def on_step(result, model):
-            reward = result.metrics.get("reward")
-            checkpoints.on_step(result.step, -reward if reward is not None else None, model)
-
-        reporter = StepReporter(
-            config,
-            callbacks,
-            metric_names(self.reward_functions),
-            progress_metrics=("reward", "completion_length"),
-            show_progress=self.show_progress,
-            on_step=on_step,
-            run=run,
-        )
-        save_steps = config.checkpoint.save_steps
-        # best/ is the highest reward: feed -reward where DPO feeds the loss.
-        evaluator = SavePointEvaluator("eval_reward", save_steps, sign=-1.0) if eval_dataset is not None else None
-        trainer_callbacks = [evaluator.callback()] if evaluator else []
-        trainer = self.build_trainer(dataset, eval_dataset, [*trainer_callbacks, make_trl_callback(reporter)])
-        if evaluator:
-            evaluator.trainer = trainer
-        checkpoints = CheckpointManager(
-            config.output_dir,
-            config,
-            self.tokenizer,
-            save_steps,
-            evaluator.score if evaluator else None,
-            REWARD_SCORE_NAMES,
-        )
-        result = train_and_checkpoint(trainer, reporter, checkpoints, evaluator)
-        self.model = trainer.model
-        return result
