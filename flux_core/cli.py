@@ -288,7 +288,7 @@ def _plugins(args: argparse.Namespace) -> int:
     print("Losses:")
     by_algorithm: dict[str, list[str]] = {}
     for (algorithm_name, loss_name), loss in sorted(registry.losses.items()):
-        suffix = "" if loss.plugin in ("dpo", "grpo", "ppo") else f" ({loss.plugin})"
+        suffix = "" if loss.plugin == registry.owner("algorithm", algorithm_name) else f" ({loss.plugin})"
         by_algorithm.setdefault(algorithm_name, []).append(loss_name + suffix)
     for algorithm_name, names in by_algorithm.items():
         print(f"  {algorithm_name}: {', '.join(names)}")

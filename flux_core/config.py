@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -47,9 +47,20 @@ class StrictModel(BaseModel):
 
 
 class AlgorithmConfig(StrictModel):
-    """Base of every ``algorithm:`` block; plugins subclass it with their own keys."""
+    """Base of every ``algorithm:`` block; plugins subclass it with their own keys.
+
+    A subclass may also declare ``flux_owned_trl_fields`` (TRL config fields its runner
+    sets from Flux keys: ``trl:`` may not set them, and the message says which Flux key
+    to use) and override :meth:`warnings_for`.
+    """
 
     name: str = Field(description="Which installed algorithm to run (dpo, grpo, ppo, ...).")
+
+    flux_owned_trl_fields: ClassVar[dict[str, str]] = {}
+
+    def warnings_for(self, config: Any) -> list[str]:
+        """One-line warnings about settings of ``config`` this algorithm ignores or overrides."""
+        return []
 
 
 class SGLangConfig(StrictModel):
@@ -243,7 +254,7 @@ class FluxConfig(StrictModel):
             for key in self.trl:
                 if key not in valid:
                     raise _KeyError(("trl", key), f"not a field of {trl_class.__name__}{close_match(key, valid)}")
-            owned = getattr(self.algorithm, "flux_owned_trl_fields", {})
+            owned = self.algorithm.flux_owned_trl_fields
             for key in self.trl:
                 if key in owned:
                     raise _KeyError(("trl", key), owned[key])
@@ -264,8 +275,7 @@ class FluxConfig(StrictModel):
 
     @model_validator(mode="after")
     def _warn_on_ignored_settings(self) -> "FluxConfig":
-        warn = getattr(self.algorithm, "warnings_for", None)
-        for message in warn(self) if warn else ():
+        for message in self.algorithm.warnings_for(self):
             warnings.warn(message, UserWarning, stacklevel=2)
         return self
 

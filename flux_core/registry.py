@@ -33,6 +33,8 @@ class Algorithm:
         trl_config: ``"module:attribute"`` of the TRL config class that the ``trl:``
             block is checked against, or ``None`` when the algorithm takes no ``trl:``.
         description: one line for ``flux plugins``.
+        takes_losses: whether ``algorithm.loss`` picks from losses registered for it
+            (``register_losses``); registering one for an algorithm that takes none is an error.
         evaluator: ``"module:attribute"`` of ``fn(config, checkpoint, dataset) -> metrics`` that
             ``flux eval`` uses for this algorithm's data, or ``None`` for the built-in reward-based
             evaluation of prompt data.
@@ -44,6 +46,7 @@ class Algorithm:
     data_format: str
     trl_config: str | None = None
     description: str = ""
+    takes_losses: bool = False
     evaluator: str | None = None
 
     def load_runner(self) -> type:
@@ -101,6 +104,10 @@ class Registry:
             raise FluxError(f"{kind} {key!r} is registered twice: by plugin '{owner}' and by plugin '{plugin}'")
         self._owners[(kind, key)] = plugin
 
+    def owner(self, kind: str, key: Any) -> str | None:
+        """The plugin that registered ``key`` of ``kind`` (``algorithm``, ``reward``, ``dpo loss``, ...)."""
+        return self._owners.get((kind, key))
+
     def get_algorithm(self, name: str) -> Algorithm:
         if name in self.algorithms:
             return self.algorithms[name]
@@ -147,6 +154,28 @@ def reset_registry() -> None:
     _registry = None
 
 
+def _takes_losses(registry: Registry, algorithm: str, loss: str, plugin: str) -> bool:
+    """Whether ``plugin``'s loss ``loss`` for ``algorithm`` can be used; raise when it never could.
+
+    A loss for a Flux algorithm whose package is not installed is left out (it becomes
+    usable once that package is installed); a misspelled or unknown algorithm, or one
+    that takes no registered losses, is an error naming the plugin.
+    """
+    known = registry.algorithms.get(algorithm)
+    if known is None:
+        if algorithm in KNOWN_ALGORITHM_PACKAGES:
+            return False
+        raise FluxError(
+            f"plugin '{plugin}' registers loss '{loss}' for unknown algorithm '{algorithm}'"
+            f"{close_match(algorithm, registry.algorithms)}; installed: {', '.join(sorted(registry.algorithms))}"
+        )
+    if not known.takes_losses:
+        raise FluxError(
+            f"plugin '{plugin}' registers loss '{loss}' for '{algorithm}', which takes no registered losses"
+        )
+    return True
+
+
 def _build_registry() -> Registry:
     registry = Registry()
     manager = get_plugin_manager()
@@ -162,6 +191,8 @@ def _build_registry() -> Registry:
     for impl in manager.hook.register_losses.get_hookimpls():
 
         def register(name: str, fn: Callable[..., Any], algorithm: str = "dpo", _plugin=impl.plugin_name) -> None:
+            if not _takes_losses(registry, algorithm, name, _plugin):
+                return
             registry._claim(f"{algorithm} loss", name, _plugin)
             registry.losses[(algorithm, name)] = Loss(name=name, fn=fn, algorithm=algorithm, plugin=_plugin)
 

@@ -175,3 +175,36 @@ def test_built_in_step_metrics_report_throughput_and_memory(dpo_config, preferen
     assert all(step.metrics["peak_memory_mb"] > 50 for step in result.history)  # torch alone needs more
     rates = [step.metrics.get("tokens_per_second") for step in result.history[1:]]
     assert all(rate is not None and rate > 0 for rate in rates)
+
+
+def test_a_loss_for_an_unknown_algorithm_is_an_error_naming_the_plugin(register_plugin):
+    from flux_core.errors import FluxError
+    from flux_core.registry import get_registry
+
+    class Misspelled:
+        @hookimpl
+        def register_losses(self, register):
+            register("my_loss", lambda inputs, **kwargs: inputs, algorithm="dop")
+
+    register_plugin(Misspelled(), name="misspelled-losses")
+    with pytest.raises(
+        FluxError,
+        match=r"plugin 'misspelled-losses' registers loss 'my_loss' for unknown algorithm 'dop' \(did you mean 'dpo'\?\)",
+    ):
+        get_registry()
+
+
+def test_a_loss_for_an_algorithm_that_takes_none_is_an_error(register_plugin):
+    from flux_core.errors import FluxError
+    from flux_core.registry import get_registry
+
+    class ForGrpo:
+        @hookimpl
+        def register_losses(self, register):
+            register("my_loss", lambda inputs, **kwargs: inputs, algorithm="grpo")
+
+    register_plugin(ForGrpo(), name="grpo-losses")
+    with pytest.raises(
+        FluxError, match="plugin 'grpo-losses' registers loss 'my_loss' for 'grpo', which takes no registered losses"
+    ):
+        get_registry()

@@ -16,6 +16,7 @@ def register_algorithms(register):
             name="dpo",
             config_schema=DPOAlgorithmConfig,
             runner="flux_dpo.runner:DPORunner",
+            takes_losses=True,
             data_format="preferences",
             trl_config="trl:DPOConfig",
             description="Direct Preference Optimization on preference pairs (TRL DPOTrainer)",

@@ -16,6 +16,7 @@ def register_algorithms(register):
             name="ppo",
             config_schema=PPOAlgorithmConfig,
             runner="flux_ppo.runner:PPORunner",
+            takes_losses=True,
             data_format="prompts",
             trl_config=None,  # TRL >= 1.13 has no PPOTrainer; Flux runs the loop itself
             description="Actor-critic PPO with a value model, GAE and a KL penalty (InstructGPT recipe)",
