@@ -111,7 +111,11 @@ def save_model(model: Any, tokenizer: Any, directory: Path) -> None:
     import torch
     from peft import PeftModel
 
-    if isinstance(model, PeftModel):
+    from flux_core.fsdp import gathered_for_save, is_sharded
+
+    if is_sharded(model):  # FSDP: write the gathered full weights, not this process's shards
+        model.save_pretrained(directory, state_dict=gathered_for_save(model))
+    elif isinstance(model, PeftModel):
         model.save_pretrained(directory / ADAPTER_DIR)
         base = model.get_base_model()
         with torch.no_grad():  # folding the adapters must not record autograd history
