@@ -133,7 +133,7 @@ def test_flux_train_under_fsdp2_writes_checkpoints_that_equal_a_plain_run(tmp_pa
             **os.environ,
             "OMP_NUM_THREADS": "1",
             "CUDA_VISIBLE_DEVICES": "",
-            "PYTHONPATH": str(site) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
         }
         command = [str(BIN / "flux"), "train", str(config), "--data", str(preferences_file), "--no-progress", *extra]
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
