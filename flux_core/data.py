@@ -30,6 +30,11 @@ class DataFormat:
     description: str
     # Columns that can stand in for the text keys (normalised into them), for column mapping.
     alternative_keys: tuple[str, ...] = ()
+    # Boolean columns every row needs (a plugin's format, e.g. KTO's ``label``).
+    label_keys: tuple[str, ...] = ()
+    # "module:attribute" of ``fn(pairs, num_proc) -> dataset``: preference pairs (checked and normalised
+    # as the "preferences" format) given instead of this format's keys are converted by it.
+    from_preferences: str | None = None
 
 
 DATA_FORMATS = {
@@ -48,7 +53,20 @@ DATA_FORMATS = {
 }
 
 
+def register_data_format(fmt: DataFormat, plugin: str) -> None:
+    """Add a plugin's format (``Algorithm.data_format_spec``) to :data:`DATA_FORMATS`; a different
+    format under a taken name is an error."""
+    known = DATA_FORMATS.get(fmt.name)
+    if known is not None and known != fmt:
+        raise DataError(f"plugin '{plugin}' defines data_format '{fmt.name}', which is already defined differently")
+    DATA_FORMATS[fmt.name] = fmt
+
+
 def get_data_format(name: str) -> DataFormat:
+    if name not in DATA_FORMATS:
+        from flux_core.registry import get_registry
+
+        get_registry()  # registering the algorithms registers their plugins' formats
     try:
         return DATA_FORMATS[name]
     except KeyError:
@@ -82,11 +100,13 @@ def load_data(
     dataset = _map_columns(dataset, columns, fmt, what, where.name)
     if fmt.name == "preferences":
         return _load_preferences(dataset, fmt, where, num_proc)
-    return _load_prompts(dataset, fmt, where, num_proc)
+    if fmt.name == "prompts":
+        return _load_prompts(dataset, fmt, where, num_proc)
+    return _load_plugin_format(dataset, fmt, where, num_proc)
 
 
 def _map_columns(dataset: Any, columns: Mapping[str, str], fmt: DataFormat, what: str, name: str) -> Any:
-    valid = fmt.text_keys + fmt.alternative_keys
+    valid = fmt.text_keys + fmt.alternative_keys + fmt.label_keys
     renames = {}
     for flux_name, dataset_name in columns.items():
         if flux_name not in valid:
@@ -140,6 +160,33 @@ def _load_prompts(dataset: Any, fmt: DataFormat, where: Any, num_proc: int | Non
         check_rows(dataset, {"messages": CHAT}, where, needs)
         dataset = prompts_from_messages(dataset, where, num_proc)
     check_rows(dataset, {"prompt": text_kind(dataset, "prompt", where, needs)}, where, needs)
+    return dataset
+
+
+def _load_plugin_format(dataset: Any, fmt: DataFormat, where: Any, num_proc: int | None) -> Any:
+    """A format core has no normalisation for: its text keys must be non-empty strings (or chat
+    message lists, the same kind in every key), its label keys booleans. Preference pairs given
+    instead go through the "preferences" checks, then ``fmt.from_preferences``."""
+    from flux_core.data_checks import check_labels, describe_kind
+    from flux_core.registry import _import_attribute
+
+    own = set(fmt.text_keys + fmt.label_keys) - {"prompt"}
+    columns = set(dataset.column_names)
+    if fmt.from_preferences and {"chosen", "rejected"} <= columns and not own & columns:
+        pairs = _load_preferences(dataset, DATA_FORMATS["preferences"], where, num_proc)
+        return _import_attribute(fmt.from_preferences)(pairs, num_proc)
+    needs = ", ".join(fmt.text_keys + fmt.label_keys)
+    kinds = {key: text_kind(dataset, key, where, needs) for key in fmt.text_keys}
+    first = fmt.text_keys[0]
+    for key, kind in kinds.items():
+        if kind != kinds[first]:
+            raise DataError(
+                f"{where(0)}: '{key}' is {describe_kind(kind)} but '{first}' is {describe_kind(kinds[first])}; "
+                "use one kind of value for all of them"
+            )
+    check_rows(dataset, kinds, where, needs)
+    for key in fmt.label_keys:
+        check_labels(dataset, key, where, needs)
     return dataset
 
 

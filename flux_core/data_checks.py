@@ -9,6 +9,7 @@ JSON) are checked row by row in Python, which is where their problem lies.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Collection, Iterator, Mapping
 
 from flux_core.errors import DataError
@@ -257,6 +258,38 @@ def value_kind(value: Any, column: str, allow_empty: bool, where: Callable[[], s
         return CHAT
     described = "an empty list" if isinstance(value, list) else type(value).__name__
     raise DataError(f"{where()}: '{column}' must be a string or a list of chat messages, not {described}")
+
+
+def check_labels(dataset: Any, column: str, where: RowNamer, needs: str) -> None:
+    """Raise ``DataError`` naming the first row whose ``column`` is missing or not a boolean."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def bad(row: Any, value: Any) -> DataError:
+        problem = f"missing key '{column}' (each example needs {needs})"
+        if value is not None:
+            problem = f"'{column}' must be true or false, not {value!r}"
+        return DataError(f"{row}: {problem}")
+
+    if column not in dataset.column_names:
+        raise DataError(f"{where(0)}: missing key '{column}' (each example needs {needs})")
+    jsonl_path = getattr(where, "jsonl_path", None)
+    if jsonl_path is not None and not pa.types.is_boolean(dataset.data.schema.field(column).type):
+        # the JSON reader turns true/false into strings when another line holds one: read the file's own values
+        with open(jsonl_path, "rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip() and not isinstance(value := json.loads(line).get(column), bool):
+                    raise bad(f"{where.name}:{number}", value)
+    for offset, batch in arrow_batches(dataset, [column]):
+        values = one_array(batch.column(column))
+        if pa.types.is_boolean(values.type):
+            missing = first_true(pc.is_null(values))
+            if missing is not None:
+                raise bad(where(offset + missing), None)
+            continue
+        for index, value in enumerate(values.to_pylist()):  # not a boolean column: name the first bad row
+            if not isinstance(value, bool):
+                raise bad(where(offset + index), value)
 
 
 def describe_kind(kind: str) -> str:

@@ -17,7 +17,7 @@ from flux_core.plugins import get_plugin_manager
 
 # Algorithms that Flux publishes as separate distributions: a missing one gets a
 # `pip install` hint instead of a bare "unknown algorithm".
-KNOWN_ALGORITHM_PACKAGES = {"dpo": "flux-dpo", "grpo": "flux-grpo", "ppo": "flux-ppo"}
+KNOWN_ALGORITHM_PACKAGES = {"dpo": "flux-dpo", "grpo": "flux-grpo", "ppo": "flux-ppo", "kto": "flux-kto"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ class Algorithm:
         evaluator: ``"module:attribute"`` of ``fn(config, checkpoint, dataset) -> metrics`` that
             ``flux eval`` uses for this algorithm's data, or ``None`` for the built-in reward-based
             evaluation of prompt data.
+        data_format_spec: a ``flux_core.data.DataFormat`` named ``data_format`` that this plugin
+            defines (core checks its columns generically); registered when the algorithm registers.
     """
 
     name: str
@@ -48,6 +50,7 @@ class Algorithm:
     description: str = ""
     takes_losses: bool = False
     evaluator: str | None = None
+    data_format_spec: Any = None
 
     def load_runner(self) -> type:
         return _import_attribute(self.runner)
@@ -184,6 +187,15 @@ def _build_registry() -> Registry:
 
         def register(algorithm: Algorithm, _plugin=impl.plugin_name) -> None:
             registry._claim("algorithm", algorithm.name, _plugin)
+            if algorithm.data_format_spec is not None:
+                from flux_core.data import register_data_format
+
+                if algorithm.data_format_spec.name != algorithm.data_format:
+                    raise FluxError(
+                        f"plugin '{_plugin}': algorithm '{algorithm.name}' defines a data_format_spec "
+                        f"named '{algorithm.data_format_spec.name}' but trains on '{algorithm.data_format}'"
+                    )
+                register_data_format(algorithm.data_format_spec, _plugin)
             registry.algorithms[algorithm.name] = algorithm
 
         impl.function(register=register)
