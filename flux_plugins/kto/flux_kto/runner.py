@@ -1,0 +1,84 @@
+"""KTORunner: FluxConfig + checked unpaired dataset -> a trained, checkpointed model."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from flux_core.config import FluxConfig
+from flux_core.memory import use_gradient_checkpointing
+from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
+from flux_core.runner import TRLRunner
+from flux_core.trl_settings import shared_trl_settings
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+# TRL's KTO log keys -> the metric names Flux users see ("loss", "entropy", "num_tokens" keep theirs).
+METRIC_NAMES = {
+    "kl": "kl",
+    "rewards/chosen": "desirable_reward",
+    "rewards/rejected": "undesirable_reward",
+    "rewards/margins": "reward_margin",
+    "logps/chosen": "desirable_logp",
+    "logps/rejected": "undesirable_logp",
+    "logits/chosen": "desirable_logits",
+    "logits/rejected": "undesirable_logits",
+}
+
+
+def build_kto_args(config: FluxConfig, precision: str, model: Any):
+    """The ``trl.KTOConfig`` for a Flux run: Flux's keys first, then the ``trl:`` block."""
+    from trl import KTOConfig
+
+    algorithm = config.algorithm
+    checkpointing = use_gradient_checkpointing(
+        config.gradient_checkpointing,
+        model,
+        sequences=2 * config.batch_size,  # each example and its KL (mismatched) completion
+        tokens_per_sequence=config.max_length or 1024,
+        extra_model_copies=0 if config.lora else 1,  # TRL's frozen reference copy without LoRA
+        lora=config.lora,
+    )
+    settings: dict[str, Any] = shared_trl_settings(config, precision, checkpointing)
+    settings.update(
+        max_length=config.max_length,
+        dataset_num_proc=config.dataset_num_proc,
+        beta=algorithm.beta,
+        desirable_weight=algorithm.desirable_weight,
+        undesirable_weight=algorithm.undesirable_weight,
+    )
+    settings.update(config.trl)
+    return KTOConfig(**settings)
+
+
+class KTORunner(TRLRunner):
+    """Builds model, tokenizer and ``trl.KTOTrainer`` for one KTO run (see :class:`TRLRunner`).
+
+    The reference policy is TRL's: a frozen copy of the model, or with ``lora:`` the base
+    model with the adapter disabled.
+    """
+
+    metric_names = METRIC_NAMES
+    progress_metrics = ("loss", "reward_margin")
+
+    def build_trainer(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[Any] = ()):
+        from transformers.trainer_callback import PrinterCallback
+        from trl import KTOTrainer
+
+        config = self.config
+        precision = resolve_precision(config.precision)
+        self.tokenizer = load_tokenizer(config.model_path)
+        model = load_model(config.model_path, precision)
+        trainer = KTOTrainer(
+            model=model,
+            args=build_kto_args(config, precision, model),
+            train_dataset=dataset,
+            eval_dataset=eval_dataset,
+            processing_class=self.tokenizer,
+            peft_config=peft_config(config.lora),
+            callbacks=list(callbacks),
+        )
+        trainer.remove_callback(PrinterCallback)  # TRL would print every log dict
+        self.trainer = trainer
+        self.model = trainer.model
+        return trainer
