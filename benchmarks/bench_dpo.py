@@ -13,6 +13,11 @@ data and seed, with TRL's defaults on both sides unless a row says otherwise:
 
     python benchmarks/bench_dpo.py            # everything (a few minutes on 2 cores)
     python benchmarks/bench_dpo.py --quick    # fewer repeats and steps
+    python benchmarks/bench_dpo.py --model-size 0.5b   # 1 and 2 only, on a ~0.5B random model (for a GPU)
+
+Both sides run on the same device in the same precision: a CUDA GPU in bf16 (bf16 weights,
+as Flux's ``precision: auto`` loads them) when there is one, else the CPU in fp32. On a GPU
+the tables add the peak of ``torch.cuda.max_memory_allocated``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / ".cache" / "bench-models"
-MODEL_SIZES = {"tiny": (128, 2), "small": (256, 4), "50m": (640, 10)}  # hidden size, layers
+MODEL_SIZES = {"tiny": (128, 2), "small": (256, 4), "50m": (640, 10), "0.5b": (1536, 24)}  # hidden size, layers
 
 
 def _rss_mb() -> float:
@@ -66,7 +71,7 @@ class _RssSampler(threading.Thread):
 
 def _worker(spec: dict) -> dict:
     """One run described by ``spec``; returns its measurements."""
-    import torch  # noqa: F401  (imported before the baseline so both sides pay it equally)
+    import torch  # (imported before the baseline so both sides pay it equally)
     import trl  # noqa: F401
 
     baseline_mb = _current_rss_mb()
@@ -112,6 +117,10 @@ def _worker(spec: dict) -> dict:
         from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
         from trl import DPOConfig, DPOTrainer
 
+        # Flux's device and precision rule (precision: auto), so both sides run on the same hardware
+        cuda = torch.cuda.is_available()
+        bf16 = cuda and torch.cuda.is_bf16_supported()
+
         class Stamp(TrainerCallback):
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if logs and "loss" in logs:
@@ -125,15 +134,15 @@ def _worker(spec: dict) -> dict:
             max_length=128,
             beta=0.1,
             seed=42,
-            bf16=False,
-            use_cpu=True,
+            bf16=bf16,
+            use_cpu=not cuda,
             logging_steps=1,
             save_strategy="no",
             report_to="none",
             disable_tqdm=True,
         )
         trainer = DPOTrainer(
-            model=AutoModelForCausalLM.from_pretrained(spec["model"]),
+            model=AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.bfloat16 if bf16 else torch.float32),
             args=args,
             train_dataset=Dataset.from_list(records),
             processing_class=AutoTokenizer.from_pretrained(spec["model"]),
@@ -150,6 +159,7 @@ def _worker(spec: dict) -> dict:
         "total_s": time.perf_counter() - started,
         "peak_rss_mb": _rss_mb(),
         "baseline_rss_mb": baseline_mb,
+        "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
         **extra,
     }
 
@@ -209,8 +219,15 @@ def _median(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def bench_overhead(data: Path, steps: int, repeats: int) -> None:
-    model = _model("tiny")
+def _gpu_mib(runs: list[dict]) -> str:
+    """Median peak GPU memory of ``runs`` ("" on CPU)."""
+    if runs[0]["peak_gpu_mib"] is None:
+        return ""
+    return f", peak GPU {_median(runs, 'peak_gpu_mib'):.0f} MiB"
+
+
+def bench_overhead(data: Path, steps: int, repeats: int, size: str = "tiny") -> None:
+    model = _model(size)
     runs: dict[str, list[dict]] = {"flux": [], "trl": []}
     for _ in range(repeats):
         for kind in ("trl", "flux"):  # alternate, so drift on a shared machine hits both
@@ -220,17 +237,19 @@ def bench_overhead(data: Path, steps: int, repeats: int) -> None:
             runs[kind].append(_run(spec))
     flux_step, trl_step = _median(runs["flux"], "step_s"), _median(runs["trl"], "step_s")
     flux_mem, trl_mem = _median(runs["flux"], "peak_rss_mb"), _median(runs["trl"], "peak_rss_mb")
-    print(f"\n1. Same settings (tiny model, batch 8, {steps} steps, median of {repeats} runs each)")
+    print(f"\n1. Same settings ({size} model, batch 8, {steps} steps, median of {repeats} runs each)")
     print(f"   {'':10}{'step (ms)':>12}{'peak RSS (MB)':>16}")
     print(f"   {'raw TRL':10}{trl_step * 1e3:>12.2f}{trl_mem:>16.0f}")
     print(f"   {'Flux':10}{flux_step * 1e3:>12.2f}{flux_mem:>16.0f}")
     print(
         f"   Flux/TRL  time {flux_step / trl_step:.3f} (target <= 1.02)   memory {flux_mem / trl_mem:.3f} (target <= 1.05)"
     )
+    if runs["flux"][0]["peak_gpu_mib"] is not None:
+        print(f"   GPU memory: raw TRL{_gpu_mib(runs['trl'])[1:]}; Flux{_gpu_mib(runs['flux'])[1:]}")
 
 
-def bench_auto_reference(data: Path, repeats: int) -> None:
-    model = _model("small")
+def bench_auto_reference(data: Path, repeats: int, size: str = "small") -> None:
+    model = _model(size)
     steps = 3 * 256 // 8  # three epochs over 256 pairs
     trl_runs, flux_runs = [], []
     for _ in range(repeats):
@@ -238,13 +257,15 @@ def bench_auto_reference(data: Path, repeats: int) -> None:
         flux_runs.append(_run({"kind": "flux", "model": model, "data": data, "steps": steps}))
     trl_s, flux_s = _median(trl_runs, "total_s"), _median(flux_runs, "total_s")
     print("\n2. Flux defaults (reference_policy and gradient_checkpointing auto) vs TRL defaults")
-    print(f"   (small model, 3 epochs = {steps} steps over 256 pairs; model load + tokenization + training)")
+    print(f"   ({size} model, 3 epochs = {steps} steps over 256 pairs; model load + tokenization + training)")
     print(
         f"   raw TRL (frozen copy + reference forward every step, checkpointing on): {trl_s:.1f} s, {steps * 8 / trl_s:.1f} pairs/s"
+        f"{_gpu_mib(trl_runs)}"
     )
     print(
         f"   Flux auto (precompute once, checkpointing off when memory allows):     {flux_s:.1f} s, "
         f"{steps * 8 / flux_s:.1f} pairs/s (reference pass {_median(flux_runs, 'reference_pass_s'):.1f} s)"
+        f"{_gpu_mib(flux_runs)}"
     )
     print(f"   throughput Flux/TRL {trl_s / flux_s:.2f}x (target >= 1.3x)")
 
@@ -299,10 +320,14 @@ def bench_precompute_cache(data: Path) -> None:
     )
 
 
-def main(quick: bool = False) -> None:
+def main(quick: bool = False, model_size: str | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pairs = _write(Path(tmp) / "pairs.jsonl", _pairs(256))
         variable = _write(Path(tmp) / "variable.jsonl", _pairs(256, variable=True))
+        if model_size is not None:  # the two Flux-vs-TRL comparisons at one size (e.g. 0.5b on a GPU)
+            bench_overhead(pairs, steps=20 if quick else 40, repeats=1 if quick else 3, size=model_size)
+            bench_auto_reference(pairs, repeats=1, size=model_size)
+            return
         bench_overhead(pairs, steps=20 if quick else 40, repeats=1 if quick else 3)
         bench_auto_reference(pairs, repeats=1)
         bench_lora_memory(pairs)
@@ -314,8 +339,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and steps")
+    parser.add_argument(
+        "--model-size",
+        choices=sorted(MODEL_SIZES),
+        help="run only 1 (same settings) and 2 (defaults) on this random-init model; 0.5b: ~0.51B parameters "
+        "(hidden 1536, 24 layers), meant for a GPU",
+    )
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))))
     else:
-        main(quick=args.quick)
+        main(quick=args.quick, model_size=args.model_size)
