@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PLUGINS := $(wildcard flux_plugins/*)
 TINY_MODEL := .cache/tiny-model
 
-.PHONY: install test demo demo-grpo demo-ppo bench clean
+.PHONY: install test demo demo-grpo demo-ppo bench gpu-check gpu-wheels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,15 @@ demo-ppo: $(TINY_MODEL)/config.json
 
 bench: $(TINY_MODEL)/config.json
 	$(BIN)/python benchmarks/run.py
+
+# On a machine with a CUDA GPU: the suite, the demos, every configs/accelerate/*.yaml (1 process)
+# and the 0.5B DPO bench, then one table (scripts/gpu_check.sh; FLUX_PYTHON=python3 for a non-venv install).
+gpu-check:
+	scripts/gpu_check.sh
+
+# On a machine with PyPI access: wheels for a CUDA machine without it, into dist/gpu-wheels.
+gpu-wheels:
+	PYTHON=$(BIN)/python scripts/gpu_wheels.sh
 
 clean:
 	rm -rf outputs examples/outputs .cache
