@@ -104,8 +104,8 @@ def card_text(config: Any, meta: dict[str, Any], metrics: dict[str, float], name
 
 
 def write_card(directory: Path, config: Any, meta: dict[str, Any], name: str) -> None:
-    """Write ``directory/README.md`` for the checkpoint ``name`` of ``config.output_dir``."""
-    metrics = _last_metrics(Path(config.output_dir), meta.get("step"))
+    """Write ``directory/README.md`` for the checkpoint ``name`` (``directory`` may be its staging dir beside it)."""
+    metrics = _last_metrics(directory.parent, meta.get("step"))  # the run's output_dir holds metrics.jsonl
     (directory / CARD_FILE).write_text(card_text(config, meta, metrics, name))
 
 

@@ -525,8 +525,8 @@ def test_numeric_strings_and_valid_trl_values_still_load(tmp_path):
     path.write_text(
         "model_path: m\nlearning_rate: 5e-4\nalgorithm: {name: dpo, beta: 1}\n"
         "gradient_checkpointing: false\n"
-        "trl:\n  warmup_steps: 2\n  weight_decay: 1e-2\n  lr_scheduler_type: cosine\n  report_to: none\n"
-        "  gradient_checkpointing_kwargs: {use_reentrant: false}\n  pad_to_multiple_of: 8\n  run_name: 2024\n"
+        "trl:\n  warmup_steps: 2\n  weight_decay: 1e-2\n  lr_scheduler_type: cosine\n"
+        "  gradient_checkpointing_kwargs: {use_reentrant: false}\n  pad_to_multiple_of: 8\n  hub_model_id: 2024\n"
     )
     config = FluxConfig.from_yaml(path, overrides=["num_steps=3", "trl.max_grad_norm=0.5"])
     assert (config.learning_rate, config.algorithm.beta, config.num_steps) == (5e-4, 1.0, 3)

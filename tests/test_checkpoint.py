@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from fakes import FakeConfig
 
 from flux_core import checkpoint
 from flux_core.checkpoint import CheckpointManager, resolve_checkpoint, write_checkpoint
@@ -25,11 +26,6 @@ class FakeModel:
 class FakeTokenizer:
     def save_pretrained(self, directory):
         (Path(directory) / "tokenizer.json").write_text("{}")
-
-
-class FakeConfig:
-    def to_yaml(self):
-        return "model_path: m\n"
 
 
 def write(path, tag, crash=False):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fakes import FakeConfig
 from safetensors.torch import load_file
 
 from flux_core.checkpoint import CheckpointManager
@@ -180,11 +181,6 @@ class FakeModel:
 class FakeTokenizer:
     def save_pretrained(self, directory):
         (Path(directory) / "tokenizer.json").write_text("{}")
-
-
-class FakeConfig:
-    def to_yaml(self):
-        return "model_path: m\n"
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from fakes import FakeConfig
 
 from flux_core import checkpoint
 from flux_core.run_dir import OutputDirBusy, PreviousRunError, RunDirectory, open_run_dir
@@ -202,11 +203,6 @@ def test_overwrite_never_leaves_a_half_deleted_checkpoint_under_its_name(tmp_pat
     monkeypatch.undo()
     with open_run_dir(output, overwrite=True):
         assert sorted(p.name for p in output.iterdir()) == [".flux.lock"]
-
-
-class FakeConfig:
-    def to_yaml(self):
-        return "model_path: m\n"
 
 
 def fake_save(tag):
