@@ -28,7 +28,7 @@ for step in "${steps[@]}"; do
     case "$step" in
         suite | demos | accelerate | bench) ;;
         -h | --help)
-            sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+            awk 'NR > 1 && /^#/ && !/shellcheck/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
             exit 0
             ;;
         *)

@@ -4,7 +4,8 @@
 # Run on a machine WITH PyPI access, from the repository, after `make install`:
 #
 #     scripts/gpu_wheels.sh                    # -> dist/gpu-wheels/
-#     scripts/gpu_wheels.sh --with-arrow       # also pyarrow + xxhash (when the GPU image lacks them)
+#     scripts/gpu_wheels.sh --with-arrow       # also pyarrow + xxhash (when the GPU image lacks them;
+#                                              #   pyarrow's wheels need glibc >= 2.28 there)
 #     scripts/gpu_wheels.sh transformers peft  # also these packages, at the versions installed here
 #     scripts/gpu_wheels.sh --dry-run          # print the versions and commands, download nothing
 #
@@ -26,13 +27,17 @@ TARGET_PYTHON=${TARGET_PYTHON:-3.12}
 TARGET_PLATFORM=${TARGET_PLATFORM:-manylinux_2_17_x86_64}
 
 dry_run=0
+with_arrow=0
 packages=(trl datasets pydantic pydantic-core annotated-types typing-inspection dill multiprocess)
 for arg in "$@"; do
     case "$arg" in
         --dry-run) dry_run=1 ;;
-        --with-arrow) packages+=(pyarrow xxhash) ;;
+        --with-arrow)
+            with_arrow=1
+            packages+=(pyarrow xxhash)
+            ;;
         -h | --help)
-            sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+            awk 'NR > 1 && /^#/ && !/shellcheck/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
             exit 0
             ;;
         -*)
@@ -69,7 +74,7 @@ for package in "${packages[@]}"; do
 done
 deepspeed_version=${DEEPSPEED_VERSION:-$(installed_version deepspeed)}
 deepspeed_version=${deepspeed_version:-0.19.8}
-flux_sources=(. flux_plugins/*/)
+plugins=(flux_plugins/*/)
 
 run() { # print a command; run it unless --dry-run
     echo "+ $*"
@@ -81,16 +86,36 @@ echo "gpu_wheels: pinned: ${pins[*]} deepspeed==$deepspeed_version"
 [[ $dry_run == 1 ]] || mkdir -p "$OUT"
 
 # 1. Released wheels, no dependencies: the versions above are the whole set that works here.
+platforms=(--platform "$TARGET_PLATFORM")
+if [[ $with_arrow == 1 ]]; then # pyarrow >= 21 ships manylinux_2_28 wheels only: glibc >= 2.28 there
+    platforms+=(--platform manylinux_2_28_x86_64)
+fi
 run "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: \
-    --python-version "$TARGET_PYTHON" --platform "$TARGET_PLATFORM" --dest "$OUT" "${pins[@]}"
+    --python-version "$TARGET_PYTHON" "${platforms[@]}" --dest "$OUT" "${pins[@]}"
 
 # 2. deepspeed is an sdist: a pure-Python wheel without compiled ops (they are built at first use,
 #    if ever). No build isolation: its setup.py imports torch, which isolation would download (GBs).
 run env DS_BUILD_OPS=0 "$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$OUT" \
     "deepspeed==$deepspeed_version"
 
-# 3. Flux's own packages.
-run "$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$OUT" "${flux_sources[@]}"
+# 3. Flux's own packages, built from copies: setuptools would leave build/ in the checkout, and a
+#    stale build/lib would put modules deleted since into the next wheel.
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+sources=("$stage/flux-core")
+for plugin in "${plugins[@]}"; do
+    sources+=("$stage/$(basename "$plugin")")
+done
+if [[ $dry_run == 0 ]]; then
+    mkdir "$stage/flux-core"
+    cp -r pyproject.toml README.md flux flux_core "$stage/flux-core/"
+    for plugin in "${plugins[@]}"; do
+        name=$(basename "$plugin")
+        cp -r "$plugin" "$stage/$name"
+        rm -rf "$stage/$name/build" "$stage/$name"/*.egg-info
+    done
+fi
+run "$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$OUT" "${sources[@]}"
 
 if [[ $dry_run == 0 ]]; then
     echo "gpu_wheels: $(find "$OUT" -name '*.whl' | wc -l) wheels in $OUT:"
