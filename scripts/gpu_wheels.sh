@@ -115,6 +115,7 @@ if [[ $dry_run == 0 ]]; then
         rm -rf "$stage/$name/build" "$stage/$name"/*.egg-info
     done
 fi
+[[ $dry_run == 1 ]] || rm -f "$OUT"/flux_*.whl # a previous build's, e.g. of a plugin since removed
 run "$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$OUT" "${sources[@]}"
 
 if [[ $dry_run == 0 ]]; then
