@@ -466,6 +466,32 @@ CASES = [
         ("{tmp}/nope.parquet: file not found",),
         setup=config(DPO + "algorithm: {name: dpo}\n", model="tiny"),
     ),
+    # --- runs that must not go on (issue: runs that survive)
+    Case(
+        "learning-rate-inf-stops-before-the-first-optimizer-step",
+        ("train", CONFIG, "--data", "{tmp}/prefs.jsonl", "--set", "learning_rate=.inf", "--no-progress"),
+        1,
+        ("step 1: learning_rate is inf",),
+        setup=lambda ws: (config(DPO + "algorithm: {name: dpo}\n", model="tiny")(ws), preferences(ws)),
+    ),
+    Case(
+        "output-dir-holds-a-previous-run",
+        ("train", CONFIG, "--data", "{tmp}/prefs.jsonl"),
+        1,
+        ("{tmp}/out holds a previous run", "--resume", "--overwrite"),
+        setup=lambda ws: (
+            config(DPO + "algorithm: {name: dpo}\n", model="tiny")(ws),
+            preferences(ws),
+            ws.write("out/metrics.jsonl", '{"step": 1, "loss": 0.69}\n'),
+        ),
+    ),
+    Case(
+        "trl-resume-from-checkpoint-points-to-resume",
+        ("train", CONFIG),
+        1,
+        ("trl.resume_from_checkpoint", "--resume"),
+        setup=config("model_path: m\nalgorithm: {name: dpo}\ntrl: {resume_from_checkpoint: out/checkpoint-2}\n"),
+    ),
     Case(
         "max-length-too-small-for-any-example",
         ("train", CONFIG, "--data", "{tmp}/prefs.jsonl", "--set", "max_length=1", "--no-progress"),
