@@ -54,3 +54,32 @@ def shared_trl_settings(config: Any, precision: str, gradient_checkpointing: boo
         run_name=run_name_of(config),
         disable_tqdm=True,  # Flux shows its own progress bar
     )
+
+
+def build_trl_config(
+    trl_class: type,
+    config: Any,
+    precision: str,
+    model: Any,
+    *,
+    sequences: int,
+    extra_model_copies: int,
+    **algorithm_fields: Any,
+) -> Any:
+    """``trl_class`` (e.g. ``DPOConfig``) for a Flux run: the shared settings, then the algorithm's
+    fields, then the ``trl:`` block on top.
+
+    ``gradient_checkpointing`` is resolved here (:mod:`flux_core.memory`) for ``sequences``
+    sequences of ``max_length`` tokens per step and ``extra_model_copies`` frozen models.
+    """
+    from flux_core.memory import use_gradient_checkpointing
+
+    checkpointing = use_gradient_checkpointing(
+        config.gradient_checkpointing,
+        model,
+        sequences=sequences,
+        tokens_per_sequence=config.max_length or 1024,
+        extra_model_copies=extra_model_copies,
+        lora=config.lora,
+    )
+    return trl_class(**{**shared_trl_settings(config, precision, checkpointing), **algorithm_fields, **config.trl})

@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
-from flux_core.memory import use_gradient_checkpointing
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
 from flux_core.plugins import get_plugin_manager
 from flux_core.reference import BUILT_IN_POLICIES, ReferenceLogpsProvider
 from flux_core.registry import get_registry
 from flux_core.runner import TRLRunner
-from flux_core.trl_settings import shared_trl_settings
+from flux_core.trl_settings import build_trl_config
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -34,16 +33,13 @@ def build_dpo_args(config: FluxConfig, precision: str, reference_policy: Any, mo
     from trl import DPOConfig
 
     algorithm = config.algorithm
-    checkpointing = use_gradient_checkpointing(
-        config.gradient_checkpointing,
+    return build_trl_config(
+        DPOConfig,
+        config,
+        precision,
         model,
         sequences=2 * config.batch_size,  # chosen + rejected
-        tokens_per_sequence=config.max_length or 1024,
         extra_model_copies=1 if reference_policy == "copy" else 0,
-        lora=config.lora,
-    )
-    settings: dict[str, Any] = shared_trl_settings(config, precision, checkpointing)
-    settings.update(
         max_length=config.max_length,
         dataset_num_proc=config.dataset_num_proc,
         beta=algorithm.beta,
@@ -53,8 +49,6 @@ def build_dpo_args(config: FluxConfig, precision: str, reference_policy: Any, mo
         precompute_ref_log_probs=reference_policy in ("precompute", "none")
         or isinstance(reference_policy, ReferenceLogpsProvider),
     )
-    settings.update(config.trl)
-    return DPOConfig(**settings)
 
 
 def report_truncation_drops(before: int, after: int, max_length: int | None, what: str) -> None:

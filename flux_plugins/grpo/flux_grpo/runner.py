@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
-from flux_core.memory import use_gradient_checkpointing
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
 from flux_core.rewards import RewardFunction, build_reward_functions
 from flux_core.rollout import RolloutBackend, SamplingParams, create_backend
 from flux_core.runner import TRLRunner
-from flux_core.trl_settings import shared_trl_settings
+from flux_core.trl_settings import build_trl_config
 from flux_grpo.config import check_run
 
 if TYPE_CHECKING:
@@ -53,16 +52,13 @@ def build_grpo_args(config: FluxConfig, precision: str, reward_functions: list[R
     from trl import GRPOConfig
 
     algorithm = config.algorithm
-    checkpointing = use_gradient_checkpointing(
-        config.gradient_checkpointing,
+    return build_trl_config(
+        GRPOConfig,
+        config,
+        precision,
         model,
         sequences=config.batch_size,  # completions per step
-        tokens_per_sequence=config.max_length or 1024,
         extra_model_copies=1 if algorithm.beta > 0 and config.lora is None else 0,  # KL reference
-        lora=config.lora,
-    )
-    settings: dict[str, Any] = shared_trl_settings(config, precision, checkpointing)
-    settings.update(
         num_generations=algorithm.num_generations,
         max_completion_length=algorithm.max_completion_length,
         temperature=algorithm.temperature,
@@ -77,8 +73,6 @@ def build_grpo_args(config: FluxConfig, precision: str, reward_functions: list[R
         mask_truncated_completions=algorithm.mask_truncated_completions,
         reward_weights=[reward.weight for reward in reward_functions],
     )
-    settings.update(config.trl)
-    return GRPOConfig(**settings)
 
 
 class GRPORunner(TRLRunner):

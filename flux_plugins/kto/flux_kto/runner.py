@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from flux_core.config import FluxConfig
-from flux_core.memory import use_gradient_checkpointing
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
 from flux_core.runner import TRLRunner
-from flux_core.trl_settings import shared_trl_settings
+from flux_core.trl_settings import build_trl_config
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -31,24 +30,19 @@ def build_kto_args(config: FluxConfig, precision: str, model: Any):
     from trl import KTOConfig
 
     algorithm = config.algorithm
-    checkpointing = use_gradient_checkpointing(
-        config.gradient_checkpointing,
+    return build_trl_config(
+        KTOConfig,
+        config,
+        precision,
         model,
         sequences=2 * config.batch_size,  # each example and its KL (mismatched) completion
-        tokens_per_sequence=config.max_length or 1024,
         extra_model_copies=0 if config.lora else 1,  # TRL's frozen reference copy without LoRA
-        lora=config.lora,
-    )
-    settings: dict[str, Any] = shared_trl_settings(config, precision, checkpointing)
-    settings.update(
         max_length=config.max_length,
         dataset_num_proc=config.dataset_num_proc,
         beta=algorithm.beta,
         desirable_weight=algorithm.desirable_weight,
         undesirable_weight=algorithm.undesirable_weight,
     )
-    settings.update(config.trl)
-    return KTOConfig(**settings)
 
 
 class KTORunner(TRLRunner):
