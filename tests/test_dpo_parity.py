@@ -7,6 +7,7 @@ precision: fp32 for the exact checks, bf16 (GPU only) with a tolerance of its ow
 import json
 
 import pytest
+from raw_trl import raw_trl_losses as train_raw_trl
 
 from flux_core.trainer import FluxTrainer
 
@@ -17,14 +18,11 @@ def raw_trl_losses(config, records, loss_type: str, lora: bool) -> list[float]:
     """Per-step training losses of an unmodified trl.DPOTrainer, on the device Flux picks
     (the GPU when there is one) in ``config.precision`` (fp32 or bf16)."""
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
     assert config.precision in ("fp32", "bf16"), "pin the precision: auto differs between CPU and GPU"
     bf16 = config.precision == "bf16"
-    tokenizer = AutoTokenizer.from_pretrained(config.model_path)
     # as Flux loads it: bf16 weights under bf16 autocast, or fp32 throughout
     model = AutoModelForCausalLM.from_pretrained(config.model_path, dtype=torch.bfloat16 if bf16 else torch.float32)
     args = DPOConfig(
@@ -44,16 +42,7 @@ def raw_trl_losses(config, records, loss_type: str, lora: bool) -> list[float]:
         report_to="none",
         disable_tqdm=True,
     )
-    peft_config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    trainer = DPOTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(records),
-        processing_class=tokenizer,
-        peft_config=peft_config if lora else None,
-    )
-    trainer.train()
-    return [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    return train_raw_trl(DPOTrainer, args, model, config.model_path, records, lora)
 
 
 CASES = [

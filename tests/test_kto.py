@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from raw_trl import raw_trl_losses as train_raw_trl
 
 from flux_core.trainer import FluxTrainer
 
@@ -27,12 +28,9 @@ def kto_config(dpo_config, **overrides):
 def raw_trl_losses(config, records, lora: bool) -> list[float]:
     """Per-step training losses of an unmodified trl.KTOTrainer with the same settings, in fp32."""
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import KTOConfig, KTOTrainer
 
-    tokenizer = AutoTokenizer.from_pretrained(config.model_path)
     model = AutoModelForCausalLM.from_pretrained(config.model_path, dtype=torch.float32)
     args = KTOConfig(
         output_dir=config.output_dir + "-trl",
@@ -50,16 +48,7 @@ def raw_trl_losses(config, records, lora: bool) -> list[float]:
         report_to="none",
         disable_tqdm=True,
     )
-    peft_config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    trainer = KTOTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(records),
-        processing_class=tokenizer,
-        peft_config=peft_config if lora else None,
-    )
-    trainer.train()
-    return [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    return train_raw_trl(KTOTrainer, args, model, config.model_path, records, lora)
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
