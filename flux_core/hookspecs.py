@@ -29,11 +29,13 @@ def register_algorithms(register: Callable[..., None]) -> None:
 def register_losses(register: Callable[..., None]) -> None:
     """Register named losses.
 
-    Call ``register(name, fn, algorithm="dpo")``. YAML ``algorithm.loss: NAME`` selects
-    one; ``algorithm.loss_kwargs`` fills ``loss_kwargs``. The calling convention of
-    ``fn`` belongs to the algorithm:
+    Call ``register(name, fn, algorithm=NAME)`` for an algorithm whose ``Algorithm``
+    declares ``takes_losses``; naming any other algorithm is an error that names the
+    plugin. YAML ``algorithm.loss: NAME`` selects one; ``algorithm.loss_kwargs`` fills
+    ``loss_kwargs``. The calling convention of ``fn`` belongs to the algorithm's plugin,
+    which documents it; for Flux's own:
 
-    - ``dpo``: ``fn(inputs: flux_core.losses.PreferenceLogps, *, beta, label_smoothing,
+    - ``dpo``: ``fn(inputs: flux_dpo.inputs.PreferenceLogps, *, beta, label_smoothing,
       **loss_kwargs)`` returning one loss per preference pair.
     - ``ppo``: ``fn(inputs: flux_ppo.losses.PolicyLossInputs, *, cliprange,
       **loss_kwargs)`` returning one policy loss per completion token.

@@ -202,7 +202,12 @@ def _build_registry() -> Registry:
 
     for impl in manager.hook.register_losses.get_hookimpls():
 
-        def register(name: str, fn: Callable[..., Any], algorithm: str = "dpo", _plugin=impl.plugin_name) -> None:
+        def register(name: str, fn: Callable[..., Any], *, algorithm: str | None = None, _plugin=impl.plugin_name):
+            if algorithm is None:
+                raise FluxError(
+                    f"plugin '{_plugin}' registers loss '{name}' without naming its algorithm: "
+                    f"call register('{name}', fn, algorithm=...) with the algorithm it is for"
+                )
             if not _takes_losses(registry, algorithm, name, _plugin):
                 return
             registry._claim(f"{algorithm} loss", name, _plugin)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from flux_core.losses import PreferenceLogps
+from flux_dpo.inputs import PreferenceLogps
 from flux_dpo import losses
 
 

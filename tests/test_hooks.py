@@ -208,3 +208,18 @@ def test_a_loss_for_an_algorithm_that_takes_none_is_an_error(register_plugin):
         FluxError, match="plugin 'grpo-losses' registers loss 'my_loss' for 'grpo', which takes no registered losses"
     ):
         get_registry()
+
+
+def test_a_loss_registered_without_its_algorithm_is_an_error_naming_the_plugin(register_plugin):
+    # Core has no default algorithm: a loss that names none would silently become a DPO loss.
+    from flux_core.errors import FluxError
+    from flux_core.registry import get_registry
+
+    class NoAlgorithm:
+        @hookimpl
+        def register_losses(self, register):
+            register("my_loss", lambda inputs, **kwargs: inputs)
+
+    register_plugin(NoAlgorithm(), name="vague-losses")
+    with pytest.raises(FluxError, match="plugin 'vague-losses' registers loss 'my_loss' without naming its algorithm"):
+        get_registry()

@@ -1,6 +1,6 @@
 """TRL 1.16's DPO loss types as standalone Flux losses, registered under their TRL names.
 
-Each function takes :class:`flux_core.losses.PreferenceLogps` plus ``beta`` and
+Each function takes :class:`flux_dpo.inputs.PreferenceLogps` plus ``beta`` and
 ``label_smoothing`` and returns one loss per example; the formulas follow
 ``trl.DPOTrainer._compute_loss`` (reverse-KL scores, i.e. standard DPO) line for line,
 which the parity tests check. A reference-free batch (``ref_*`` is ``None``) uses a
@@ -10,7 +10,7 @@ cheap.
 
 from __future__ import annotations
 
-from flux_core.losses import PreferenceLogps
+from flux_dpo.inputs import PreferenceLogps
 
 # Losses whose TRL formula reads label_smoothing; the others ignore it (Flux warns).
 USES_LABEL_SMOOTHING = frozenset({"robust", "exo_pair", "aot", "aot_unpaired"})

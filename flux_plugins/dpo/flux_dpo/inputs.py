@@ -1,4 +1,4 @@
-"""Inputs that Flux hands to registered DPO-family losses.
+"""What flux-dpo hands to registered DPO-family losses (``register(name, fn, algorithm="dpo")``).
 
 A DPO loss is a plain function::
 
