@@ -87,9 +87,25 @@ class SGLangConfig(StrictModel):
 
 
 class AdaptiveAsyncConfig(StrictModel):
+    """Generate the next rollout batches on the server while the trainer updates (GRPO; docs/rollouts.md)."""
+
     enabled: bool = Field(
         default=False,
-        description="Overlap rollout generation with training (online algorithms with a server backend only).",
+        description="Overlap rollout generation with training: a background producer generates upcoming batches on "
+        "the rollout server (sglang.base_url) while the trainer runs the current step. GRPO only for now.",
+    )
+    max_staleness: NonNegativeInt = Field(
+        default=1,
+        description="Hard bound: a batch is trained on at most this many policy versions (optimizer steps) after "
+        "the weights that generated it; 0 = synchronous.",
+    )
+    target_drift: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="Fraction of completion tokens whose importance ratio pi_current / pi_behaviour falls outside "
+        "the clip range [1 - epsilon, 1 + epsilon_high]; above it the staleness bound shrinks, well below it "
+        "(half) while the trainer waits on generation, the bound grows back towards max_staleness.",
     )
 
 
