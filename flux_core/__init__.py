@@ -1,6 +1,73 @@
-"""flux_core: hook specifications, plugin manager, registries, config and the user API."""
+"""flux_core: hook specifications, plugin manager, registries, config and the user API.
+
+Plugin authors import everything they need from here::
+
+    from flux_core import Algorithm, AlgorithmConfig, TRLRunner, build_trl_config, hookimpl
+
+``__all__`` is the plugin API; the modules behind it are implementation detail and may
+move. Names load on first use, so ``import flux_core`` never imports torch or TRL.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from flux_core.hookspecs import hookimpl
 
 __version__ = "0.1.0"
-__all__ = ["hookimpl", "__version__"]
+
+# name -> the module that defines it. Grouped by what a plugin uses them for.
+_PLUGIN_API = {
+    # registering an algorithm
+    "Algorithm": "flux_core.registry",
+    "AlgorithmConfig": "flux_core.config",
+    "FluxConfig": "flux_core.config",
+    "DataFormat": "flux_core.data",
+    "get_registry": "flux_core.registry",
+    "get_plugin_manager": "flux_core.plugins",
+    # errors users see as one line
+    "FluxError": "flux_core.errors",
+    "ConfigError": "flux_core.errors",
+    "DataError": "flux_core.errors",
+    # the runner contract and what every runner is built from
+    "Runner": "flux_core.runner",
+    "TRLRunner": "flux_core.runner",
+    "RunContext": "flux_core.run_context",
+    "StepResult": "flux_core.callbacks",
+    "StepCallback": "flux_core.callbacks",
+    "StepReporter": "flux_core.callbacks",
+    "FitResult": "flux_core.callbacks",
+    "CheckpointManager": "flux_core.checkpoint",
+    # models and TRL settings
+    "load_model": "flux_core.modeling",
+    "load_tokenizer": "flux_core.modeling",
+    "peft_config": "flux_core.modeling",
+    "resolve_precision": "flux_core.modeling",
+    "build_trl_config": "flux_core.trl_settings",
+    "SHARED_OWNED_TRL_FIELDS": "flux_core.trl_settings",
+    "ReferenceLogpsProvider": "flux_core.reference",
+    # online algorithms: rollouts and rewards
+    "RolloutBackend": "flux_core.rollout",
+    "Rollout": "flux_core.rollout",
+    "SamplingParams": "flux_core.rollout",
+    "create_backend": "flux_core.rollout",
+    "RewardSpec": "flux_core.rewards",
+    "RewardFunction": "flux_core.rewards",
+    "build_reward_functions": "flux_core.rewards",
+}
+
+__all__ = ["__version__", "hookimpl", *_PLUGIN_API]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PLUGIN_API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flux_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PLUGIN_API))
