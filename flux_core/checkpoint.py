@@ -93,10 +93,17 @@ def merged_state_dict(model: Any) -> dict[str, Any]:
     from peft.tuners.lora import LoraLayer
 
     base = model.get_base_model()
+    active = set(model.active_adapters)
     state = {}
     for key, value in base.state_dict().items():
-        if "lora_" in key:
+        if "lora_" in key or ".original_module." in key:
             continue
+        if ".modules_to_save." in key:  # a module trained in full beside the adapter (a reward model's score head)
+            prefix, _, rest = key.partition(".modules_to_save.")
+            adapter, _, name = rest.partition(".")
+            if adapter not in active:
+                continue
+            key = f"{prefix}.{name}"
         state[key.replace(".base_layer.", ".")] = value
     for name, module in base.named_modules():
         if isinstance(module, LoraLayer):
