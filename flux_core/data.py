@@ -35,6 +35,10 @@ class DataFormat:
     # "module:attribute" of ``fn(pairs, num_proc) -> dataset``: preference pairs (checked and normalised
     # as the "preferences" format) given instead of this format's keys are converted by it.
     from_preferences: str | None = None
+    # "module:attribute" of ``fn(dataset, where, num_proc) -> dataset`` for a format with several shapes
+    # (e.g. SFT's messages, prompt + completion, or text): it checks the rows with flux_core.data_checks
+    # and normalises them, instead of the generic checks of text_keys and label_keys.
+    normalize: str | None = None
 
 
 DATA_FORMATS = {
@@ -175,6 +179,8 @@ def _load_plugin_format(dataset: Any, fmt: DataFormat, where: Any, num_proc: int
     if fmt.from_preferences and {"chosen", "rejected"} <= columns and not own & columns:
         pairs = _load_preferences(dataset, DATA_FORMATS["preferences"], where, num_proc)
         return _import_attribute(fmt.from_preferences)(pairs, num_proc)
+    if fmt.normalize:
+        return _import_attribute(fmt.normalize)(dataset, where, num_proc)
     needs = ", ".join(fmt.text_keys + fmt.label_keys)
     kinds = {key: text_kind(dataset, key, where, needs) for key in fmt.text_keys}
     first = fmt.text_keys[0]
