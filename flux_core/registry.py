@@ -17,7 +17,14 @@ from flux_core.plugins import get_plugin_manager
 
 # Algorithms that Flux publishes as separate distributions: a missing one gets a
 # `pip install` hint instead of a bare "unknown algorithm".
-KNOWN_ALGORITHM_PACKAGES = {"dpo": "flux-dpo", "grpo": "flux-grpo", "ppo": "flux-ppo", "kto": "flux-kto"}
+KNOWN_ALGORITHM_PACKAGES = {
+    "dpo": "flux-dpo",
+    "grpo": "flux-grpo",
+    "ppo": "flux-ppo",
+    "kto": "flux-kto",
+    "sft": "flux-sft",
+    "reward_model": "flux-rm",
+}
 
 
 @dataclass(frozen=True)
