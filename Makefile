@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PLUGINS := $(wildcard flux_plugins/*)
 TINY_MODEL := .cache/tiny-model
 
-.PHONY: install test demo demo-grpo demo-ppo bench gpu-check gpu-wheels clean
+.PHONY: install test test-fast demo demo-grpo demo-ppo bench gpu-check gpu-wheels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ install: $(BIN)/python
 WORKERS ?= auto
 test:
 	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadscope
+
+# Unit tests only (no model loads, no training runs): about a minute. Tests that load a
+# model are marked `slow` by tests/conftest.py, end-to-end subprocess tests by hand.
+test-fast:
+	$(BIN)/python -m pytest -q -n $(WORKERS) -m "not slow"
 
 $(TINY_MODEL)/config.json:
 	$(BIN)/flux tiny-model $(TINY_MODEL)

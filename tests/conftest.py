@@ -27,8 +27,16 @@ atexit.register(shutil.rmtree, _DATASETS_CACHE, ignore_errors=True)
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Fixtures that load a model: a test using one is an end-to-end run, not a unit test.
+MODEL_FIXTURES = frozenset({"tiny_model_dir"})
+
+
 def pytest_collection_modifyitems(config, items):
-    """Skip ``@pytest.mark.gpu`` tests (bf16 numerics, CUDA memory) where no CUDA GPU is visible."""
+    """Mark model-loading tests ``slow`` (``-m "not slow"`` runs the unit tests alone, in
+    seconds), and skip ``@pytest.mark.gpu`` tests where no CUDA GPU is visible."""
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     gpu_tests = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_tests:
         return

@@ -202,6 +202,7 @@ def test_auto_needs_the_estimate_with_a_quarter_to_spare_in_free_memory(tiny_mod
 
 
 @pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's resettable VmHWM")
+@pytest.mark.slow
 def test_the_estimate_matches_cpu_training_memory_at_two_batch_sizes(tmp_path):
     """Peak RSS growth once train() starts (DPO, no checkpointing, fp32, every sequence
     max_length long, 2 steps), measured by benchmarks/bench_memory.py in a fresh process.

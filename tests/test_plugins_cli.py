@@ -130,6 +130,7 @@ def test_bad_data_line_is_one_line(tmp_path, tiny_model_dir):
     assert "Traceback" in debug.stderr
 
 
+@pytest.mark.slow
 def test_tiny_model_is_deterministic(tmp_path):
     for name in ("a", "b"):
         assert run("tiny-model", str(tmp_path / name)).returncode == 0
