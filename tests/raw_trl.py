@@ -6,15 +6,23 @@ from typing import Any
 
 
 def raw_trl_losses(
-    trainer_class: Any, args: Any, model: Any, model_path: str, records: list[dict], lora: bool
+    trainer_class: Any,
+    args: Any,
+    model: Any,
+    model_path: str,
+    records: list[dict],
+    lora: bool,
+    **lora_settings: Any,
 ) -> list[float]:
     """Per-step training losses of ``trainer_class`` (e.g. ``trl.DPOTrainer``) with ``args`` on ``records``;
-    ``lora``: the same LoRA adapter Flux's tests use (r 4, alpha 8, all linear layers)."""
+    ``lora``: the same LoRA adapter Flux's tests use (r 4, alpha 8, all linear layers), with ``lora_settings``
+    (other ``LoraConfig`` fields, e.g. a reward model's ``task_type="SEQ_CLS"``) on top."""
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoTokenizer
 
-    peft_config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    settings = {"task_type": "CAUSAL_LM", **lora_settings}
+    peft_config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", **settings)
     trainer = trainer_class(
         model=model,
         args=args,
