@@ -17,7 +17,7 @@ def evaluate_pairs(config: Any, checkpoint: str, dataset: Any) -> dict[str, floa
             update={"model_path": str(checkpoint), "lora": None, "num_steps": 1, "output_dir": scratch}
         )
         trainer = RewardModelRunner(scoring, show_progress=False).build_trainer(dataset, dataset)
-        logs = trainer.evaluate(dataset, metric_key_prefix="eval")
+        logs = trainer.evaluate()
     metrics = {}
     for key, value in logs.items():
         name = key.removeprefix("eval_")

@@ -158,13 +158,19 @@ class RewardModelRunner(TRLRunner):
         precision = resolve_precision(config.precision)
         self.tokenizer = load_tokenizer(config.model_path)
         model = load_reward_model(config.model_path, precision, config.seed, self.tokenizer.pad_token_id)
+        args = build_reward_args(config, precision, model)
+        if config.lora is not None:
+            # The adapter is made here, right after the seeded head, as RewardTrainer does for a model it
+            # loads itself; given a model, it would re-seed first and draw other LoRA weights.
+            from peft import get_peft_model
+
+            model = get_peft_model(model, reward_lora_config(config.lora))
         trainer = flux_reward_trainer_class()(
             model=model,
-            args=build_reward_args(config, precision, model),
+            args=args,
             train_dataset=dataset,
             eval_dataset=eval_dataset,
             processing_class=self.tokenizer,
-            peft_config=reward_lora_config(config.lora),
             callbacks=list(callbacks),
         )
         trainer.remove_callback(PrinterCallback)  # TRL would print every log dict
