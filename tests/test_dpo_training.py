@@ -168,3 +168,42 @@ def test_pairs_whose_prompt_fills_max_length_are_reported(dpo_config, preference
         FluxTrainer(dpo_config(num_steps=1, max_length=1, output_dir=str(dpo_config().output_dir) + "-1")).fit(
             prompts=records
         )
+
+
+def test_metrics_reach_the_host_once_per_optimizer_step(dpo_config, preferences_file, monkeypatch):
+    # On a GPU every .item()/.tolist() is a host-device sync that stalls the next launch: the loss
+    # step queues its metrics on the device and log() moves them in one transfer per step.
+    from flux_dpo.trainer import FluxDPOTrainer
+
+    where = {"in": None}
+    transfers = {"loss": 0, "log": 0}
+    for method in ("item", "tolist"):
+        original = getattr(torch.Tensor, method)
+
+        def counted(self, *args, _original=original, **kwargs):
+            if where["in"]:
+                transfers[where["in"]] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, method, counted)
+
+    def inside(name, method):
+        def wrapper(self, *args, **kwargs):
+            outer, where["in"] = where["in"], where["in"] or name
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                where["in"] = outer
+
+        return wrapper
+
+    monkeypatch.setattr(FluxDPOTrainer, "_compute_loss", inside("loss", FluxDPOTrainer._compute_loss))
+    monkeypatch.setattr(FluxDPOTrainer, "log", inside("log", FluxDPOTrainer.log))
+    config = dpo_config(num_steps=3, batch_size=4, trl={"gradient_accumulation_steps": 2})
+    result = FluxTrainer(config, show_progress=False).fit(prompts=str(preferences_file), data_format="preferences")
+
+    assert transfers["loss"] == 0, transfers
+    assert 3 <= transfers["log"] <= 4, transfers  # one per optimizer step, plus the end-of-training summary's
+    assert [s.step for s in result.history] == [1, 2, 3]
+    assert all(-5 < s.metrics["reward_margin"] < 5 and 0 <= s.metrics["accuracy"] <= 1 for s in result.history)
+    assert result.history[-1].metrics["num_tokens"] > result.history[0].metrics["num_tokens"] > 0

@@ -178,27 +178,76 @@ class FluxDPOTrainer(DPOTrainer):
         return loss
 
     def _log_metrics(self, mode, batch: PreferenceLogps, outputs, shift_completion_mask, seq_len, inputs) -> None:
-        """Record TRL's metric names (rewards/*, logps/*, entropy) for TRL's ``log``."""
+        """Queue TRL's metrics (rewards/*, logps/*, entropy, num_tokens) as one device tensor.
+
+        Nothing here moves a value to the host: on a GPU each ``.item()`` is a sync that
+        stalls the next kernel launch. :meth:`log` moves every queued value at once.
+        """
         gather = self.accelerator.gather_for_metrics
         with torch.no_grad():
             chosen_rewards = self.beta * batch.chosen_logratios.detach()
             rejected_rewards = self.beta * batch.rejected_logratios.detach()
-            metrics = self._metrics[mode]
-            metrics["rewards/chosen"].append(gather(chosen_rewards).mean().item())
-            metrics["rewards/rejected"].append(gather(rejected_rewards).mean().item())
-            metrics["rewards/accuracies"].append(gather((chosen_rewards > rejected_rewards).float()).mean().item())
-            metrics["rewards/margins"].append(gather(chosen_rewards - rejected_rewards).mean().item())
-            metrics["logps/chosen"].append(gather(batch.chosen_logps.detach()).mean().item())
-            metrics["logps/rejected"].append(gather(batch.rejected_logps.detach()).mean().item())
+            per_example = torch.stack(  # [batch, len(_PER_EXAMPLE_METRICS)]: gathered along the batch
+                [
+                    chosen_rewards,
+                    rejected_rewards,
+                    (chosen_rewards > rejected_rewards).to(chosen_rewards.dtype),
+                    chosen_rewards - rejected_rewards,
+                    batch.chosen_logps.detach(),
+                    batch.rejected_logps.detach(),
+                ],
+                dim=1,
+            )
+            names = list(_PER_EXAMPLE_METRICS)
+            values = [gather(per_example).double().mean(dim=0)]
             if outputs.entropy is not None:
                 entropy_sum = gather((outputs.entropy[:, -seq_len:] * shift_completion_mask).sum()).sum()
                 tokens = gather(shift_completion_mask.sum()).sum()
-                metrics["entropy"].append((entropy_sum / tokens.clamp(min=1)).item())
+                values.append((entropy_sum / tokens.clamp(min=1)).double().view(1))
+                names.append("entropy")
             if mode == "train":
                 packed = "sequence_ids" in inputs  # no padding: every token is real
                 tokens = inputs["input_ids"].numel() if packed else inputs["attention_mask"].sum()
-                self._total_train_tokens += gather(torch.as_tensor(tokens, device=self.accelerator.device)).sum().item()
-                metrics["num_tokens"] = [self._total_train_tokens]
+                tokens = gather(torch.as_tensor(tokens, device=self.accelerator.device)).sum()
+                values.append(tokens.double().view(1))  # float64 counts exactly up to 2**53 tokens
+                names.append("num_tokens")
+        self._queued_metrics[mode].append((names, torch.cat(values)))
+
+    @property
+    def _queued_metrics(self) -> dict[str, list]:
+        if not hasattr(self, "_flux_queued_metrics"):
+            self._flux_queued_metrics = {"train": [], "eval": []}
+        return self._flux_queued_metrics
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Move the queued metrics to the host in one transfer (the step's one sync for metrics),
+        then log as TRL does (the mean of each metric over the micro-batches since the last log)."""
+        mode = "train" if self.model.training else "eval"
+        queued = self._queued_metrics[mode]
+        if queued:
+            host = torch.cat([values for _, values in queued]).tolist()
+            position = 0
+            for names, _ in queued:
+                for name in names:
+                    if name == "num_tokens":
+                        self._total_train_tokens += int(host[position])
+                        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+                    else:
+                        self._metrics[mode][name].append(host[position])
+                    position += 1
+            queued.clear()
+        super().log(logs, start_time)
+
+
+# Per-example metrics under TRL's names, in the column order of ``_log_metrics``'s stack.
+_PER_EXAMPLE_METRICS = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+)
 
 
 def _provided_logps(provider: ReferenceLogpsProvider, dataset) -> tuple[list[float], list[float]]:
