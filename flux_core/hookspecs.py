@@ -76,7 +76,7 @@ def collate_batch(config: Any, tokenizer: Any, algorithm: str) -> Any:
 
     The built-in default returns ``None``, which keeps the trainer's own padded
     collator; flux-dpo returns its padding-free collator when ``algorithm.collation``
-    is ``packed``.
+    is ``packed``, or ``auto`` on a machine with a variable-length attention kernel.
     """
 
 

@@ -59,14 +59,20 @@ def load_tokenizer(model_path: str):
     return tokenizer
 
 
-def load_model(model_path: str, precision: str = "fp32"):
+def load_model(model_path: str, precision: str = "fp32", attn_implementation: str | None = None):
+    """The causal LM at ``model_path`` (a directory or hub id) in ``precision``.
+
+    ``attn_implementation``: transformers' name (``sdpa``, ``flash_attention_2``,
+    ``flex_attention``, ...); ``None`` keeps transformers' default.
+    """
     path = _checked_path(model_path)
     if looks_local(model_path):
         check_weight_files(Path(path))
     from transformers import AutoModelForCausalLM
 
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(precision))
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(precision), **extra)
     except (OSError, ValueError) as error:
         raise FluxError(f"cannot load model from '{model_path}': {_first_line(error)}") from None
 

@@ -3,6 +3,8 @@
 Exact in fp32 (pinned, so a GPU runs the same check); bf16 gets its own tolerance (GPU only).
 """
 
+import math
+
 import pytest
 
 from flux_core.trainer import FluxTrainer
@@ -28,6 +30,8 @@ def test_packed_losses_equal_padded_losses(dpo_config, preference_records, algor
     assert packed.metric("reward_margin") == pytest.approx(padded.metric("reward_margin"), abs=1e-3)
     # both count real tokens only: the packed row holds exactly the padded batch's non-pad tokens
     assert packed.metric("num_tokens")[-1] == padded.metric("num_tokens")[-1]
+    if not algorithm.get("reference_free"):  # policy == reference at step 1, packed or not
+        assert packed.metric("loss")[0] == pytest.approx(math.log(2), abs=1e-5)
 
 
 def test_packed_with_lora_matches_padded(dpo_config, preference_records, tmp_path):
@@ -79,6 +83,52 @@ def test_collator_layout():
     assert batch["sequence_ids"].tolist() == [0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 3, 3, 3]
     assert batch["completion_mask"].tolist() == [[0, 0, 1, 1, 1, 0, 1, 0, 0, 1, 0, 1, 1]]
     assert batch["completion_lengths"].tolist() == [3, 1, 1, 2]
-    mask = batch["attention_mask"][0, 0]
-    assert mask[6].tolist() == [False] * 5 + [True, True] + [False] * 6  # token 6 sees only its own sequence
-    assert torch.equal(mask, mask.tril())
+    assert "attention_mask" not in batch  # transformers reads the boundaries from position_ids
+
+
+@pytest.mark.parametrize(
+    "attention", ["sdpa", "eager", pytest.param("flex_attention", marks=pytest.mark.gpu)]  # flex compiles ~1 min on CPU
+)
+def test_a_packed_row_scores_each_sequence_as_if_it_were_alone(tiny_model_dir, attention):
+    # What packing relies on: with restarting position_ids and no mask, no token attends across sequences.
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from flux_dpo.collators import PackedPreferenceCollator
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attention, dtype=torch.float32)
+    model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    examples = [
+        {"prompt_ids": [11, 12, 13], "chosen_ids": [14, 15, 16, 17, 18], "rejected_ids": [19]},
+        {"prompt_ids": [21], "chosen_ids": [22, 23], "rejected_ids": [24, 25, 26, 27, 28, 29, 30]},
+    ]
+    batch = PackedPreferenceCollator(pad_token_id=0)(examples)
+    sequences = [[11, 12, 13, 14, 15, 16, 17, 18], [21, 22, 23], [11, 12, 13, 19], [21, 24, 25, 26, 27, 28, 29, 30]]
+    with torch.no_grad():
+        packed = model(
+            input_ids=batch["input_ids"].to(model.device),
+            position_ids=batch["position_ids"].to(model.device),
+            use_cache=False,
+        ).logits[0]
+        alone = [model(input_ids=torch.tensor([s], device=model.device), use_cache=False).logits[0] for s in sequences]
+    torch.testing.assert_close(packed, torch.cat(alone), atol=1e-5, rtol=1e-5)
+
+
+def test_auto_packs_only_where_a_varlen_attention_path_exists(monkeypatch):
+    import torch
+
+    from flux_dpo import collators
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert collators.resolve_collation("auto") == (False, None)  # CPU: a dense mask spends what packing saves
+    assert collators.resolve_collation("packed") == (True, None)  # asked for: packed, default attention
+    assert collators.resolve_collation("padded") == (False, None)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "flash_attn" else object())
+    assert collators.resolve_collation("auto") == (True, "flex_attention")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    assert collators.resolve_collation("auto") == (True, "flash_attention_2")
+    assert collators.resolve_collation("padded") == (False, None)

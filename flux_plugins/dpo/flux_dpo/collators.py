@@ -1,11 +1,14 @@
-"""Padding-free ("packed") collation of preference pairs.
+"""Padding-free ("packed") collation of preference pairs, and when packing pays.
 
 TRL 1.16 disables DPO's ``padding_free`` mode. This collator packs the batch's 2B
 sequences (chosen first, then rejected, as TRL orders them) into one row with no pad
-tokens, restarting ``position_ids`` per sequence and passing a block-diagonal causal
-attention mask, so each sequence attends only to itself: per-sequence log-probs are
-those of the padded batch (tested). It trades padding compute for a (T x T) mask,
-which pays off on variable-length data and models whose linear layers dominate.
+tokens and ``position_ids`` that restart per sequence, and passes no attention mask.
+transformers reads the sequence boundaries from those restarts: flash-attention runs its
+variable-length kernel (compute proportional to each sequence's length), FlexAttention
+gets a block-diagonal document mask whose empty blocks it skips, and SDPA/eager get a
+dense block-diagonal (T x T) mask. Per-sequence log-probs are those of the padded batch
+in every case (tested). Only the first two save attention compute, so
+``collation: auto`` packs only where one of them runs (:func:`packing_attention`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 class PackedPreferenceCollator(DataCollatorForPreference):
     """TRL's preference collator (same truncation), then packed into a single row.
 
-    Extra keys: ``sequence_ids`` (which sequence each token belongs to) and
+    No ``attention_mask``: the model finds the sequences from ``position_ids`` (run it with
+    ``use_cache=False``, as training does). Extra keys: ``sequence_ids`` (which sequence each token belongs to) and
     ``completion_lengths`` (completion tokens per sequence, as the padded batch counts them).
     """
 
@@ -36,12 +40,9 @@ class PackedPreferenceCollator(DataCollatorForPreference):
         # A sequence's first token is never scored in the padded layout either (nothing precedes it);
         # here it would be "predicted" from the previous sequence, so mask it.
         completion_mask[starts] = 0
-        causal = torch.tril(torch.ones(len(sequence_ids), len(sequence_ids), dtype=torch.bool))
-        same_sequence = sequence_ids[:, None] == sequence_ids[None, :]
         packed = {
             "input_ids": padded["input_ids"][keep].unsqueeze(0),
             "position_ids": position_ids.unsqueeze(0),
-            "attention_mask": (causal & same_sequence)[None, None],
             "completion_mask": completion_mask.unsqueeze(0),
             "sequence_ids": sequence_ids,
             "completion_lengths": padded["completion_mask"].sum(dim=1),
@@ -55,3 +56,30 @@ class PackedPreferenceCollator(DataCollatorForPreference):
 def sequence_sums(per_token: torch.Tensor, sequence_ids: torch.Tensor, num_sequences: int) -> torch.Tensor:
     """Sum a packed row's shifted per-token values ([1, T-1], token t+1's) per sequence."""
     return per_token.new_zeros(num_sequences).index_add(0, sequence_ids[1:].to(per_token.device), per_token[0])
+
+
+def packing_attention() -> str | None:
+    """The attention implementation that makes packed batches cheaper than padded ones here, or ``None``.
+
+    On CUDA: ``flash_attention_2`` when the ``flash_attn`` package is installed (varlen
+    kernel), else ``flex_attention`` (block-sparse document mask, compiled on first use).
+    Elsewhere ``None``: SDPA with a dense (T x T) mask spends what packing saves (measured
+    1.00x on CPU, 0.65x on an H100).
+    """
+    import importlib.util
+
+    if not torch.cuda.is_available():
+        return None
+    if importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "flex_attention"
+
+
+def resolve_collation(collation: str) -> tuple[bool, str | None]:
+    """``algorithm.collation`` -> (pack?, attention implementation to load the model with)."""
+    attention = packing_attention()
+    if collation == "auto":
+        return attention is not None, attention
+    if collation == "packed":
+        return True, attention
+    return False, None

@@ -53,11 +53,12 @@ class DPOAlgorithmConfig(AlgorithmConfig):
             "seen more than once, else adapter with LoRA, else copy."
         ),
     )
-    collation: Literal["padded", "packed"] = Field(
-        default="padded",
+    collation: Literal["auto", "padded", "packed"] = Field(
+        default="auto",
         description=(
-            "padded: TRL's padded batches; packed: one row per batch with no padding and a block-diagonal "
-            "attention mask (same losses; faster on variable-length data)."
+            "padded: TRL's padded batches; packed: one row per batch with no padding, sequences separated by "
+            "restarting position_ids (same losses); auto: packed where a variable-length attention path exists "
+            "(CUDA: flash-attention varlen if flash-attn is installed, else FlexAttention), padded elsewhere."
         ),
     )
 

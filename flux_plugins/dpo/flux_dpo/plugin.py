@@ -35,10 +35,14 @@ def register_losses(register):
 
 @hookimpl(trylast=True)
 def collate_batch(config, tokenizer, algorithm):
-    """``algorithm.collation: packed`` -> the padding-free collator; else TRL's padded one."""
-    if algorithm != "dpo" or getattr(config.algorithm, "collation", "padded") != "packed":
+    """``algorithm.collation`` packed (or auto where packing pays) -> the padding-free collator; else TRL's padded one."""
+    if algorithm != "dpo":
         return None
-    from flux_dpo.collators import PackedPreferenceCollator
+    from flux_dpo.collators import PackedPreferenceCollator, resolve_collation
+
+    packed, _ = resolve_collation(config.algorithm.collation)
+    if not packed:
+        return None
 
     return PackedPreferenceCollator(
         pad_token_id=tokenizer.pad_token_id,

@@ -97,16 +97,22 @@ class DPORunner(TRLRunner):
         instead of ``model_path`` (``flux eval`` scores a checkpoint against its base model)."""
         from transformers.trainer_callback import PrinterCallback
 
+        from flux_dpo.collators import resolve_collation
         from flux_dpo.trainer import FluxDPOTrainer
 
         config = self.config
         precision = resolve_precision(config.precision)
         policy = self.reference_policy(num_examples=len(dataset))
         self.tokenizer = load_tokenizer(config.model_path)
-        model = load_model(config.model_path, precision)
+        _, attention = resolve_collation(config.algorithm.collation)  # packed: a varlen kernel where one exists
+        model = load_model(config.model_path, precision, attn_implementation=attention)
         # `copy` with LoRA needs an explicit frozen copy; without LoRA TRL loads it itself.
         explicit_reference = policy == "copy" and (config.lora or reference_path)
-        ref_model = load_model(reference_path or config.model_path, precision) if explicit_reference else None
+        ref_model = (
+            load_model(reference_path or config.model_path, precision, attn_implementation=attention)
+            if explicit_reference
+            else None
+        )
         loss = get_registry().get_loss(config.algorithm.loss, "dpo")
         collator = get_plugin_manager().hook.collate_batch(config=config, tokenizer=self.tokenizer, algorithm="dpo")
 
