@@ -20,7 +20,8 @@ Adding another server backend: write a class with the two methods of
 :class:`RolloutBackend` and return it from :func:`create_backend` when its setting is
 present. Algorithms need no change: GRPO feeds any non-local backend to TRL through
 ``rollout_func`` (see ``flux_grpo.rollouts``), PPO calls ``generate`` directly.
-Overlapping generation with training (``adaptive_async``) is not implemented.
+Overlapping generation with training (``adaptive_async``, GRPO) runs on this seam too:
+:mod:`flux_core.async_rollout` drives a server backend from a background thread.
 
 This module imports torch lazily, so importing it is cheap.
 """
@@ -209,12 +210,11 @@ def create_backend(config: Any, model: Any, tokenizer: Any) -> RolloutBackend:
 
 
 def rollout_warnings(config: Any) -> list[str]:
-    """Config settings that ask for rollout behaviour this installation cannot do."""
+    """Config settings that ask for rollout behaviour this run cannot have."""
     messages = []
-    if config.adaptive_async.enabled:
+    if config.adaptive_async.enabled and not config.sglang.base_url:
         messages.append(
-            "adaptive_async.enabled is not implemented yet (generation overlapping training); "
-            "rollouts and updates alternate"
-            + ("" if config.sglang.base_url else ", and rollouts are generated locally (no sglang.base_url)")
+            "adaptive_async.enabled needs a rollout server (sglang.base_url): without one, rollouts are generated "
+            "in the training process by the model being trained, so rollouts and updates alternate (synchronous)"
         )
     return messages

@@ -207,17 +207,32 @@ def test_a_batch_that_does_not_split_into_groups_is_explained_before_any_model_l
     )
 
 
-def test_adaptive_async_warns_that_it_is_not_implemented(tiny_model_dir, tmp_path):
-    data = grpo_dict(
-        tiny_model_dir, tmp_path, adaptive_async={"enabled": True}, sglang={"base_url": "http://gpu:30000"}
-    )
-    with pytest.warns(UserWarning) as warned:
-        FluxConfig.from_dict(data)
-    messages = [str(w.message) for w in warned]
-    assert any(m.startswith("adaptive_async.enabled is not implemented yet") for m in messages), messages
-    assert not any("generated locally" in m for m in messages), messages  # sglang.base_url is a real backend now
-    with pytest.warns(UserWarning, match="rollouts are generated locally"):
+def test_adaptive_async_without_a_rollout_server_warns_that_it_runs_synchronously(tiny_model_dir, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with a server there is nothing to warn about
+        FluxConfig.from_dict(
+            grpo_dict(tiny_model_dir, tmp_path, adaptive_async={"enabled": True}, sglang={"base_url": "http://gpu:30000"})
+        )
+    with pytest.warns(UserWarning, match=r"adaptive_async.enabled needs a rollout server \(sglang.base_url\)") as warned:
         FluxConfig.from_dict(grpo_dict(tiny_model_dir, tmp_path, adaptive_async={"enabled": True}))
+    assert any("rollouts and updates alternate (synchronous)" in str(w.message) for w in warned)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"max_staleness": -1}, "adaptive_async.max_staleness: Input should be greater than or equal to 0"),
+        ({"target_drift": 0}, "adaptive_async.target_drift: Input should be greater than 0"),
+        ({"target_drift": 1.5}, "adaptive_async.target_drift: Input should be less than 1"),
+        ({"max_stalenes": 2}, "adaptive_async.max_stalenes"),
+    ],
+)
+def test_bad_adaptive_async_settings_name_the_key(tiny_model_dir, tmp_path, settings, message):
+    with pytest.raises(FluxError) as error:
+        FluxConfig.from_dict(grpo_dict(tiny_model_dir, tmp_path, adaptive_async={"enabled": True, **settings}))
+    assert message in str(error.value)
 
 
 # ------------------------------------------------------------------ short runs

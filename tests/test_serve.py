@@ -148,8 +148,9 @@ def test_grpo_against_flux_serve_learns_like_the_local_backend(grpo_run):
 def test_the_server_gets_the_weights_after_every_optimizer_step(grpo_run):
     _, result, before, after, _ = grpo_run
     updates = after["weight_updates"] - before["weight_updates"]
-    # One before the first generation, then one after each optimizer step that a generation follows.
-    assert updates == result.steps, (updates, result.steps)
+    # One before the first generation, one after each optimizer step that a generation follows, and one
+    # after the last step (the server ends with the trained policy).
+    assert updates == result.steps + 1, (updates, result.steps)
     assert after["generate_requests"] > before["generate_requests"]
 
 
@@ -162,6 +163,121 @@ def test_server_log_probs_of_the_synced_policy_equal_the_trainers(grpo_run):
     print(f"max |server - trainer| log-prob over {result.steps} steps: {max(differences):.2e}")
     assert max(differences) < 1e-4
     assert all(abs(ratio - 1) < 1e-4 for ratio in ratios)
+
+
+ASYNC_METRICS = ("staleness", "is_ratio_mean", "is_ratio_clipped_fraction", "generation_wait_s", "train_s")
+
+
+def server_logprob_gap(server, model, tokenizer) -> float:
+    """Largest |log-prob| difference between the server's greedy completion of a prompt and ``model``'s scoring of it."""
+    import httpx2
+    import torch
+
+    prompt = tokenizer("Explain jazz music.").input_ids
+    answer = httpx2.post(
+        f"{server.url}/generate",
+        json={"input_ids": prompt, "sampling_params": {"max_new_tokens": 8, "temperature": 0}, "return_logprob": True},
+        timeout=60,
+        trust_env=False,
+    ).json()
+    ids = answer["output_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1 : -1].float()
+    mine = torch.log_softmax(logits, -1).gather(-1, torch.tensor(ids).unsqueeze(-1)).squeeze(-1)
+    theirs = torch.tensor([entry[0] for entry in answer["meta_info"]["output_token_logprobs"]])
+    return float((mine - theirs).abs().max())
+
+
+@pytest.fixture(scope="module")
+def async_run(server, tiny_model_dir, tmp_path_factory):
+    """The same 120-step learning run with adaptive async (max_staleness 1, the default)."""
+    output_dir = tmp_path_factory.mktemp("grpo-async")
+    config = grpo_config(tiny_model_dir, output_dir, server.url, adaptive_async={"enabled": True})
+    started = time.perf_counter()
+    trainer = FluxTrainer(config, show_progress=False)
+    result = trainer.fit(prompts=make_prompts(64, seed=0))
+    return trainer, result, output_dir, time.perf_counter() - started
+
+
+def test_grpo_with_adaptive_async_learns_within_the_staleness_bound(async_run):
+    _, result, _, seconds = async_run
+    rewards = result.metric("reward")
+    first, last = mean(rewards[:20]), mean(rewards[-20:])
+    staleness = result.metric("staleness")
+    print(
+        f"GRPO adaptive async via flux serve: reward {first:.3f} -> {last:.3f} ({seconds:.0f}s); "
+        f"mean staleness {mean(staleness):.2f}, bound {result.metric('staleness_bound')[-10:]}"
+    )
+    assert last > first + 0.2, (first, last)  # the synchronous run's bar
+    assert last > 3 * first, (first, last)
+    assert len(staleness) == result.steps and set(staleness) <= {0.0, 1.0}  # never past max_staleness
+    assert staleness.count(1.0) >= result.steps // 4  # generation really ran ahead of the trainer
+    # Stale batches are corrected: the measured ratio drifts from 1 only on them.
+    ratios = result.metric("is_ratio_mean")
+    fresh = [ratio for ratio, age in zip(ratios, staleness) if age == 0]
+    assert all(abs(ratio - 1) < 1e-3 for ratio in fresh), fresh
+    assert max(result.metric("is_ratio_clipped_fraction")) > 0
+
+
+def test_adaptive_async_metrics_reach_metrics_jsonl_at_every_step(async_run):
+    _, result, output_dir, _ = async_run
+    rows = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == result.steps
+    for row in rows:
+        missing = [name for name in ASYNC_METRICS if not isinstance(row.get(name), (int, float))]
+        assert not missing, (row.get("step"), missing)
+        assert row["generation_wait_s"] >= 0 and row["train_s"] > 0
+
+
+def test_after_an_async_run_the_server_holds_the_final_weights(async_run, server):
+    trainer, _, _, _ = async_run
+    assert server_logprob_gap(server, trainer.model, trainer.tokenizer) < 1e-4
+
+
+def test_adaptive_async_with_max_staleness_zero_is_synchronous(server, tiny_model_dir, tmp_path):
+    config = grpo_config(
+        tiny_model_dir, tmp_path / "out", server.url, num_steps=12, adaptive_async={"enabled": True, "max_staleness": 0}
+    )
+    result = FluxTrainer(config, show_progress=False).fit(prompts=make_prompts(32, seed=0))
+    assert result.metric("staleness") == [0.0] * 12
+    # every batch comes from the weights being trained: importance ratios are 1, nothing clipped
+    assert all(abs(ratio - 1) < 1e-4 for ratio in result.metric("is_ratio_mean"))
+    assert result.metric("is_ratio_clipped_fraction") == [0.0] * 12
+
+
+def test_a_server_that_dies_during_an_async_run_stops_it_with_one_line_and_checkpoints_intact(
+    tiny_model_dir, tmp_path
+):
+    from flux_core.modeling import load_model
+
+    doomed = start_server(tiny_model_dir)
+    try:
+        config = grpo_config(
+            tiny_model_dir,
+            tmp_path / "out",
+            doomed.url,
+            num_steps=20,
+            checkpoint={"save_steps": 1},
+            sglang={"base_url": doomed.url, "timeout": 10, "max_retries": 2},
+            adaptive_async={"enabled": True, "max_staleness": 2},
+        )
+        trainer = FluxTrainer(config, show_progress=False)
+        trainer.add_step_callback(lambda result: doomed.stop() if result.step == 3 else None)
+        with pytest.raises(FluxError) as raised:
+            trainer.fit(prompts=make_prompts(16, seed=0))
+    finally:
+        doomed.stop()
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"rollout server at {doomed.url} failed POST /" in message and "3 times" in message, message
+    written = sorted((tmp_path / "out").glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    # Batches prefetched before the death may carry the run a step or two further (max_staleness 2).
+    assert [path.name for path in written[:3]] == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    assert len(written) <= 6, written
+    for checkpoint in written:
+        step = int(checkpoint.name.split("-")[1])
+        assert json.loads((checkpoint / "flux_checkpoint.json").read_text())["step"] == step
+        load_model(str(checkpoint))  # complete and loadable
 
 
 def test_a_lora_run_syncs_merged_weights(server, tiny_model_dir, tmp_path):

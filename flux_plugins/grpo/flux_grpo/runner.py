@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -16,6 +17,8 @@ from flux_grpo.config import check_run
 
 if TYPE_CHECKING:
     from datasets import Dataset
+
+    from flux_grpo.rollouts import AsyncGRPORollouts
 
 # TRL's log keys -> the metric names Flux users see. Each reward's own mean and std
 # are added per run (see metric_names), other keys keep their name with '/' -> '_'.
@@ -75,6 +78,23 @@ def build_grpo_args(config: FluxConfig, precision: str, reward_functions: list[R
     )
 
 
+def make_async_rollouts(config: FluxConfig, backend: RolloutBackend, sampling: SamplingParams) -> AsyncGRPORollouts:
+    """The adaptive-async ``rollout_func`` of a run (``adaptive_async`` settings, the clip range as drift test)."""
+    from flux_core.async_rollout import RolloutProducer, StalenessController
+    from flux_grpo.rollouts import AsyncGRPORollouts
+
+    settings, algorithm = config.adaptive_async, config.algorithm
+    producer = RolloutProducer(
+        backend,
+        sampling,
+        StalenessController(settings.max_staleness, settings.target_drift),
+        steps_per_batch=algorithm.num_iterations,
+        last_step=config.num_steps,
+    )
+    epsilon_high = algorithm.epsilon_high if algorithm.epsilon_high is not None else algorithm.epsilon
+    return AsyncGRPORollouts(producer, algorithm.epsilon, epsilon_high, settings.max_staleness)
+
+
 class GRPORunner(TRLRunner):
     """Builds policy, rewards, rollouts and TRL's GRPOTrainer for one GRPO run (see :class:`TRLRunner`).
 
@@ -102,16 +122,24 @@ class GRPORunner(TRLRunner):
             )
         super().__init__(config, show_progress)
         self.rollout_backend = rollout_backend
+        self.async_rollouts: AsyncGRPORollouts | None = None
         self.reward_functions: list[RewardFunction] = build_reward_functions(config.algorithm.rewards)
 
     def step_metric_names(self) -> dict[str, str]:
         return metric_names(self.reward_functions)
 
+    def fit(self, dataset, eval_dataset, callbacks, run=None):
+        try:
+            return super().fit(dataset, eval_dataset, callbacks, run)
+        finally:
+            if self.async_rollouts is not None:  # an error mid-run: stop the producer thread too
+                self.async_rollouts.close()
+
     def build_trainer(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[Any] = ()):
         from transformers.trainer_callback import PrinterCallback
         from trl import GRPOTrainer
 
-        from flux_grpo.rollouts import as_trl_rollout_func, correct_with_server_logprobs
+        from flux_grpo.rollouts import FinalWeightSync, as_trl_rollout_func, correct_with_server_logprobs
 
         config = self.config
         precision = resolve_precision(config.precision)
@@ -120,9 +148,15 @@ class GRPORunner(TRLRunner):
 
         rollout_func = None
         factory = self.rollout_backend or create_backend
-        backend = factory(config, model, self.tokenizer)
+        # The async producer's thread tokenizes prompts: give the backend its own tokenizer
+        # (a fast tokenizer used from two threads at once can fail with "Already borrowed").
+        wants_async = config.adaptive_async.enabled
+        backend = factory(config, model, copy.deepcopy(self.tokenizer) if wants_async else self.tokenizer)
         if self.rollout_backend is not None or not backend.is_local:
-            rollout_func = as_trl_rollout_func(backend, sampling_params(config))
+            if wants_async and not backend.is_local:
+                rollout_func = self.async_rollouts = make_async_rollouts(config, backend, sampling_params(config))
+            else:
+                rollout_func = as_trl_rollout_func(backend, sampling_params(config))
 
         with warnings.catch_warnings():
             # Flux owns the rollout_func seam (and pins TRL < 1.17): TRL's "experimental" notice is not for users.
@@ -140,9 +174,13 @@ class GRPORunner(TRLRunner):
             )
         trainer.remove_callback(PrinterCallback)  # TRL would print every log dict
         if rollout_func is not None:
-            backend.sync_weights(trainer.model)  # the trainer may have wrapped the model (LoRA)
             if getattr(backend, "reports_logprobs", False):
                 correct_with_server_logprobs(trainer)
+            if self.async_rollouts is not None:
+                self.async_rollouts.install(trainer)  # publishes the weights at its first rollout
+            else:
+                backend.sync_weights(trainer.model)  # the trainer may have wrapped the model (LoRA)
+                trainer.add_callback(FinalWeightSync(backend, rollout_func).callback())
         self.trainer = trainer
         self.model = trainer.model
         return trainer
