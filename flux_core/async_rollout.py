@@ -38,7 +38,6 @@ from typing import Any
 from flux_core.errors import FluxError
 from flux_core.rollout import Rollout, RolloutBackend, SamplingParams
 
-
 # ---------------------------------------------------------------------- controller
 
 

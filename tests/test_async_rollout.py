@@ -55,7 +55,9 @@ def test_max_staleness_zero_is_always_synchronous():
     assert [controller.update(waiting(0.0)) for _ in range(5)] == [0] * 5
 
 
-@pytest.mark.parametrize("settings", [{"max_staleness": -1, "target_drift": 0.1}, {"max_staleness": 1, "target_drift": 0}])
+@pytest.mark.parametrize(
+    "settings", [{"max_staleness": -1, "target_drift": 0.1}, {"max_staleness": 1, "target_drift": 0}]
+)
 def test_bad_controller_settings_are_errors(settings):
     with pytest.raises(FluxError):
         StalenessController(**settings)
@@ -114,7 +116,12 @@ class FakeBackend:
 def make_producer(backend, max_staleness, initial=None, last_step=None, steps_per_batch=1):
     controller = StalenessController(max_staleness, target_drift=0.1, initial=initial)
     return RolloutProducer(
-        backend, SamplingParams(), controller, steps_per_batch=steps_per_batch, last_step=last_step, snapshot=lambda m: m
+        backend,
+        SamplingParams(),
+        controller,
+        steps_per_batch=steps_per_batch,
+        last_step=last_step,
+        snapshot=lambda m: m,
     )
 
 

@@ -245,9 +245,7 @@ def test_adaptive_async_with_max_staleness_zero_is_synchronous(server, tiny_mode
     assert result.metric("is_ratio_clipped_fraction") == [0.0] * 12
 
 
-def test_a_server_that_dies_during_an_async_run_stops_it_with_one_line_and_checkpoints_intact(
-    tiny_model_dir, tmp_path
-):
+def test_a_server_that_dies_during_an_async_run_stops_it_with_one_line_and_checkpoints_intact(tiny_model_dir, tmp_path):
     from flux_core.modeling import load_model
 
     doomed = start_server(tiny_model_dir)

@@ -122,7 +122,7 @@ class LookAheadIterator:
         self.last_prompts: list | None = None
         self.since_submit = 0
 
-    def __iter__(self) -> "LookAheadIterator":
+    def __iter__(self) -> LookAheadIterator:
         return self
 
     def __next__(self) -> Any:
