@@ -248,11 +248,13 @@ class RolloutProducer:
             self.published_version = version
             self._cond.notify_all()
 
-    def take(self, prompts: Sequence[Any], step: int) -> tuple[list[Rollout], BatchInfo]:
+    def take(self, prompts: Sequence[Any], step: int, prefetched: bool = True) -> tuple[list[Rollout], BatchInfo]:
         """The rollouts of ``prompts`` for training at ``step`` (policy version ``step``), waiting if needed.
 
         Weights of version ``step`` must have been published: a batch that was not
-        prefetched is generated with them while the caller waits.
+        prefetched is generated with them while the caller waits. Submitted batches before
+        the match are dropped (the trainer skipped them). ``prefetched=False`` (eval
+        prompts): generate now and leave the submitted batches alone.
         """
         started = time.perf_counter()
         prompts = list(prompts)
@@ -263,9 +265,9 @@ class RolloutProducer:
                     f"internal: rollouts for step {step} asked before that step's weights were published "
                     f"(newest: {self.published_version})"
                 )
-            while self._queue and self._queue[0].prompts != prompts:  # the trainer skipped it: never used
+            while prefetched and self._queue and self._queue[0].prompts != prompts:  # skipped: never used
                 self._queue.popleft()
-            if self._queue:
+            if prefetched and self._queue:
                 batch, prefetched = self._queue.popleft(), True
                 self._anchor = (batch.seq, step)
                 batch.expected = step

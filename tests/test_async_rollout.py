@@ -216,3 +216,18 @@ def test_nothing_is_prefetched_past_the_last_step():
     fake_training(producer, steps=4, lookahead=4)
     generated = [prompts for kind, prompts in backend.calls if kind == "generate"]
     assert generated == [tuple(batch(i)) for i in range(4)]
+
+
+def test_eval_prompts_between_steps_leave_the_prefetched_batches_alone():
+    backend = FakeBackend()
+    producer = make_producer(backend, max_staleness=1)
+    producer.publish_weights(0, 0)
+    for index in range(3):
+        producer.submit(batch(index))
+    producer.take(batch(0), 0)
+    producer.publish_weights(1, 1)
+    _, evaluated = producer.take(["an eval prompt"], 1, prefetched=False)
+    _, info = producer.take(batch(1), 1)
+    producer.close()
+    assert not evaluated.prefetched and evaluated.staleness == 0
+    assert info.prefetched and producer.misses == 1  # only the eval prompt was generated on demand

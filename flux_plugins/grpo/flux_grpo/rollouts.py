@@ -177,8 +177,9 @@ class AsyncGRPORollouts:
         step = trainer.state.global_step
         if self.producer.published_version is None or self.producer.published_version < step:
             self.producer.publish_weights(trainer.model, step)  # first call (or resumed run)
-        rollouts, info = self.producer.take(prompts, step)
-        if trainer.model.training:
+        training = trainer.model.training  # eval prompts are generated now, prefetched batches kept
+        rollouts, info = self.producer.take(prompts, step, prefetched=training)
+        if training:
             self._taken = info
             metrics = trainer._metrics["train"]
             metrics["staleness"].append(float(info.staleness))
