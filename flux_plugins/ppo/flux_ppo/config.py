@@ -31,6 +31,12 @@ class PPOAlgorithmConfig(AlgorithmConfig):
         description="Directory of a sequence-classification reward model; shorthand for adding "
         "{model: DIR} to rewards.",
     )
+    reward_model_input: Literal["tokens", "text"] = Field(
+        default="tokens",
+        description="How a reward model ({model: DIR}) sees a completion. tokens: the sampled prompt + completion "
+        "ids themselves, as TRL's PPOTrainer scored them, whenever the reward model has the policy's vocabulary "
+        "and chat template (else text); text: prompt + decoded completion, re-tokenised (as GRPO does).",
+    )
     missing_eos_penalty: float | None = Field(
         default=None,
         ge=0,
@@ -136,7 +142,7 @@ class PPOAlgorithmConfig(AlgorithmConfig):
         return loss
 
     @model_validator(mode="after")
-    def _check(self) -> "PPOAlgorithmConfig":
+    def _check(self) -> PPOAlgorithmConfig:
         if not self.rewards and self.reward_model is None:
             raise ValueError(
                 "PPO needs a reward: list rewards: [{name: ..., kwargs: {...}}] and/or set reward_model: DIR "

@@ -10,8 +10,9 @@ of a left-padded prompt equal those of the same prompt unpadded.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -107,7 +108,12 @@ def completion_values(
         position_ids=position_ids_from(attention_mask),
         use_cache=False,
     ).last_hidden_state
-    return head(hidden[:, -completion_length - 1 : -1]).squeeze(-1).float()
+    # The scalar head in fp32 even under autocast: bf16 values have ~3 significant digits,
+    # too coarse for GAE's differences of successive values.
+    hidden = hidden[:, -completion_length - 1 : -1].float()
+    with torch.autocast(hidden.device.type, enabled=False):
+        dtype = next(head.parameters()).dtype  # fp32: PPORunner keeps its weights fp32
+        return head(hidden.to(dtype)).squeeze(-1).float()
 
 
 # ---------------------------------------------------------------------- reference

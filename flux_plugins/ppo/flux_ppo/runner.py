@@ -23,9 +23,10 @@ import logging
 import math
 import random
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -36,11 +37,11 @@ from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision, torch_dtype
 from flux_core.nonfinite import optimizer_learning_rate
-from flux_core.preemption import Preempted
 from flux_core.plugins import get_plugin_manager
+from flux_core.preemption import Preempted
 from flux_core.registry import get_registry
-from flux_core.rewards import RewardScores, build_reward_functions, score_completions
-from flux_core.rollout import Rollout, SamplingParams, create_backend
+from flux_core.rewards import REWARD_MODEL, RewardScores, build_reward_functions, score_completions
+from flux_core.rollout import Rollout, SamplingParams, _eos_token_ids, create_backend
 from flux_core.run_context import RunContext
 from flux_ppo.advantages import (
     explained_variance,
@@ -66,6 +67,7 @@ from flux_ppo.models import (
     freeze,
     load_value_model,
 )
+from flux_ppo.scoring import TokenRewardModel, token_level_reward_functions
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -114,15 +116,15 @@ class RolloutBatch:
     def completion_length(self) -> int:
         return self.completion_mask.size(1)
 
-    def _map(self, fn) -> "RolloutBatch":
+    def _map(self, fn) -> RolloutBatch:
         tensors = (self.input_ids, self.attention_mask, self.completion_mask, self.truncated)
         return RolloutBatch(*(fn(tensor) for tensor in tensors))
 
-    def select(self, rows: Tensor) -> "RolloutBatch":
+    def select(self, rows: Tensor) -> RolloutBatch:
         """The rollouts at ``rows``."""
         return self._map(lambda tensor: tensor[rows])
 
-    def to(self, device: torch.device) -> "RolloutBatch":
+    def to(self, device: torch.device) -> RolloutBatch:
         return self._map(lambda tensor: tensor.to(device))
 
 
@@ -225,6 +227,7 @@ class PPORunner:
         self.model: Any = None
         self.tokenizer: Any = None
         self.value_model: Any = None
+        self.autocast_dtype: torch.dtype | None = None
 
     # ------------------------------------------------------------------ building
 
@@ -243,32 +246,51 @@ class PPORunner:
             raise FluxError("algorithm.reference_policy: adapter needs a lora: block (there is no adapter to disable)")
         return policy
 
+    def value_model_source(self) -> tuple[str, str]:
+        """Where the critic starts, and the setting that chose it (for error messages).
+
+        ``value_model: null`` with exactly one reward, a reward model, starts from that reward
+        model, head included (InstructGPT, TRL's PPO example): its value estimates begin on the
+        score's scale. Otherwise: the policy's trunk with a new scalar head.
+        """
+        algorithm = self.algorithm
+        if algorithm.value_model:
+            return algorithm.value_model, "algorithm.value_model"
+        specs = algorithm.reward_specs
+        if len(specs) == 1 and specs[0].name == REWARD_MODEL:
+            return specs[0].kwargs["path"], "algorithm.reward_model"
+        return self.config.model_path, "model_path"
+
     def build(self) -> None:
         from peft import get_peft_model
 
         config, algorithm = self.config, self.algorithm
         torch.manual_seed(config.seed)  # LoRA and value-head init, then sampling
-        dtype = torch_dtype(resolve_precision(config.precision))
+        # Weights stay fp32 whatever the precision: with bf16 the forwards run under autocast
+        # (mixed precision). Pure-bf16 weights lose every AdamW update smaller than half a bf16
+        # ulp (2^-8 relative) and quantise the critic's values, which is where the GPU run of
+        # the demo differed from the CPU one (issue #11); the log-prob, KL and value math is fp32.
+        precision = resolve_precision(config.precision)
+        self.autocast_dtype = None if precision == "fp32" else torch_dtype(precision)
+        dtype = torch.float32
         reference_kind = self.reference_policy()
         self.loss = get_registry().get_loss(algorithm.loss, "ppo")
         self.reward_functions = build_reward_functions(algorithm.reward_specs)
 
         self.tokenizer = load_tokenizer(config.model_path)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        policy = load_model(config.model_path, resolve_precision(config.precision)).to(self.device)
+        policy = load_model(config.model_path, "fp32").to(self.device)
         disable_dropout(policy)
         if config.lora is not None:
             policy = get_peft_model(policy, peft_config(config.lora))
         self.model = policy
         reference_model = (
-            freeze(load_model(config.model_path, resolve_precision(config.precision)).to(self.device))
-            if reference_kind == "copy"
-            else None
+            freeze(load_model(config.model_path, "fp32").to(self.device)) if reference_kind == "copy" else None
         )
         self.reference = ReferencePolicy(reference_kind, model=reference_model, policy=policy)
 
-        value_key = "algorithm.value_model" if algorithm.value_model else "model_path"
-        value_model = load_value_model(algorithm.value_model or config.model_path, dtype, key=value_key).to(self.device)
+        value_path, value_key = self.value_model_source()
+        value_model = load_value_model(value_path, dtype, key=value_key).to(self.device)
         value_model.config.pad_token_id = self.tokenizer.pad_token_id
         disable_dropout(value_model)
         if algorithm.value_lora and config.lora is not None:
@@ -296,6 +318,11 @@ class PPORunner:
             if algorithm.adaptive_kl
             else FixedKLController(algorithm.kl_coef)
         )
+        self.token_scorers: list[TokenRewardModel] = []
+        if algorithm.reward_model_input == "tokens":
+            self.reward_functions, self.token_scorers = token_level_reward_functions(
+                self.reward_functions, self.tokenizer, _eos_token_ids(policy, self.tokenizer)
+            )
         self.backend = create_backend(config, policy, self.tokenizer)
         if not self.backend.is_local:
             self.backend.sync_weights(policy)  # a server may have started from other weights
@@ -304,6 +331,12 @@ class PPORunner:
         )
         # A dedicated generator for minibatch shuffling keeps it independent of sampling.
         self.shuffle_generator = torch.Generator().manual_seed(config.seed)
+
+    def mixed_precision(self):
+        """autocast to bf16/fp16 for the forwards when the run's precision asks for it (fp32: a no-op)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     # ------------------------------------------------------------------ experience
 
@@ -315,12 +348,15 @@ class PPORunner:
         Returns the rollouts and their :class:`flux_core.rewards.RewardScores`.
         """
         prompts = [record["prompt"] for record in records]
-        rollouts = self.backend.generate(prompts, n=n, sampling=sampling)
+        with self.mixed_precision():
+            rollouts = self.backend.generate(prompts, n=n, sampling=sampling)
         owners = [records[r.prompt_index] for r in rollouts]
         completions = [
             [{"role": "assistant", "content": r.text}] if isinstance(owner["prompt"], list) else r.text
             for r, owner in zip(rollouts, owners)
         ]
+        for scorer in self.token_scorers:  # reward models that score the sampled ids themselves
+            scorer.bind(rollouts)
         column_names = sorted({key for record in records for key in record} - {"prompt"})
         columns = {name: [owner.get(name) for owner in owners] for name in column_names}
         scores = score_completions(self.reward_functions, [owner["prompt"] for owner in owners], completions, columns)
@@ -356,7 +392,8 @@ class PPORunner:
         if algorithm.missing_eos_penalty is not None:
             score = score - algorithm.missing_eos_penalty * batch.truncated.float()
 
-        logprobs, ref_logprobs, values, entropy = self._score_tokens(batch)
+        with self.mixed_precision():
+            logprobs, ref_logprobs, values, entropy = self._score_tokens(batch)
         is_weights, is_metrics = behaviour_importance_weights(rollouts, logprobs, mask, algorithm.behaviour_is_cap)
         if ref_logprobs is not None:
             kl, kl_coef = kl_penalty(logprobs, ref_logprobs, algorithm.kl_estimator) * mask, self.kl_controller.value
@@ -395,17 +432,18 @@ class PPORunner:
         """
         algorithm = self.algorithm
         length = experience.batch.completion_length
-        trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
+        policy_params, value_params = (group["params"] for group in self.optimizer.param_groups)
         stats = defaultdict(list)
         for _ in range(algorithm.ppo_epochs):
             order = torch.randperm(self.rollout_size, generator=self.shuffle_generator)
             for rows in order.split(self.minibatch_size):
                 batch = experience.batch.select(rows)
                 mask = batch.completion_mask
-                logprobs, _ = completion_logprobs(
-                    self.model, batch.input_ids, batch.attention_mask, length, algorithm.temperature
-                )
-                values = completion_values(self.value_model, batch.input_ids, batch.attention_mask, length)
+                with self.mixed_precision():
+                    logprobs, _ = completion_logprobs(
+                        self.model, batch.input_ids, batch.attention_mask, length, algorithm.temperature
+                    )
+                    values = completion_values(self.value_model, batch.input_ids, batch.attention_mask, length)
                 inputs = PolicyLossInputs(
                     logprobs=logprobs,
                     old_logprobs=experience.logprobs[rows],
@@ -424,11 +462,14 @@ class PPORunner:
 
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                # Policy and critic are clipped each on its own: one joint norm lets the critic's
+                # (large, early) value-loss gradient shrink the policy's step to almost nothing.
                 max_norm = algorithm.max_grad_norm if algorithm.max_grad_norm is not None else float("inf")
-                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm)
+                grad_norm = torch.nn.utils.clip_grad_norm_(policy_params, max_norm)
+                value_grad_norm = torch.nn.utils.clip_grad_norm_(value_params, max_norm)
                 checked = {
                     "loss": loss.item(),
-                    "grad_norm": grad_norm.item(),
+                    "grad_norm": math.hypot(grad_norm.item(), value_grad_norm.item()),  # NaN/inf propagate
                     "learning_rate": optimizer_learning_rate(self.optimizer),
                 }
                 if self.guard.check(step, checked):
@@ -448,6 +489,7 @@ class PPORunner:
                     )
                     stats["approx_kl"].append(approx_kl(logprobs, inputs.old_logprobs, mask).item())
                     stats["grad_norm"].append(grad_norm.item())
+                    stats["value_grad_norm"].append(value_grad_norm.item())
         return {name: sum(values) / len(values) for name, values in stats.items()}
 
     def _policy_loss_per_token(self, inputs: PolicyLossInputs) -> Tensor:
