@@ -13,13 +13,21 @@ step, no critic; PPO: 16 prompts x 1 completion, a value model, 4 epochs of 2
 minibatches), which is exactly what "reward per wall-second" compares. CPU runs are not
 bit-identical; rerun for a second sample (``--repeats``).
 
-    python benchmarks/bench_ppo.py [--repeats 1]
+    python benchmarks/bench_ppo.py [--repeats 1] [--objective demo|reward-model|all] [--seeds 0 1 2]
+
+The reward-model objective (``--objective reward-model``) compares Flux with TRL 1.12's
+PPOTrainer (run in ``benchmarks/.venv-trl112``, made by ``benchmarks/setup_trl112.sh``) on a
+seeded random-init reward model: mean score over the first and last 10% of 128 steps, the
+step-to-step std of the mean score (std of consecutive differences), and wall time.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -119,7 +127,195 @@ def main(repeats: int = 1) -> None:
         print(f"{row['name']:10}" + "".join(f"{_fmt(row['at'][b]):>8}" for b in BUDGETS_S))
 
 
+# ====================================================================== reward-model objective
+#
+# The objective TRL 1.12's PPOTrainer was known for: a sequence-classification reward *model*,
+# here a randomly initialised one on the tiny model's config (seeded), scoring prompt + completion.
+# Flux runs in this process; TRL 1.12 runs in its own venv (benchmarks/setup_trl112.sh), started
+# as `python bench_ppo.py --trl112-worker SPEC.json`, which imports only torch/transformers/trl.
+
+TRL112_PYTHON = REPO / "benchmarks" / ".venv-trl112" / "bin" / "python"
+RM_STEPS, RM_BATCH, RM_LR, RM_LENGTH = 128, 8, 3e-4, 16
+RM_HEAD_STD = 0.3
+RM_SEED = 1  # random completions score about -0.3 +- 2.5 (the issue: -0.84 at the start), the best ~+5
+
+
+def make_reward_model(directory: Path, seed: int = RM_SEED) -> Path:
+    """A random-init ``AutoModelForSequenceClassification`` (1 label) on the tiny model's config."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    if (directory / "config.json").exists():
+        return directory
+    config = AutoConfig.from_pretrained(TINY_MODEL, num_labels=1)
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(config)
+    # A wide score head (transformers' default std 0.02 makes every score ~0 +- 0.3, too flat for
+    # either trainer to climb): random completions score about -1 +- 2, the best about +8, the
+    # range of the issue's reward model (TRL 1.12 climbed from -0.8 to 6-9).
+    torch.nn.init.normal_(model.score.weight, std=RM_HEAD_STD)
+    model.config.pad_token_id = config.pad_token_id
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(TINY_MODEL).save_pretrained(directory)
+    return directory
+
+
+def flux_rm_run(reward_dir: Path, records: list[dict], seed: int, algorithm: dict | None = None, **top) -> dict:
+    """Flux PPO on the reward-model objective; per-step mean scores and wall seconds."""
+    from flux import FluxConfig, FluxTrainer
+
+    with tempfile.TemporaryDirectory() as output_dir:
+        data = {
+            "model_path": str(TINY_MODEL),
+            "output_dir": output_dir,
+            "num_steps": RM_STEPS,
+            "batch_size": RM_BATCH,
+            "learning_rate": RM_LR,
+            "seed": seed,
+            "precision": "fp32",
+            "checkpoint": {"save_steps": None},
+            "algorithm": {
+                "name": "ppo",
+                "reward_model": str(reward_dir),
+                "max_completion_length": RM_LENGTH,
+                **(algorithm or {}),
+            },
+            **top,
+        }
+        trainer = FluxTrainer(FluxConfig.from_dict(data), show_progress=False)
+        start = time.perf_counter()
+        result = trainer.fit(prompts=records)
+        wall = time.perf_counter() - start
+    return {"scores": result.metric("reward"), "wall": wall, "kl": result.metric("kl")}
+
+
+def trl112_rm_run(reward_dir: Path, prompts_file: Path, seed: int, **settings) -> dict:
+    """TRL 1.12's PPOTrainer on the same objective, in benchmarks/.venv-trl112."""
+    with tempfile.TemporaryDirectory() as workdir:
+        spec = Path(workdir) / "spec.json"
+        out = Path(workdir) / "out.json"
+        spec.write_text(
+            json.dumps(
+                dict(
+                    model=str(TINY_MODEL), reward_model=str(reward_dir), prompts=str(prompts_file), seed=seed,
+                    steps=RM_STEPS, batch=RM_BATCH, lr=RM_LR, length=RM_LENGTH, out=str(out),
+                    output_dir=str(Path(workdir) / "trl"), settings=settings,
+                )
+            )
+        )  # fmt: skip
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+        done = subprocess.run(
+            [str(TRL112_PYTHON), __file__, "--trl112-worker", str(spec)], capture_output=True, text=True, env=env
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"TRL 1.12 worker failed:\n{done.stderr[-3000:]}")
+        return json.loads(out.read_text())
+
+
+def trl112_worker(spec_path: str) -> None:
+    """Runs inside the TRL 1.12 venv: PPOTrainer as TRL's own PPO example sets it up (value
+    model initialised from the reward model), with ``settings`` overriding PPOConfig fields."""
+    import torch
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        TrainerCallback,
+    )  # fmt: skip
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    spec = json.loads(Path(spec_path).read_text())
+    settings = dict(spec["settings"])
+    value_from = settings.pop("value_model", "reward_model")  # or "policy": trunk of the policy + new head
+    torch.manual_seed(spec["seed"])
+    tokenizer = AutoTokenizer.from_pretrained(spec["model"], padding_side="left")
+    policy = AutoModelForCausalLM.from_pretrained(spec["model"])
+    ref_policy = AutoModelForCausalLM.from_pretrained(spec["model"])
+    reward_model = AutoModelForSequenceClassification.from_pretrained(spec["reward_model"], num_labels=1)
+    value_path = spec["reward_model"] if value_from == "reward_model" else spec["model"]
+    value_model = AutoModelForSequenceClassification.from_pretrained(value_path, num_labels=1)
+    value_model.config.pad_token_id = tokenizer.pad_token_id
+    prompts = [json.loads(line)["prompt"] for line in Path(spec["prompts"]).read_text().splitlines()]
+    dataset = Dataset.from_dict({"input_ids": [tokenizer(p)["input_ids"] for p in prompts]})
+    config = PPOConfig(
+        output_dir=spec["output_dir"], per_device_train_batch_size=spec["batch"], gradient_accumulation_steps=1,
+        num_mini_batches=1, total_episodes=spec["steps"] * spec["batch"], response_length=spec["length"],
+        learning_rate=spec["lr"], seed=spec["seed"], logging_steps=1, report_to=[], num_sample_generations=0,
+        save_strategy="no", use_cpu=True, bf16=False, **settings,
+    )  # fmt: skip
+    scores: list[float] = []
+    kls: list[float] = []
+
+    class Record(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "objective/scores" in logs:
+                scores.append(logs["objective/scores"])
+                kls.append(logs["objective/kl"])
+
+    trainer = PPOTrainer(
+        args=config, processing_class=tokenizer, model=policy, ref_model=ref_policy, reward_model=reward_model,
+        value_model=value_model, train_dataset=dataset, eval_dataset=dataset.select(range(8)), callbacks=[Record()],
+    )  # fmt: skip
+    start = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - start
+    Path(spec["out"]).write_text(json.dumps({"scores": scores, "wall": wall, "kl": kls}))
+
+
+def summarize(scores: list[float]) -> dict:
+    tenth = max(1, len(scores) // 10)
+    steps = [b - a for a, b in zip(scores, scores[1:])]
+    return dict(
+        first=statistics.mean(scores[:tenth]),
+        last=statistics.mean(scores[-tenth:]),
+        step_std=statistics.pstdev(steps) if steps else 0.0,
+        last_std=statistics.pstdev(scores[-tenth:]),
+    )
+
+
+def main_reward_model(seeds: tuple[int, ...] = (0,)) -> None:
+    """Flux vs TRL 1.12's PPOTrainer on the reward-model objective, same model, reward model,
+    prompts and seeds: 128 steps, batch 8, lr 3e-4, 16-token completions, each side's defaults."""
+    sys.path.insert(0, str(REPO / "examples"))
+    from make_prompts import make_prompts
+
+    if not (TINY_MODEL / "config.json").exists():
+        from flux_core.testing import build_tiny_model
+
+        build_tiny_model(TINY_MODEL)
+    records = make_prompts(256, seed=0)
+    with tempfile.TemporaryDirectory() as workdir:
+        reward_dir = make_reward_model(Path(workdir) / "reward-model")
+        prompts_file = Path(workdir) / "prompts.jsonl"
+        prompts_file.write_text("".join(json.dumps(record) + "\n" for record in records))
+        rows = []
+        for seed in seeds:
+            rows.append(("Flux", seed, flux_rm_run(reward_dir, records, seed)))
+            if TRL112_PYTHON.exists():
+                rows.append(("TRL 1.12", seed, trl112_rm_run(reward_dir, prompts_file, seed)))
+            else:
+                print(f"(no {TRL112_PYTHON}: run benchmarks/setup_trl112.sh for the TRL 1.12 side)")
+    print(f"\nPPO on a reward model, tiny model, {RM_STEPS} steps x {RM_BATCH} completions of <= {RM_LENGTH} tokens")
+    print(f"{'':10}{'seed':>5}{'first 10%':>11}{'last 10%':>10}{'step-to-step std':>18}{'wall s':>8}")
+    for name, seed, result in rows:
+        summary = summarize(result["scores"])
+        print(
+            f"{name:10}{seed:>5}{summary['first']:>11.2f}{summary['last']:>10.2f}"
+            f"{summary['step_std']:>18.2f}{result['wall']:>8.1f}"
+        )
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--trl112-worker":
+        trl112_worker(sys.argv[2])
+        sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
-    main(parser.parse_args().repeats)
+    parser.add_argument("--objective", choices=("demo", "reward-model", "all"), default="all")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    args = parser.parse_args()
+    if args.objective in ("demo", "all"):
+        main(args.repeats)
+    if args.objective in ("reward-model", "all"):
+        main_reward_model(tuple(args.seeds))
