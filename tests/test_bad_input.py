@@ -499,6 +499,54 @@ CASES = [
         ("max_length 1 is too small: the prompt alone fills it in every pair of data; raise max_length",),
         setup=lambda ws: (config(DPO + "algorithm: {name: dpo}\n", model="tiny")(ws), preferences(ws)),
     ),
+    # --- flux-sft and flux-rm data
+    Case(
+        "sft-row-without-completion",
+        ("train", CONFIG, "--data", "{tmp}/sft.jsonl"),
+        1,
+        ("{tmp}/sft.jsonl:2: missing key 'completion' (each example needs messages, or prompt and completion, or text)",),
+        setup=lambda ws: (
+            config(DPO + "algorithm: {name: sft}\n", model="tiny")(ws),
+            ws.write("sft.jsonl", '{"prompt": "a", "completion": "b"}\n{"prompt": "c"}\n'),
+        ),
+    ),
+    Case(
+        "sft-messages-not-a-conversation",
+        ("train", CONFIG, "--data", "{tmp}/sft.jsonl"),
+        1,
+        ("{tmp}/sft.jsonl:1: 'messages' must be a list of chat messages",),
+        setup=lambda ws: (
+            config(DPO + "algorithm: {name: sft}\n", model="tiny")(ws),
+            ws.write("sft.jsonl", '{"messages": "hello"}\n{"messages": "again"}\n'),
+        ),
+    ),
+    Case(
+        "sft-trl-block-sets-a-flux-owned-field",
+        ("train", CONFIG),
+        1,
+        ("trl.packing", "is set by Flux: use algorithm.packing"),
+        setup=config("model_path: m\nalgorithm: {name: sft}\ntrl: {packing: true}\n"),
+    ),
+    Case(
+        "reward-model-pair-without-rejected",
+        ("train", CONFIG, "--data", "{tmp}/prefs.jsonl"),
+        1,
+        ("{tmp}/prefs.jsonl:3: missing key 'rejected'",),
+        setup=lambda ws: (
+            config(DPO + "algorithm: {name: reward_model}\n", model="tiny")(ws),
+            ws.write(
+                "prefs.jsonl",
+                '{"prompt": "a", "chosen": "b", "rejected": "c"}\n' * 2 + '{"prompt": "a", "chosen": "b"}\n',
+            ),
+        ),
+    ),
+    Case(
+        "reward-model-every-pair-over-max-length",
+        ("train", CONFIG, "--data", "{tmp}/prefs.jsonl", "--set", "max_length=4", "--no-progress"),
+        1,
+        ("data: all 4 pairs are longer than max_length 4 tokens", "raise max_length"),
+        setup=lambda ws: (config(DPO + "algorithm: {name: reward_model}\n", model="tiny")(ws), preferences(ws)),
+    ),
 ]
 
 
