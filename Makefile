@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PLUGINS := $(wildcard flux_plugins/*)
 TINY_MODEL := .cache/tiny-model
 
-.PHONY: install test test-fast demo demo-grpo demo-ppo bench gpu-check gpu-wheels clean
+.PHONY: install test test-fast demo demo-grpo demo-ppo demo-rlhf bench gpu-check gpu-wheels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,13 @@ demo-ppo: $(TINY_MODEL)/config.json
 	$(BIN)/python examples/make_prompts.py examples/prompts.jsonl --prompts 256
 	rm -rf outputs/ppo-demo
 	$(BIN)/python examples/online_demo.py configs/ppo-demo.yaml
+
+# The RLHF pipeline: SFT on the demo pairs' chosen replies, a reward model on the pairs, then PPO from the
+# SFT model against that reward model; prints SFT loss, reward-model accuracy and PPO's reward rising.
+demo-rlhf: $(TINY_MODEL)/config.json
+	$(BIN)/python examples/make_preferences.py examples/preferences.jsonl --pairs 256
+	rm -rf outputs/sft-demo outputs/rm-demo outputs/rlhf-ppo-demo
+	$(BIN)/python examples/rlhf_demo.py
 
 bench: $(TINY_MODEL)/config.json
 	$(BIN)/python benchmarks/run.py
