@@ -177,6 +177,14 @@ class FluxConfig(StrictModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="auto: bf16 on GPUs that support it, fp32 on CPU."
     )
+    compile: bool = Field(
+        default=False,
+        description=(
+            "torch.compile the model (transformers' torch_compile) for TRL-based algorithms: the first steps pay "
+            "the compile time, later ones may run faster. Off by default: see benchmarks/README.md for what it "
+            "measured."
+        ),
+    )
     data: DataSource | None = Field(
         default=None,
         description="Training data: a path, glob or hub id, or {path, name, split, columns} (fit(prompts=...) and "
@@ -279,6 +287,15 @@ class FluxConfig(StrictModel):
                     self.trl[key] = checked_trl_value(trl_class, key, self.trl[key])
                 except ValueError as error:
                     raise _KeyError(("trl", key), str(error)) from None
+            if self.trl.get("use_liger_kernel"):
+                import importlib.util
+
+                if importlib.util.find_spec("liger_kernel") is None:  # transformers would fail at step 0
+                    raise _KeyError(
+                        ("trl", "use_liger_kernel"),
+                        "needs liger-kernel, which is not installed: pip install liger-kernel (Triton kernels, "
+                        "for CUDA GPUs)",
+                    )
         return self
 
     @model_validator(mode="after")

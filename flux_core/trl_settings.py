@@ -13,6 +13,7 @@ SHARED_OWNED_TRL_FIELDS = {
     "learning_rate": "is set by Flux: use learning_rate",
     "seed": "is set by Flux: use seed",
     "gradient_checkpointing": "is set by Flux: use gradient_checkpointing",
+    "torch_compile": "is set by Flux: use compile",
     "bf16": "is set by Flux: use precision",
     "fp16": "is set by Flux: use precision",
     "use_cpu": "is set by Flux from the available hardware",
@@ -37,6 +38,7 @@ def shared_trl_settings(config: Any, precision: str, gradient_checkpointing: boo
 
     return dict(
         gradient_checkpointing=gradient_checkpointing,
+        torch_compile=config.compile,
         output_dir=config.output_dir,
         max_steps=config.num_steps,
         per_device_train_batch_size=config.batch_size,

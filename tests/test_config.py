@@ -87,6 +87,27 @@ def test_trl_block_keys_must_be_real_dpo_config_fields(tmp_path):
     assert FluxConfig.from_yaml(good).trl == {"warmup_steps": 2}
 
 
+def test_liger_without_liger_kernel_installed_fails_at_load_naming_the_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "liger_kernel" else real(name, *a))
+    path = write(tmp_path, "model_path: m\nalgorithm: {name: dpo}\ntrl:\n  use_liger_kernel: true\n")
+    assert error_of(path) == (
+        f"{path}:4: trl.use_liger_kernel: needs liger-kernel, which is not installed: pip install liger-kernel "
+        "(Triton kernels, for CUDA GPUs)"
+    )
+
+
+def test_compile_reaches_the_trl_config_and_the_trl_block_cannot_set_it(tmp_path):
+    from flux_core.trl_settings import shared_trl_settings
+
+    path = write(tmp_path, "model_path: m\ncompile: true\nalgorithm: {name: dpo}\n")
+    assert shared_trl_settings(FluxConfig.from_yaml(path), "fp32", False)["torch_compile"] is True
+    owned = write(tmp_path, "model_path: m\nalgorithm: {name: dpo}\ntrl:\n  torch_compile: true\n")
+    assert error_of(owned).endswith("trl.torch_compile: is set by Flux: use compile")
+
+
 def test_set_overrides_apply_before_validation(tmp_path):
     path = write(tmp_path, "model_path: m\nalgorithm: {name: dpo}\n")
     config = FluxConfig.from_yaml(path, overrides=["algorithm.beta=0.25", "lora.r=4", "num_steps=7"])
