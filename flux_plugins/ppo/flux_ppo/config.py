@@ -55,6 +55,13 @@ class PPOAlgorithmConfig(AlgorithmConfig):
         description="Sampling temperature; log-probs for the loss use the same temperature, so the "
         "importance ratios are those of the distribution actually sampled from.",
     )
+    seed_per_prompt: bool = Field(
+        default=False,
+        description="Sample each prompt's completions with their own random seed, derived from seed, the "
+        "step and the prompt's index in the global batch: the completions then do not depend on how prompts "
+        "are batched or split over processes, so N processes sample what one does (one generate call per "
+        "prompt: slower). Local generation only.",
+    )
 
     # ------------------------------------------------------------- KL to the reference
     kl_coef: float = Field(

@@ -14,11 +14,21 @@ One training step is one PPO iteration, as in InstructGPT and TRL <= 1.12:
 
 Every piece of math is a small function in :mod:`flux_ppo.advantages` and
 :mod:`flux_ppo.losses`; the policy loss comes from the loss registry.
+
+Several processes (torchrun / accelerate launch): ``batch_size`` is per process. Each
+process samples and scores its share of the step's prompts and computes the log-probs and
+values of its rows; those are gathered, so every process holds the whole rollout and its
+KL, GAE, whitening statistics and metrics. Each minibatch is split over the processes;
+policy and critic are wrapped in DDP (through accelerate), which averages their gradients,
+with each process's loss scaled so the average is the minibatch's token mean. The frozen
+reference and reward models stay unwrapped. Only the main process writes metrics.jsonl,
+the progress bar and checkpoints; stop/skip decisions use reduced numbers, so all agree.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import random
@@ -31,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from flux_core.callbacks import FitResult, StepCallback, StepReporter
+from flux_core.callbacks import FitResult, StepCallback, StepReporter, StepResult
 from flux_core.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
 from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
@@ -79,7 +89,7 @@ REFERENCE_POLICIES = ("copy", "adapter", "none")
 def quiet_accelerate_logs():
     """accelerate logs every file its checkpointing functions touch at INFO; keep that out of runs.
 
-    Its logger also needs accelerate's process state, which a PPO run (no Accelerator) sets up here.
+    Its logger also needs accelerate's process state (set up here when no Accelerator did).
     """
     from accelerate import PartialState
 
@@ -193,6 +203,16 @@ def behaviour_importance_weights(
     return weights, metrics
 
 
+def merge_scores(parts: Sequence[RewardScores]) -> RewardScores:
+    """One :class:`RewardScores` of the processes' scores, in process order."""
+    names = list(parts[0].by_name)
+    return RewardScores(
+        total=[value for part in parts for value in part.total],
+        by_name={name: [value for part in parts for value in part.by_name[name]] for name in names},
+        weights=dict(parts[0].weights),
+    )
+
+
 def prompt_batches(records: Dataset, batch_size: int, seed: int) -> Iterator[list[dict[str, Any]]]:
     """Endless batches of rows (as dicts): each pass over the data in a new seeded order."""
     rng = random.Random(seed)
@@ -209,6 +229,24 @@ def prompt_batches(records: Dataset, batch_size: int, seed: int) -> Iterator[lis
 # ---------------------------------------------------------------------- runner
 
 
+class CriticForward(torch.nn.Module):
+    """The critic's per-token values as one module ``forward``, so that DDP (which only
+    reduces gradients of parameters used through its wrapper's forward) can wrap it:
+    :func:`flux_ppo.models.completion_values` calls the value model's trunk and head apart."""
+
+    def __init__(self, value_model: torch.nn.Module):
+        super().__init__()
+        self.value_model = value_model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, completion_length: int) -> Tensor:
+        return completion_values(self.value_model, input_ids, attention_mask, completion_length)
+
+
+def prompt_seed(seed: int, step: int, index: int) -> int:
+    """The sampling seed of prompt ``index`` (in the global batch) at ``step``."""
+    return random.Random(f"{seed}:{step}:{index}").getrandbits(63)
+
+
 class PPORunner:
     """Builds policy, reference, value model, rewards and rollout backend; runs PPO."""
 
@@ -216,18 +254,27 @@ class PPORunner:
         self.config = config
         self.algorithm = config.algorithm
         self.show_progress = show_progress
+        # batch_size is per process: this process's share of the rollout.
         self.rollout_size = config.batch_size * self.algorithm.num_generations
         if self.rollout_size % self.algorithm.num_minibatches:
             raise FluxError(
                 f"algorithm.num_minibatches: {self.algorithm.num_minibatches} does not divide the rollout batch "
                 f"(batch_size * num_generations = {self.rollout_size}); pick a divisor of {self.rollout_size}"
             )
+        # This process's share of each minibatch (num_processes shares make one minibatch).
         self.minibatch_size = self.rollout_size // self.algorithm.num_minibatches
         self.guard = RunContext.fresh(config).guard  # fit() replaces it with its run's
         self.model: Any = None
         self.tokenizer: Any = None
         self.value_model: Any = None
         self.autocast_dtype: torch.dtype | None = None
+        self.accelerator: Any = None
+        self.num_processes, self.process_index = 1, 0
+        self.step = 0  # the step being trained (seeds per-prompt sampling)
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.process_index == 0
 
     # ------------------------------------------------------------------ building
 
@@ -262,10 +309,15 @@ class PPORunner:
         return self.config.model_path, "model_path"
 
     def build(self) -> None:
+        from accelerate import Accelerator
         from peft import get_peft_model
 
         config, algorithm = self.config, self.algorithm
-        torch.manual_seed(config.seed)  # LoRA and value-head init, then sampling
+        # Under torchrun / accelerate launch this joins the process group (gloo on CPU, NCCL on GPUs).
+        # Forwards run under PPORunner's own autocast, so accelerate adds no mixed precision.
+        self.accelerator = accelerator = Accelerator(mixed_precision="no")
+        self.num_processes, self.process_index = accelerator.num_processes, accelerator.process_index
+        torch.manual_seed(config.seed)  # LoRA and value-head init (the same on every rank), then sampling
         # Weights stay fp32 whatever the precision: with bf16 the forwards run under autocast
         # (mixed precision). Pure-bf16 weights lose every AdamW update smaller than half a bf16
         # ulp (2^-8 relative) and quantise the critic's values, which is where the GPU run of
@@ -278,7 +330,7 @@ class PPORunner:
         self.reward_functions = build_reward_functions(algorithm.reward_specs)
 
         self.tokenizer = load_tokenizer(config.model_path)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = accelerator.device
         policy = load_model(config.model_path, "fp32").to(self.device)
         disable_dropout(policy)
         if config.lora is not None:
@@ -300,6 +352,14 @@ class PPORunner:
         self.value_model = value_model
         policy.train()
         value_model.train()
+        # The trained networks go through accelerate: under several processes DDP all-reduces
+        # (averages) their gradients in backward. The frozen reference and reward models are
+        # not wrapped (no gradients to reduce); the rollout and no-grad scoring passes use the
+        # plain modules, which share the wrapped ones' parameters.
+        self.policy_train: Any = policy
+        self.critic_train: Any = CriticForward(value_model)
+        if self.num_processes > 1:
+            self.policy_train, self.critic_train = accelerator.prepare(self.policy_train, self.critic_train)
 
         value_lr = algorithm.value_learning_rate or config.learning_rate
         self.optimizer = torch.optim.AdamW(
@@ -329,8 +389,11 @@ class PPORunner:
         self.sampling = SamplingParams(
             max_new_tokens=algorithm.max_completion_length, temperature=algorithm.temperature
         )
-        # A dedicated generator for minibatch shuffling keeps it independent of sampling.
+        # A dedicated generator for minibatch shuffling keeps it independent of sampling
+        # (and the same on every rank: they shuffle the one global rollout alike).
         self.shuffle_generator = torch.Generator().manual_seed(config.seed)
+        if self.process_index > 0:  # without seed_per_prompt, ranks must not draw the same samples
+            torch.manual_seed(config.seed + 1_000_003 * self.process_index)
 
     def mixed_precision(self):
         """autocast to bf16/fp16 for the forwards when the run's precision asks for it (fp32: a no-op)."""
@@ -341,15 +404,20 @@ class PPORunner:
     # ------------------------------------------------------------------ experience
 
     def rollout(
-        self, records: list[dict[str, Any]], sampling: SamplingParams, n: int
+        self, records: list[dict[str, Any]], sampling: SamplingParams, n: int, first_index: int | None = None
     ) -> tuple[list[Rollout], RewardScores]:
         """Sample ``n`` completions per record and score them.
 
+        ``first_index``: the index of ``records[0]`` in the step's global batch; with
+        ``seed_per_prompt`` each prompt is then sampled under its own seed (see :func:`prompt_seed`).
         Returns the rollouts and their :class:`flux_core.rewards.RewardScores`.
         """
         prompts = [record["prompt"] for record in records]
         with self.mixed_precision():
-            rollouts = self.backend.generate(prompts, n=n, sampling=sampling)
+            if first_index is not None and self.algorithm.seed_per_prompt and sampling.temperature > 0:
+                rollouts = self._generate_seeded(prompts, n, sampling, first_index)
+            else:
+                rollouts = self.backend.generate(prompts, n=n, sampling=sampling)
         owners = [records[r.prompt_index] for r in rollouts]
         completions = [
             [{"role": "assistant", "content": r.text}] if isinstance(owner["prompt"], list) else r.text
@@ -362,13 +430,25 @@ class PPORunner:
         scores = score_completions(self.reward_functions, [owner["prompt"] for owner in owners], completions, columns)
         return rollouts, scores
 
+    def _generate_seeded(self, prompts: list[Any], n: int, sampling: SamplingParams, first_index: int) -> list[Rollout]:
+        """One generate call per prompt, under a seed of its own: a prompt's completions are the
+        same whichever process samples it and whatever else is in its batch."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        rollouts: list[Rollout] = []
+        for offset, prompt in enumerate(prompts):
+            with torch.random.fork_rng(devices=devices):  # the run's own RNG stream is left as it was
+                torch.manual_seed(prompt_seed(self.config.seed, self.step, first_index + offset))
+                sampled = self.backend.generate([prompt], n=n, sampling=sampling)
+            rollouts.extend(dataclasses.replace(rollout, prompt_index=offset) for rollout in sampled)
+        return rollouts
+
     @torch.no_grad()
     def _score_tokens(self, batch: RolloutBatch) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
         """Sampling-policy log-probs, entropy, reference log-probs and values, in chunks
         of one minibatch (the size the update already fits in memory)."""
         temperature, length = self.algorithm.temperature, batch.completion_length
         parts = defaultdict(list)
-        for rows in torch.arange(self.rollout_size).split(self.minibatch_size):
+        for rows in torch.arange(batch.input_ids.size(0)).split(self.minibatch_size):
             chunk = batch.select(rows)
             logprobs, entropy = completion_logprobs(
                 self.model, chunk.input_ids, chunk.attention_mask, length, temperature, with_entropy=True
@@ -382,9 +462,24 @@ class PPORunner:
         ref_logprobs = torch.cat(parts["ref_logprobs"]) if parts["ref_logprobs"] else None
         return torch.cat(parts["logprobs"]), ref_logprobs, torch.cat(parts["values"]), torch.cat(parts["entropy"])
 
-    def make_experience(self, records: list[dict[str, Any]]) -> Experience:
+    def make_experience(self, records: list[dict[str, Any]], first_index: int = 0) -> Experience:
+        """The experience of the step's global rollout, the same on every process.
+
+        ``records`` are this process's share of the prompts, at ``first_index`` in the global
+        batch. Each process samples and scores its share and computes log-probs and values
+        for its rows; the rollouts, scores and those tensors are then gathered, so the KL,
+        GAE, whitening statistics and metrics below are those of the whole rollout, as one
+        process with the global batch would compute them.
+        """
         algorithm = self.algorithm
-        rollouts, scores = self.rollout(records, self.sampling, algorithm.num_generations)
+        rollouts, scores = self.rollout(records, self.sampling, algorithm.num_generations, first_index)
+        local_count = len(rollouts)
+        if self.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            rollouts = gather_object(rollouts)
+            scores = merge_scores(gather_object([scores]))
+        # Padded to the global widths, so each row is scored as one process would score it.
         batch = collate_rollouts(rollouts, self.tokenizer.pad_token_id).to(self.device)
         mask = batch.completion_mask
         # A completion no reward applies to (every reward returned None) scores 0, as in TRL.
@@ -393,7 +488,15 @@ class PPORunner:
             score = score - algorithm.missing_eos_penalty * batch.truncated.float()
 
         with self.mixed_precision():
-            logprobs, ref_logprobs, values, entropy = self._score_tokens(batch)
+            if self.num_processes > 1:
+                start = self.process_index * local_count
+                own = batch.select(torch.arange(start, start + local_count, device=self.device))
+                parts = self._score_tokens(own)
+                logprobs, ref_logprobs, values, entropy = (
+                    None if part is None else self.accelerator.gather(part.contiguous()) for part in parts
+                )
+            else:
+                logprobs, ref_logprobs, values, entropy = self._score_tokens(batch)
         is_weights, is_metrics = behaviour_importance_weights(rollouts, logprobs, mask, algorithm.behaviour_is_cap)
         if ref_logprobs is not None:
             kl, kl_coef = kl_penalty(logprobs, ref_logprobs, algorithm.kl_estimator) * mask, self.kl_controller.value
@@ -424,26 +527,43 @@ class PPORunner:
 
     # ------------------------------------------------------------------ update
 
+    def _global_means(self, means: list[Tensor], tokens: Tensor, total_tokens: Tensor) -> list[float]:
+        """Token-weighted means over the whole minibatch from each process's means over its rows."""
+        if self.num_processes == 1:
+            return [mean.item() for mean in means]
+        stacked = torch.stack([mean.detach().float() for mean in means]) * (tokens / total_tokens.clamp(min=1))
+        return self.accelerator.reduce(stacked, reduction="sum").tolist()
+
     def update(self, experience: Experience, step: int = 0) -> dict[str, float]:
         """``ppo_epochs`` passes of minibatch updates; returns the mean of each statistic.
 
+        Every process holds the whole rollout and shuffles it alike; each minibatch is split
+        into ``num_processes`` shares, one per process. A process's loss is its share's
+        token mean scaled by ``its tokens * num_processes / minibatch tokens``, so the
+        gradients DDP averages are those of the minibatch's token mean, as on one process.
+
         Before each optimizer update the non-finite guard checks its loss, gradient norm
         and learning rate (``on_nonfinite``): ``stop`` raises, ``skip`` drops that update.
+        Every process checks the same (reduced) numbers, so all take the same decision.
         """
         algorithm = self.algorithm
         length = experience.batch.completion_length
         policy_params, value_params = (group["params"] for group in self.optimizer.param_groups)
+        share_size, rank = self.minibatch_size, self.process_index
         stats = defaultdict(list)
         for _ in range(algorithm.ppo_epochs):
-            order = torch.randperm(self.rollout_size, generator=self.shuffle_generator)
-            for rows in order.split(self.minibatch_size):
+            order = torch.randperm(self.rollout_size * self.num_processes, generator=self.shuffle_generator)
+            for minibatch in order.split(share_size * self.num_processes):
+                rows = minibatch[rank * share_size : (rank + 1) * share_size]
                 batch = experience.batch.select(rows)
                 mask = batch.completion_mask
+                tokens = mask.sum()
+                total_tokens = experience.batch.completion_mask[minibatch].sum()
                 with self.mixed_precision():
                     logprobs, _ = completion_logprobs(
-                        self.model, batch.input_ids, batch.attention_mask, length, algorithm.temperature
+                        self.policy_train, batch.input_ids, batch.attention_mask, length, algorithm.temperature
                     )
-                    values = completion_values(self.value_model, batch.input_ids, batch.attention_mask, length)
+                    values = self.critic_train(batch.input_ids, batch.attention_mask, length)
                 inputs = PolicyLossInputs(
                     logprobs=logprobs,
                     old_logprobs=experience.logprobs[rows],
@@ -461,14 +581,39 @@ class PPORunner:
                 loss = policy_loss + algorithm.vf_coef * value_loss
 
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if self.num_processes > 1:  # DDP averages the processes' gradients
+                    (loss * (tokens * self.num_processes / total_tokens.clamp(min=1))).backward()
+                else:
+                    loss.backward()
                 # Policy and critic are clipped each on its own: one joint norm lets the critic's
                 # (large, early) value-loss gradient shrink the policy's step to almost nothing.
                 max_norm = algorithm.max_grad_norm if algorithm.max_grad_norm is not None else float("inf")
                 grad_norm = torch.nn.utils.clip_grad_norm_(policy_params, max_norm)
                 value_grad_norm = torch.nn.utils.clip_grad_norm_(value_params, max_norm)
+                with torch.no_grad():
+                    means = self._global_means(
+                        [
+                            policy_loss,
+                            value_loss,
+                            policy_clip_fraction(inputs, algorithm.cliprange),
+                            value_clip_fraction(
+                                values,
+                                experience.values[rows],
+                                experience.returns[rows],
+                                mask,
+                                algorithm.cliprange_value,
+                            ),
+                            approx_kl(logprobs, inputs.old_logprobs, mask),
+                        ],
+                        tokens,
+                        total_tokens,
+                    )
+                global_policy_loss, global_value_loss, clipfrac, value_clipfrac, kl = means
+                global_loss = global_policy_loss + algorithm.vf_coef * global_value_loss
+                if self.num_processes == 1:
+                    global_loss = loss.item()
                 checked = {
-                    "loss": loss.item(),
+                    "loss": global_loss,
                     "grad_norm": math.hypot(grad_norm.item(), value_grad_norm.item()),  # NaN/inf propagate
                     "learning_rate": optimizer_learning_rate(self.optimizer),
                 }
@@ -477,19 +622,14 @@ class PPORunner:
                 else:
                     self.optimizer.step()
 
-                with torch.no_grad():
-                    stats["loss"].append(loss.item())
-                    stats["policy_loss"].append(policy_loss.item())
-                    stats["value_loss"].append(value_loss.item())
-                    stats["clipfrac"].append(policy_clip_fraction(inputs, algorithm.cliprange).item())
-                    stats["value_clipfrac"].append(
-                        value_clip_fraction(
-                            values, experience.values[rows], experience.returns[rows], mask, algorithm.cliprange_value
-                        ).item()
-                    )
-                    stats["approx_kl"].append(approx_kl(logprobs, inputs.old_logprobs, mask).item())
-                    stats["grad_norm"].append(grad_norm.item())
-                    stats["value_grad_norm"].append(value_grad_norm.item())
+                stats["loss"].append(global_loss)
+                stats["policy_loss"].append(global_policy_loss)
+                stats["value_loss"].append(global_value_loss)
+                stats["clipfrac"].append(clipfrac)
+                stats["value_clipfrac"].append(value_clipfrac)
+                stats["approx_kl"].append(kl)
+                stats["grad_norm"].append(grad_norm.item())
+                stats["value_grad_norm"].append(value_grad_norm.item())
         return {name: sum(values) / len(values) for name, values in stats.items()}
 
     def _policy_loss_per_token(self, inputs: PolicyLossInputs) -> Tensor:
@@ -505,13 +645,23 @@ class PPORunner:
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self, records: Dataset) -> float:
-        """Mean reward of greedy completions of ``records`` (deterministic)."""
+        """Mean reward of greedy completions of ``records`` (deterministic).
+
+        Collective under several processes: each scores its contiguous share of ``records``
+        and the scores are gathered, so every process returns the same mean.
+        """
         greedy = SamplingParams(max_new_tokens=self.algorithm.max_completion_length, temperature=0.0)
+        share = -(-len(records) // self.num_processes)
+        start, stop = self.process_index * share, min((self.process_index + 1) * share, len(records))
         totals = []
-        for start in range(0, len(records), self.rollout_size):
-            chunk = records.select(range(start, min(start + self.rollout_size, len(records)))).to_list()
+        for first in range(start, stop, self.rollout_size):
+            chunk = records.select(range(first, min(first + self.rollout_size, stop))).to_list()
             _, scores = self.rollout(chunk, greedy, n=1)
             totals.extend(value for value in scores.total if value is not None)
+        if self.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            totals = gather_object(totals)
         return sum(totals) / len(totals) if totals else 0.0
 
     # ------------------------------------------------------------------ resume state
@@ -574,7 +724,16 @@ class PPORunner:
         run = run or RunContext.fresh(config)
         self.guard = run.guard
         self.build()
-        evaluate = (lambda: -self.evaluate(eval_records)) if eval_records else None
+        is_main = self.is_main_process
+        # Evaluation is collective under several processes: every process runs it (below, at
+        # save points and at the end) and only the main one's CheckpointManager reads the result.
+        latest_eval: dict[str, float] = {}
+        evaluate = (lambda: latest_eval["score"]) if eval_records else None
+
+        def run_evaluation() -> None:
+            if eval_records:
+                latest_eval["score"] = -self.evaluate(eval_records)
+
         # PPO's loss is no measure of progress (advantages are re-normalised every batch):
         # best/ is the highest reward, fed as -reward where DPO feeds the loss.
         checkpoints = CheckpointManager(
@@ -595,26 +754,42 @@ class PPORunner:
             on_step=on_step,
             run=run,
         )
-        batches = prompt_batches(records, config.batch_size, config.seed)
+        # batch_size is per process: the step's global batch is num_processes shares of it.
+        share = config.batch_size
+        batches = prompt_batches(records, share * self.num_processes, config.seed)
+        first_index = self.process_index * share
         step = 0
         if run.resume is not None:
             step = run.resume.step
             for _ in range(step):  # the data position: replay the seeded prompt order
                 next(batches)
             self.restore_state(run.resume.path)  # last: it restores the RNG states
+        save_steps = config.checkpoint.save_steps
         try:
             for step in range(step + 1, config.num_steps + 1):
-                experience = self.make_experience(next(batches))
+                self.step = step
+                experience = self.make_experience(next(batches)[first_index : first_index + share], first_index)
                 learning_rate = self.optimizer.param_groups[0]["lr"]
                 stats = self.update(experience, step)
                 self.scheduler.step()
                 self.backend.sync_weights(self.model)
-                self.kl_controller.update(experience.metrics["kl"], self.rollout_size)
-                reporter.report(step, {**experience.metrics, **stats, "learning_rate": learning_rate}, self.model)
-                if run.preemption.should_stop():  # SIGTERM: this step is done; save it and stop
-                    checkpoints.save_for_resume(step, self.model)
+                self.kl_controller.update(experience.metrics["kl"], self.rollout_size * self.num_processes)
+                if save_steps and step % save_steps == 0:
+                    run_evaluation()
+                logs = {**experience.metrics, **stats, "learning_rate": learning_rate}
+                if is_main:  # metrics.jsonl, progress bar, callbacks and checkpoints: written once
+                    reporter.report(step, logs, self.model)
+                else:  # the same numbers (they are gathered), kept for this process's FitResult
+                    reporter.history.append(StepResult(step=step, metrics=dict(logs)))
+                if run.preemption.should_stop(self.accelerator):  # SIGTERM on any rank: save this step, stop
+                    if is_main:
+                        checkpoints.save_for_resume(step, self.model)
+                    self.accelerator.wait_for_everyone()
                     raise Preempted(step)
         finally:
             reporter.close()
-        checkpoints.finalize(step, self.model)
+        run_evaluation()
+        if is_main:
+            checkpoints.finalize(step, self.model)
+        self.accelerator.wait_for_everyone()  # no process leaves before final/ is written
         return FitResult.from_run(reporter.history, step, checkpoints)
