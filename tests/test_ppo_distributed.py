@@ -1,0 +1,104 @@
+"""PPO under a 2-process launch (torchrun, gloo on CPU) matches one process with the same
+global batch: per-step metrics, eval at save points (a collective) and the final weights.
+
+``batch_size`` is per process, so 2 processes x 4 prompts are one process x 8. Sampling is
+made comparable with ``seed_per_prompt: true``: each prompt's completions are drawn under a
+seed derived from (seed, step, the prompt's index in the global batch), so a prompt gets the
+same completions whichever process samples it. (Greedy decoding is no option: PPO's
+``temperature`` must be > 0, its log-probs divide by it.) The processes see no GPU even on a
+GPU machine, and both runs pin fp32; what remains between them is the order of float sums
+(other matmul batch shapes, gloo's all-reduce of the gradients), far below the tolerances.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+CPU_ONLY = {"CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+STEPS = 3
+COMPARED = ("loss", "policy_loss", "value_loss", "reward", "kl", "entropy", "approx_kl", "value_explained_variance")
+
+
+@pytest.fixture(scope="module")
+def prompts_file(tmp_path_factory) -> Path:
+    sys.path.insert(0, str(REPO / "examples"))
+    from make_prompts import make_prompts
+
+    path = tmp_path_factory.mktemp("data") / "prompts.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in make_prompts(32, seed=0)))
+    return path
+
+
+def train(tmp_path: Path, name: str, model: Path, data: Path, launcher: list[str], batch_size: int):
+    config = tmp_path / f"{name}.yaml"
+    output = tmp_path / name
+    config.write_text(
+        f"model_path: {model}\noutput_dir: {output}\nnum_steps: {STEPS}\nbatch_size: {batch_size}\n"
+        "learning_rate: 1.0e-3\nprecision: fp32\nseed: 0\ncheckpoint: {save_steps: 2}\n"
+        "algorithm:\n  name: ppo\n  seed_per_prompt: true\n  num_generations: 2\n  max_completion_length: 8\n"
+        "  ppo_epochs: 2\n  num_minibatches: 2\n"
+        "  rewards: [{name: pattern_fraction, kwargs: {pattern: '[eE]'}}]\n"
+    )
+    started = time.perf_counter()
+    result = subprocess.run(
+        [*launcher, str(BIN / "flux"), "train", str(config), "--data", str(data), "--eval-data", str(data)]
+        + ["--no-progress"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **CPU_ONLY},
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    return result.stdout, lines, output, time.perf_counter() - started
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, tiny_model_dir, prompts_file):
+    _, single, single_dir, _ = train(tmp_path, "single", tiny_model_dir, prompts_file, [], batch_size=8)
+    torchrun = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]  # binds a free port itself
+    stdout, double, output, _ = train(tmp_path, "double", tiny_model_dir, prompts_file, torchrun, batch_size=4)
+
+    # one metrics line per step, written by one process
+    assert [line["step"] for line in double] == [line["step"] for line in single] == list(range(1, STEPS + 1))
+    for one, two in zip(single, double):
+        for name in COMPARED:
+            assert two[name] == pytest.approx(one[name], abs=1e-4), (one["step"], name)
+        # the whole global rollout: 8 prompts x 2 completions, seen by both runs alike
+        assert two["completion_length"] == pytest.approx(one["completion_length"], abs=1e-6)
+    assert single[-1]["reward"] != single[0]["reward"]  # the steps differ: the comparison is not of constants
+
+    # the final weights agree, and they moved away from the start (the updates were applied)
+    start = {name: tensor for name, tensor in load_file(tiny_model_dir / "model.safetensors").items()}
+    one = load_file(single_dir / "final" / "model.safetensors")
+    two = load_file(output / "final" / "model.safetensors")
+    assert one.keys() == two.keys()
+    assert max((one[name] - two[name]).abs().max().item() for name in one) < 1e-4
+    assert max((one[name] - start[name]).abs().max().item() for name in one if name in start) > 1e-3
+
+    # best/ was picked by the same eval reward (gathered over both processes' shares)
+    meta = [json.loads((run / "best" / "flux_checkpoint.json").read_text()) for run in (single_dir, output)]
+    assert meta[1]["step"] == meta[0]["step"]
+    assert meta[1]["score"] == pytest.approx(meta[0]["score"], abs=1e-4)
+
+    assert stdout.count("flux: trained 3 steps") == 1  # only the main process prints
+    assert sorted(p.name for p in output.iterdir()) == [
+        ".flux.lock",
+        "best",
+        "checkpoint-2",
+        "final",
+        "metrics.jsonl",
+        "metrics.png",
+    ]
+    assert torch.load(output / "checkpoint-2" / "ppo_state" / "ppo.pt", weights_only=True)["kl_coef"] > 0
