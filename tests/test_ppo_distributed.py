@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -38,6 +39,19 @@ def prompts_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "prompts.jsonl"
     path.write_text("".join(json.dumps(record) + "\n" for record in make_prompts(32, seed=0)))
     return path
+
+
+@pytest.fixture
+def early_stopping_model(tiny_model_dir, tmp_path) -> Path:
+    """The tiny model with 40 more end-of-sequence ids (~8% of its near-uniform samples): its
+    completions end at varied lengths, so the processes' shares of a minibatch hold different
+    token counts, which the loss scaling under DDP must account for."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    generation = json.loads((model / "generation_config.json").read_text())
+    generation["eos_token_id"] = [0, 2, *range(3, 43)]
+    (model / "generation_config.json").write_text(json.dumps(generation))
+    return model
 
 
 def train(tmp_path: Path, name: str, model: Path, data: Path, launcher: list[str], batch_size: int):
@@ -65,10 +79,11 @@ def train(tmp_path: Path, name: str, model: Path, data: Path, launcher: list[str
     return result.stdout, lines, output, time.perf_counter() - started
 
 
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path, tiny_model_dir, prompts_file):
-    _, single, single_dir, _ = train(tmp_path, "single", tiny_model_dir, prompts_file, [], batch_size=8)
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, early_stopping_model, prompts_file):
+    model = early_stopping_model
+    _, single, single_dir, _ = train(tmp_path, "single", model, prompts_file, [], batch_size=8)
     torchrun = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]  # binds a free port itself
-    stdout, double, output, _ = train(tmp_path, "double", tiny_model_dir, prompts_file, torchrun, batch_size=4)
+    stdout, double, output, _ = train(tmp_path, "double", model, prompts_file, torchrun, batch_size=4)
 
     # one metrics line per step, written by one process
     assert [line["step"] for line in double] == [line["step"] for line in single] == list(range(1, STEPS + 1))
@@ -78,9 +93,10 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, tiny_model
         # the whole global rollout: 8 prompts x 2 completions, seen by both runs alike
         assert two["completion_length"] == pytest.approx(one["completion_length"], abs=1e-6)
     assert single[-1]["reward"] != single[0]["reward"]  # the steps differ: the comparison is not of constants
+    assert all(0 < line["truncated_fraction"] < 1 for line in single)  # completions of varied lengths
 
     # the final weights agree, and they moved away from the start (the updates were applied)
-    start = {name: tensor for name, tensor in load_file(tiny_model_dir / "model.safetensors").items()}
+    start = load_file(model / "model.safetensors")
     one = load_file(single_dir / "final" / "model.safetensors")
     two = load_file(output / "final" / "model.safetensors")
     assert one.keys() == two.keys()
