@@ -222,3 +222,16 @@ def test_flux_plugins_lists_sft():
     assert "sft (flux-sft 0.1.0): register_algorithms" in result.stdout
     assert "sft: Supervised fine-tuning" in result.stdout and "[data_format=sft]" in result.stdout
 
+
+
+def test_flux_eval_reports_held_out_loss(sft_config, preference_records):
+    from flux_core.evaluate import evaluate
+
+    config = sft_config(num_steps=8)
+    records = completion_records(preference_records)
+    result = FluxTrainer(config, show_progress=False).fit(prompts=records[:48])
+    base = evaluate(config, config.model_path, records[48:])
+    trained = evaluate(config, result.final_path, records[48:])
+
+    assert set(trained) >= {"loss", "mean_token_accuracy"}
+    assert trained["loss"] < base["loss"] - 0.5 and trained["mean_token_accuracy"] > base["mean_token_accuracy"]

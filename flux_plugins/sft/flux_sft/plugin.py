@@ -30,6 +30,7 @@ def register_algorithms(register):
             data_format="sft",
             data_format_spec=SFT_DATA,
             trl_config="trl:SFTConfig",
+            evaluator="flux_sft.evaluate:evaluate_examples",
             description="Supervised fine-tuning on conversations, prompt + completion or text (TRL SFTTrainer)",
         )
     )
