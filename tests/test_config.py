@@ -69,7 +69,7 @@ def test_missing_algorithm_package_names_the_pip_install(tmp_path):
     for name in missing:  # algorithms whose plugin is not installed here
         path = write(tmp_path, f"model_path: m\nalgorithm:\n  name: {name}\n")
         assert error_of(path).endswith(
-            f"algorithm 'name' is not installed: pip install flux-{name}".replace("'name'", f"'{name}'")
+            f"algorithm '{name}' is not installed: pip install {KNOWN_ALGORITHM_PACKAGES[name]}"
         )
 
 
