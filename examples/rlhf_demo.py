@@ -46,7 +46,9 @@ def main() -> None:
 
     config, result, seconds = fit(args.sft)
     first, last, count = first_last(result.metric("loss"))
-    print(f"[1/3 SFT] {result.steps} steps in {seconds:.0f}s: loss {first:.3f} (first {count}) -> {last:.3f} (last {count})")
+    print(
+        f"[1/3 SFT] {result.steps} steps in {seconds:.0f}s: loss {first:.3f} (first {count}) -> {last:.3f} (last {count})"
+    )
     print(f"          model: {result.final_path}")
 
     config, result, seconds = fit(args.rm)
@@ -54,9 +56,7 @@ def main() -> None:
     first, last, count = first_last(accuracy)
     held_out = result.history[-1].metrics.get("eval_accuracy")
     held_out_text = f"; held-out pairwise accuracy {held_out:.3f}" if held_out is not None else ""
-    print(
-        f"[2/3 RM]  {result.steps} steps in {seconds:.0f}s: train accuracy {first:.3f} -> {last:.3f}{held_out_text}"
-    )
+    print(f"[2/3 RM]  {result.steps} steps in {seconds:.0f}s: train accuracy {first:.3f} -> {last:.3f}{held_out_text}")
     print(f"          reward model: {result.final_path}")
 
     config, result, seconds = fit(args.ppo)

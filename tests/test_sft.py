@@ -111,8 +111,9 @@ def test_every_data_shape_trains(sft_config, preference_records, shape):
 
 def labelled_tokens(config, records) -> tuple[list[str], list[bool]]:
     """The first example's tokens as the trainer collates them, and which of them are trained on."""
-    from flux_core.data import load_data
     from flux_sft.runner import SFTRunner
+
+    from flux_core.data import load_data
 
     runner = SFTRunner(config, show_progress=False)
     trainer = runner.build_trainer(load_data(records, "sft"), None)
@@ -172,15 +173,16 @@ def test_assistant_only_loss_auto_warns_when_the_template_cannot(sft_config, pre
 
     records = conversation_records(preference_records[:8])
     with pytest.warns(UserWarning, match=r"assistant_only_loss auto: the chat template .* does not mark assistant"):
-        tokens, trained = labelled_tokens(sft_config(), records)
+        _, trained = labelled_tokens(sft_config(), records)
     assert all(trained[1:])
     with pytest.raises(FluxError, match=r"add the markers to the template or set algorithm.assistant_only_loss: false"):
         labelled_tokens(sft_config({"assistant_only_loss": True}), records)
 
 
 def test_packing_puts_several_examples_in_a_row(sft_config, preference_records):
-    from flux_core.data import load_data
     from flux_sft.runner import SFTRunner
+
+    from flux_core.data import load_data
 
     config = sft_config({"packing": True}, num_steps=3)
     records = completion_records(preference_records)
@@ -221,7 +223,6 @@ def test_flux_plugins_lists_sft():
     assert result.returncode == 0, result.stderr
     assert "sft (flux-sft 0.1.0): register_algorithms" in result.stdout
     assert "sft: Supervised fine-tuning" in result.stdout and "[data_format=sft]" in result.stdout
-
 
 
 def test_flux_eval_reports_held_out_loss(sft_config, preference_records):

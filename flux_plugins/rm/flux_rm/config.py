@@ -6,8 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from flux_core.config import AlgorithmConfig
-from flux_core.trl_settings import SHARED_OWNED_TRL_FIELDS
+from flux_core import SHARED_OWNED_TRL_FIELDS, AlgorithmConfig
 
 # RewardConfig fields that Flux sets from its own keys; a `trl:` block may not set them.
 FLUX_OWNED_TRL_FIELDS = {

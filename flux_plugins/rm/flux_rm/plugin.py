@@ -5,8 +5,7 @@ implicit prompt, strings or chat, hh-rlhf, trl-lib, H4) is normalised and checke
 core exactly as for DPO. Importing this module must stay cheap (no torch, no TRL).
 """
 
-from flux_core.hookspecs import hookimpl
-from flux_core.registry import Algorithm
+from flux_core import Algorithm, hookimpl
 from flux_rm.config import RewardModelAlgorithmConfig
 
 

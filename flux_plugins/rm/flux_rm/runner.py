@@ -9,13 +9,10 @@ set, so every checkpoint (``checkpoint-N``, ``best``, ``final``) loads as is thr
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from flux_core.config import FluxConfig
-from flux_core.errors import FluxError
-from flux_core.modeling import load_tokenizer, peft_config, resolve_precision
-from flux_core.runner import TRLRunner
-from flux_core.trl_settings import build_trl_config
+from flux_core import FluxConfig, FluxError, TRLRunner, build_trl_config, load_tokenizer, peft_config, resolve_precision
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -43,19 +40,21 @@ def load_reward_model(model_path: str, precision: str, seed: int, pad_token_id: 
     from transformers import AutoModelForSequenceClassification, set_seed
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-    from flux_core.modeling import _checked_path, check_weight_files, looks_local, torch_dtype
+    from flux_core.modeling import check_weight_files, looks_local, torch_dtype
 
-    path = _checked_path(model_path)
+    path = model_path
     if looks_local(model_path):
         from pathlib import Path
 
-        check_weight_files(Path(path))
+        local = Path(model_path).expanduser()
+        if not local.is_dir():
+            raise FluxError(f"model_path '{model_path}': directory not found")
+        check_weight_files(local)
+        path = str(local)
     set_seed(seed)
     try:
         with suppress_seqcls_warning():
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=1, dtype=torch_dtype(precision)
-            )
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch_dtype(precision))
     except (OSError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise FluxError(f"cannot load model from '{model_path}' as a reward model: {first}") from None
@@ -109,9 +108,7 @@ def flux_reward_trainer_class():
             metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
             if default:
                 self._eval_cache = (step, dict(metrics))
-                self._pending_eval = {
-                    name: metrics[key] for key, name in EVAL_METRICS.items() if key in metrics
-                }
+                self._pending_eval = {name: metrics[key] for key, name in EVAL_METRICS.items() if key in metrics}
             return metrics
 
         def log(self, logs, start_time=None):
@@ -148,7 +145,7 @@ class RewardModelRunner(TRLRunner):
     the last step; ``best/`` is the save point with the lowest eval loss.
     """
 
-    metric_names = {**METRIC_NAMES, **EVAL_METRICS}
+    metric_names: ClassVar[Mapping[str, str]] = {**METRIC_NAMES, **EVAL_METRICS}
     progress_metrics = ("loss", "accuracy")
 
     def build_trainer(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[Any] = ()):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flux_core import DataError
 from flux_core.data_checks import CHAT, TEXT, check_rows, describe_kind, text_kind
-from flux_core.errors import DataError
 
 NEEDS = "messages, or prompt and completion, or text"
 
@@ -33,7 +33,9 @@ def check_examples(dataset: Any, where: Any, num_proc: int | None = None) -> Any
     elif "messages" in columns:
         kinds = {"messages": text_kind(dataset, "messages", where, NEEDS)}
         if kinds["messages"] != CHAT:
-            raise DataError(f"{where(0)}: 'messages' must be a list of chat messages ({{\"role\": ..., \"content\": ...}})")
+            raise DataError(
+                f'{where(0)}: \'messages\' must be a list of chat messages ({{"role": ..., "content": ...}})'
+            )
     elif "text" in columns:
         kinds = {"text": text_kind(dataset, "text", where, NEEDS)}
         if kinds["text"] != TEXT:

@@ -4,9 +4,7 @@ Importing this module must stay cheap (no torch, no TRL): it runs whenever Flux
 lists or loads plugins.
 """
 
-from flux_core.data import DataFormat
-from flux_core.hookspecs import hookimpl
-from flux_core.registry import Algorithm
+from flux_core import Algorithm, DataFormat, hookimpl
 from flux_sft.config import SFTAlgorithmConfig
 
 SFT_DATA = DataFormat(

@@ -5,11 +5,16 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from flux_core.config import FluxConfig
-from flux_core.errors import FluxError
-from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
-from flux_core.runner import TRLRunner
-from flux_core.trl_settings import build_trl_config
+from flux_core import (
+    FluxConfig,
+    FluxError,
+    TRLRunner,
+    build_trl_config,
+    load_model,
+    load_tokenizer,
+    peft_config,
+    resolve_precision,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
