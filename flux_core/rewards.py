@@ -45,9 +45,6 @@ from flux_core.registry import close_match
 
 REWARD_MODEL = "reward_model"
 
-# Arguments TRL's GRPOTrainer passes to reward functions on top of the dataset columns. They
-# are TRL internals, not columns: Flux rewards get the same arguments under every algorithm.
-TRL_INTERNAL_ARGUMENTS = frozenset({"completion_ids", "trainer_state", "log_extra", "log_metric", "environments"})
 
 
 class RewardSpec(StrictModel):
@@ -167,7 +164,6 @@ class RewardFunction:
         return f"RewardFunction({self.name!r}, weight={self.weight})"
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float | None]:
-        columns = {key: value for key, value in columns.items() if key not in TRL_INTERNAL_ARGUMENTS}
         clashes = sorted(columns.keys() & self.spec.kwargs.keys())
         if clashes:
             raise FluxError(

@@ -197,10 +197,14 @@ def test_columns_and_settings_reach_the_reward_but_trainer_internals_do_not(cust
         seen.update(columns, scale=scale)
         return [scale] * len(completions)
 
-    reward = custom_reward("spy", spy, kwargs={"scale": 2.0})
+    # TRL's GRPOTrainer adds its internals to the columns; flux-grpo's adapter drops them
+    from flux_grpo.runner import TRLReward
+
+    reward = TRLReward(custom_reward("spy", spy, kwargs={"scale": 2.0}))
     values = reward(["p"], ["c"], answer=["42"], completion_ids=[[1]], trainer_state=object(), log_metric=print)
     assert values == [2.0]
     assert seen == {"answer": ["42"], "scale": 2.0}
+    assert reward.__name__ == "spy"  # the name TRL logs it under
 
 
 def test_a_column_named_like_a_setting_is_an_error(custom_reward):

@@ -39,6 +39,24 @@ def metric_names(reward_functions: list[RewardFunction]) -> dict[str, str]:
     return names
 
 
+# Arguments TRL's GRPOTrainer passes to reward functions on top of the dataset columns. They are
+# TRL internals, not columns: a Flux reward gets the same arguments under GRPO as under PPO.
+TRL_INTERNAL_ARGUMENTS = frozenset({"completion_ids", "trainer_state", "log_extra", "log_metric", "environments"})
+
+
+class TRLReward:
+    """A Flux reward as TRL's ``reward_funcs`` calls it: TRL's internal arguments dropped,
+    ``__name__`` (the name TRL logs the reward under) kept."""
+
+    def __init__(self, reward: RewardFunction):
+        self.reward = reward
+        self.__name__ = reward.__name__
+
+    def __call__(self, prompts, completions, **columns):
+        columns = {key: value for key, value in columns.items() if key not in TRL_INTERNAL_ARGUMENTS}
+        return self.reward(prompts, completions, **columns)
+
+
 def sampling_params(config: FluxConfig) -> SamplingParams:
     """The sampling settings a rollout backend gets: the same ones TRL's own generation uses."""
     algorithm = config.algorithm
@@ -163,7 +181,7 @@ class GRPORunner(TRLRunner):
             warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
             trainer = GRPOTrainer(
                 model=model,
-                reward_funcs=list(self.reward_functions),
+                reward_funcs=[TRLReward(reward) for reward in self.reward_functions],
                 args=build_grpo_args(config, precision, self.reward_functions, model),
                 train_dataset=dataset,
                 eval_dataset=eval_dataset,
