@@ -2,6 +2,7 @@
 reward model loads as a reward (``rewards: [{model: DIR}]``) and ranks held-out pairs."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,29 @@ def test_flux_plugins_lists_reward_model():
     assert result.returncode == 0, result.stderr
     assert "rm (flux-rm 0.1.0): register_algorithms" in result.stdout
     assert "reward_model: Reward model" in result.stdout and "[data_format=preferences]" in result.stdout
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_grpo_and_ppo_train_against_the_saved_reward_model(rm_config, preference_records, tmp_path, algorithm):
+    from flux_core.config import FluxConfig
+
+    rm = FluxTrainer(rm_config(), show_progress=False).fit(prompts=preference_records[:32])
+    online = FluxConfig.from_dict(
+        {
+            "model_path": rm_config().model_path,
+            "output_dir": str(tmp_path / algorithm),
+            "num_steps": 2,
+            "batch_size": 4,
+            "learning_rate": 1e-3,
+            "algorithm": {
+                "name": algorithm,
+                "num_generations": 4 if algorithm == "grpo" else 1,
+                "max_completion_length": 8,
+                "rewards": [{"model": rm.final_path}],
+            },
+        }
+    )
+    result = FluxTrainer(online, show_progress=False).fit(prompts=[{"prompt": p["prompt"]} for p in preference_records])
+
+    rewards = result.metric("reward_reward_model")
+    assert len(rewards) == 2 and all(math.isfinite(value) for value in rewards)  # scored by the reward model
