@@ -10,6 +10,7 @@ promotion (the end-to-end test), in processes that see no GPU.
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -105,41 +106,53 @@ accelerate.state.AcceleratorState.__init__ = _init_fsdp_on_cpu
 """
 
 
+def shipped_fsdp_config(tmp_path: Path, mixed_precision: str) -> Path:
+    """configs/accelerate/fsdp.yaml (FSDP2) at one process, with ``mixed_precision`` set."""
+    shipped = (REPO / "configs" / "accelerate" / "fsdp.yaml").read_text()
+    assert "num_processes: 8" in shipped and "mixed_precision: bf16" in shipped
+    path = tmp_path / f"accelerate-fsdp-{mixed_precision}.yaml"
+    path.write_text(
+        shipped.replace("num_processes: 8", "num_processes: 1").replace(
+            "mixed_precision: bf16", f"mixed_precision: '{mixed_precision}'"
+        )
+    )
+    return path
+
+
+def flux_train(tmp_path, tiny_model_dir, preferences_file, name: str, *extra: str, steps: int = 4):
+    """``flux train`` a small fp32 DPO run (copy reference) on CPU; its output dir, per-step metrics and stderr."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(FORCE_FSDP_ON_CPU)
+    output = tmp_path / name
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(
+        f"model_path: {tiny_model_dir}\noutput_dir: {output}\nnum_steps: {steps}\nbatch_size: 4\n"
+        "learning_rate: 5.0e-4\nmax_length: 96\nprecision: fp32\nalgorithm: {name: dpo, reference_policy: copy}\n"
+        "checkpoint: {save_steps: 2}\n"
+    )
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+    }
+    command = [str(BIN / "flux"), "train", str(config), "--data", str(preferences_file), "--no-progress", *extra]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    return output, metrics, result.stderr
+
+
 def test_flux_train_under_fsdp2_writes_checkpoints_that_equal_a_plain_run(tmp_path, tiny_model_dir, preferences_file):
     import torch
     from transformers import AutoModelForCausalLM
 
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(FORCE_FSDP_ON_CPU)
-    accelerate_config = tmp_path / "accelerate-fsdp.yaml"  # the shipped FSDP2 config, one process, fp32
-    shipped = (REPO / "configs" / "accelerate" / "fsdp.yaml").read_text()
-    accelerate_config.write_text(
-        shipped.replace("num_processes: 8", "num_processes: 1").replace(
-            "mixed_precision: bf16", "mixed_precision: 'no'"
-        )
-    )
-    assert accelerate_config.read_text() != shipped
+    accelerate_config = shipped_fsdp_config(tmp_path, "no")  # fp32 on both sides: exact comparison
 
     def train(name: str, *extra: str) -> tuple[Path, list[float], str]:
-        output = tmp_path / name
-        config = tmp_path / f"{name}.yaml"
-        config.write_text(
-            f"model_path: {tiny_model_dir}\noutput_dir: {output}\nnum_steps: 4\nbatch_size: 4\n"
-            "learning_rate: 5.0e-4\nmax_length: 96\nprecision: fp32\nalgorithm: {name: dpo, reference_policy: copy}\n"
-            "checkpoint: {save_steps: 2}\n"
-        )
-        env = {
-            **os.environ,
-            "OMP_NUM_THREADS": "1",
-            "CUDA_VISIBLE_DEVICES": "",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
-        }
-        command = [str(BIN / "flux"), "train", str(config), "--data", str(preferences_file), "--no-progress", *extra]
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
-        assert result.returncode == 0, result.stderr[-4000:]
-        losses = [json.loads(line)["loss"] for line in (output / "metrics.jsonl").read_text().splitlines()]
-        return output, losses, result.stderr
+        output, metrics, stderr = flux_train(tmp_path, tiny_model_dir, preferences_file, name, *extra)
+        return output, [m["loss"] for m in metrics], stderr
 
     sharded, sharded_losses, stderr = train("fsdp", "--accelerate-config", str(accelerate_config))
     assert "checkpoints of DeepSpeed/FSDP runs hold weights only" in stderr  # the run really was FSDP
@@ -165,3 +178,16 @@ def test_two_process_fsdp_save_refuses_instead_of_hanging_and_gathering_on_every
     assert main["keys_match"]  # every weight, under its usual name
     assert main["changed"] > 0  # the trained weights, not the initial ones
     assert main["max_logit_diff"] < 1e-5  # the reloaded model computes what the sharded one did
+
+
+def test_fsdp2_with_bf16_mixed_precision_starts_at_ln2(tmp_path, tiny_model_dir, preferences_file):
+    # The shipped config's mixed_precision: bf16. accelerate runs an FSDP2 policy without autocast;
+    # the reference must run the same way, or step 1 (policy == reference) is not ln 2.
+    accelerate_config = shipped_fsdp_config(tmp_path, "bf16")
+    _, metrics, stderr = flux_train(
+        tmp_path, tiny_model_dir, preferences_file, "fsdp-bf16", "--accelerate-config", str(accelerate_config), steps=2
+    )
+    assert "checkpoints of DeepSpeed/FSDP runs hold weights only" in stderr  # it really was FSDP
+    assert metrics[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert metrics[0]["reward_margin"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics[1]["loss"] < metrics[0]["loss"]

@@ -122,6 +122,31 @@ class FluxDPOTrainer(DPOTrainer):
         return logps, outputs
 
     def compute_ref_log_probs(self, model, inputs):
+        with self._reference_precision_like_the_policy():
+            return self._ref_log_probs(model, inputs)
+
+    @contextlib.contextmanager
+    def _reference_precision_like_the_policy(self):
+        """Under FSDP2, score the reference without accelerate's autocast, as the policy runs.
+
+        accelerate leaves an FSDP2 policy's forward un-autocast (FSDP's MixedPrecisionPolicy
+        casts its weights), while TRL computes the reference under ``accelerator.autocast()``:
+        the two ran in different precisions, so at step 1, where policy == reference, the loss
+        was not ln 2 (0.6914 on an H100; 0.69286 on CPU with ``mixed_precision: bf16``).
+        TRL reads ``self.accelerator.autocast`` inside its method, so it is swapped on this
+        trainer's accelerator for the call only.
+        """
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        if not self.is_fsdp_enabled or getattr(plugin, "fsdp_version", 1) != 2:
+            yield
+            return
+        self.accelerator.autocast = lambda *args, **kwargs: contextlib.nullcontext()
+        try:
+            yield
+        finally:
+            del self.accelerator.autocast  # the class's method again
+
+    def _ref_log_probs(self, model, inputs):
         if "sequence_ids" not in inputs:
             return super().compute_ref_log_probs(model, inputs)
         # Packed batches: TRL's version assumes padded rows, so score them like the policy.
