@@ -155,3 +155,9 @@ def test_every_config_field_is_documented():
                 if isinstance(arg, type) and issubclass(arg, BaseModel) and arg not in seen:
                     models.add(arg)
     assert len(seen) >= 6
+
+
+def test_compile_in_a_ppo_run_warns_that_ppo_does_not_apply_it():
+    data = {"model_path": "m", "compile": True, "algorithm": {"name": "ppo", "rewards": [{"name": "length_target", "kwargs": {"target": 8}}]}}
+    with pytest.warns(UserWarning, match="compile: true is not applied by PPO's own training loop"):
+        FluxConfig.from_dict(data)

@@ -173,6 +173,8 @@ class PPOAlgorithmConfig(AlgorithmConfig):
             messages.append("algorithm.value_lora: true has no effect without a lora: block")
         if config.adaptive_async.enabled:
             messages.append("PPO trains on-policy: adaptive_async is ignored")
+        if config.compile:
+            messages.append("compile: true is not applied by PPO's own training loop (TRL-based algorithms only)")
         if self.seed_per_prompt and config.sglang.base_url:
             messages.append(
                 "algorithm.seed_per_prompt seeds local generation only: the rollout server samples as it does"
