@@ -9,7 +9,8 @@ data and seed, with TRL's defaults on both sides unless a row says otherwise:
 3. LoRA vs full fine-tuning peak memory above the import baseline on a ~50M model
    (target <= 0.6x);
 4. packed vs padded collation on variable-length pairs: tokens/s;
-5. precompute cache: time of the reference pass on a first and a second run.
+5. precompute cache: time of the reference pass on a first and a second run;
+6. ``compile: true`` vs off: step time after warm-up and the whole run.
 
     python benchmarks/bench_dpo.py            # everything (a few minutes on 2 cores)
     python benchmarks/bench_dpo.py --quick    # fewer repeats and steps
@@ -302,6 +303,21 @@ def bench_packing(data: Path, steps: int) -> None:
     print(f"   packed/padded {packed['tokens_per_second'] / padded['tokens_per_second']:.2f}x")
 
 
+def bench_compile(data: Path, steps: int, size: str = "small") -> None:
+    """``compile: true`` vs off: median step time after warm-up, and the whole run (compile included)."""
+    model = _model(size)
+    eager = _run({"kind": "flux", "model": model, "data": data, "steps": steps})
+    compiled = _run({"kind": "flux", "model": model, "data": data, "steps": steps, "config": {"compile": True}})
+    print(f"\n6. compile: true vs false ({size} model, batch 8, {steps} steps, Flux defaults otherwise)")
+    print(f"   {'':10}{'median step (ms)':>18}{'whole run (s)':>16}")
+    for name, run in (("eager", eager), ("compiled", compiled)):
+        print(f"   {name:10}{run['step_s'] * 1e3:>18.1f}{run['total_s']:>16.1f}")
+    print(
+        f"   compiled/eager: step {compiled['step_s'] / eager['step_s']:.2f}x, "
+        f"whole run {compiled['total_s'] / eager['total_s']:.2f}x (a default only if both are < 1)"
+    )
+
+
 def bench_precompute_cache(data: Path) -> None:
     model = _model("small")
     with tempfile.TemporaryDirectory() as output_dir:
@@ -333,6 +349,7 @@ def main(quick: bool = False, model_size: str | None = None) -> None:
         bench_lora_memory(pairs)
         bench_packing(variable, steps=10 if quick else 20)
         bench_precompute_cache(pairs)
+        bench_compile(pairs, steps=20 if quick else 40)
 
 
 if __name__ == "__main__":
