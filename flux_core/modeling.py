@@ -68,6 +68,7 @@ def load_model(model_path: str, precision: str = "fp32", attn_implementation: st
     path = _checked_path(model_path)
     if looks_local(model_path):
         check_weight_files(Path(path))
+        check_not_a_reward_model(Path(path))
     from transformers import AutoModelForCausalLM
 
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
@@ -84,6 +85,23 @@ def _checked_path(model_path: str) -> str:
             raise FluxError(f"model_path '{model_path}': directory not found")
         return str(path)
     return model_path  # a hub id: transformers resolves (and caches) it
+
+
+def check_not_a_reward_model(directory: Path) -> None:
+    """Raise FluxError when ``directory`` holds a sequence classifier (e.g. a flux-rm checkpoint).
+
+    transformers would load it as a causal LM with a fresh, random output layer, and
+    generation would silently produce noise.
+    """
+    try:
+        architectures = json.loads((directory / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return  # transformers reports a missing or broken config itself
+    if architectures and all(name.endswith("ForSequenceClassification") for name in architectures):
+        raise FluxError(
+            f"{directory} is a reward model ({architectures[0]}), not a text generator: use it as "
+            f"rewards: [{{model: {directory}}}] in GRPO/PPO, or score pairs with `flux eval {directory} --data PAIRS`"
+        )
 
 
 def check_model_directory(directory: Path) -> None:

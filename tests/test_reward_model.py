@@ -114,6 +114,12 @@ def test_reward_model_ranks_held_out_pairs_and_loads_as_a_reward(rm_config, pref
         assert len(saved["id2label"]) == 1 and saved["pad_token_id"] is not None
         assert reward_accuracy(Path(config.output_dir) / name, held_out) >= 0.9
 
+    # ...and it is not a text generator: generating from it is a one-line error, not noise
+    from flux_core.errors import FluxError
+
+    with pytest.raises(FluxError, match=r"is a reward model \(Qwen3ForSequenceClassification\), not a text generator"):
+        FluxTrainer(config, show_progress=False).load_checkpoint(Path(config.output_dir) / "final")
+
 
 def test_lora_reward_model_saves_its_trained_score_head(rm_config, preference_records):
     """A LoRA reward model's final/ holds the merged adapter and the fully trained score head."""
