@@ -164,8 +164,9 @@ def reward_model(
 
     ``path`` is a model directory loadable with ``AutoModelForSequenceClassification``
     (usually given as ``{model: PATH}``). Chat data goes through the reward model's chat
-    template, plain text is concatenated, as TRL's GRPOTrainer does. The model is loaded
-    once per process and runs on the GPU when there is one.
+    template; plain text is prompt + completion + the EOS token, the form TRL's
+    ``RewardTrainer`` (and so flux-rm) trains on. The model is loaded once per process and
+    runs on the GPU when there is one.
     """
     import torch
 
@@ -192,7 +193,11 @@ def _reward_model_text(tokenizer: Any, prompt: Any, completion: Any) -> str:
             completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
         )
         return tokenizer.apply_chat_template(messages, tokenize=False)
-    return str(prompt) + completion_text(completion)
+    text = str(prompt) + completion_text(completion)
+    eos = tokenizer.eos_token
+    # RewardTrainer appends EOS to plain-text pairs and the score is read at the last token:
+    # scored without it, a reply is judged at a position the model never learned to score.
+    return text if not eos or text.endswith(eos) else text + eos
 
 
 @functools.lru_cache(maxsize=4)

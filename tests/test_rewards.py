@@ -220,3 +220,16 @@ def test_a_missing_column_names_the_reward_and_the_columns_there_are():
     assert str(error.value).startswith(
         "reward 'exact_match' reads column 'solution', which the data does not have (columns: answer)"
     )
+
+
+def test_a_reward_model_scores_plain_text_with_eos_as_reward_trainer_trained_it(tiny_model_dir):
+    # TRL's RewardTrainer (flux-rm) appends EOS to plain-text pairs; the score is read at the last
+    # token, so the reward must score the same form. Chat data ends as its template says.
+    from transformers import AutoTokenizer
+
+    from flux_core.builtin_rewards import _reward_model_text
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    eos = tokenizer.eos_token
+    assert _reward_model_text(tokenizer, "Q: hi\nA:", " hello") == "Q: hi\nA: hello" + eos
+    assert _reward_model_text(tokenizer, "Q: hi\nA:", " hello" + eos) == "Q: hi\nA: hello" + eos  # not twice
