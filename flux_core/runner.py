@@ -90,9 +90,20 @@ class TRLRunner:
     def build_trainer(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[Any] = ()) -> Any:
         """The TRL trainer of this run, with ``callbacks`` (``transformers.TrainerCallback``) attached.
 
-        Set ``self.tokenizer`` (checkpoints save it) and ``self.model``; train nothing.
+        Set ``self.tokenizer`` (checkpoints save it), train nothing, and return
+        ``self.adopt(trainer)``.
         """
         raise NotImplementedError
+
+    def adopt(self, trainer: Any) -> Any:
+        """Make ``trainer`` this run's (``self.trainer``, ``self.model``) and silence TRL's
+        per-log printing (Flux shows its own progress); ``build_trainer`` returns ``self.adopt(trainer)``."""
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+        self.trainer = trainer
+        self.model = trainer.model
+        return trainer
 
     def step_metric_names(self) -> Mapping[str, str]:
         """TRL log key -> Flux name for this run (override when they depend on the config)."""

@@ -95,8 +95,6 @@ class DPORunner(TRLRunner):
     ):
         """The TRL trainer of this run. ``reference_path``: load the ``copy`` reference from there
         instead of ``model_path`` (``flux eval`` scores a checkpoint against its base model)."""
-        from transformers.trainer_callback import PrinterCallback
-
         from flux_dpo.collators import resolve_collation
         from flux_dpo.trainer import FluxDPOTrainer
 
@@ -131,10 +129,7 @@ class DPORunner(TRLRunner):
             loss_kwargs=dict(config.algorithm.loss_kwargs),
             reference_policy=policy,
         )
-        trainer.remove_callback(PrinterCallback)  # TRL would print every log dict
         report_truncation_drops(len(dataset), len(trainer.train_dataset), config.max_length, "data")
         if eval_dataset is not None:
             report_truncation_drops(len(eval_dataset), len(trainer.eval_dataset), config.max_length, "eval_data")
-        self.trainer = trainer
-        self.model = trainer.model
-        return trainer
+        return self.adopt(trainer)

@@ -154,7 +154,6 @@ class GRPORunner(TRLRunner):
                 self.async_rollouts.close()
 
     def build_trainer(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[Any] = ()):
-        from transformers.trainer_callback import PrinterCallback
         from trl import GRPOTrainer
 
         from flux_grpo.rollouts import FinalWeightSync, as_trl_rollout_func, correct_with_server_logprobs
@@ -190,7 +189,6 @@ class GRPORunner(TRLRunner):
                 callbacks=list(callbacks),
                 rollout_func=rollout_func,
             )
-        trainer.remove_callback(PrinterCallback)  # TRL would print every log dict
         if rollout_func is not None:
             if getattr(backend, "reports_logprobs", False):
                 correct_with_server_logprobs(trainer)
@@ -199,6 +197,4 @@ class GRPORunner(TRLRunner):
             else:
                 backend.sync_weights(trainer.model)  # the trainer may have wrapped the model (LoRA)
                 trainer.add_callback(FinalWeightSync(backend, rollout_func).callback())
-        self.trainer = trainer
-        self.model = trainer.model
-        return trainer
+        return self.adopt(trainer)

@@ -53,7 +53,6 @@ class KTORunner(TRLRunner):
     progress_metrics = ("loss", "reward_margin")
 
     def build_trainer(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[Any] = ()):
-        from transformers.trainer_callback import PrinterCallback
         from trl import KTOTrainer
 
         config = self.config
@@ -69,7 +68,4 @@ class KTORunner(TRLRunner):
             peft_config=peft_config(config.lora),
             callbacks=list(callbacks),
         )
-        trainer.remove_callback(PrinterCallback)  # TRL would print every log dict
-        self.trainer = trainer
-        self.model = trainer.model
-        return trainer
+        return self.adopt(trainer)

@@ -149,8 +149,6 @@ class RewardModelRunner(TRLRunner):
     progress_metrics = ("loss", "accuracy")
 
     def build_trainer(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[Any] = ()):
-        from transformers.trainer_callback import PrinterCallback
-
         config = self.config
         precision = resolve_precision(config.precision)
         self.tokenizer = load_tokenizer(config.model_path)
@@ -170,15 +168,12 @@ class RewardModelRunner(TRLRunner):
             processing_class=self.tokenizer,
             callbacks=list(callbacks),
         )
-        trainer.remove_callback(PrinterCallback)  # TRL would print every log dict
         if eval_dataset is not None:
             trainer.add_callback(evaluate_at_last_step(trainer))
         _check_kept(len(dataset), len(trainer.train_dataset), config.max_length, "data")
         if eval_dataset is not None:
             _check_kept(len(eval_dataset), len(trainer.eval_dataset), config.max_length, "eval_data")
-        self.trainer = trainer
-        self.model = trainer.model
-        return trainer
+        return self.adopt(trainer)
 
 
 def _check_kept(given: int, kept: int, max_length: int | None, what: str) -> None:

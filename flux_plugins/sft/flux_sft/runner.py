@@ -104,7 +104,6 @@ class SFTRunner(TRLRunner):
     progress_metrics = ("loss", "mean_token_accuracy")
 
     def build_trainer(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[Any] = ()):
-        from transformers.trainer_callback import PrinterCallback
         from trl import SFTTrainer
 
         config = self.config
@@ -123,7 +122,4 @@ class SFTRunner(TRLRunner):
             peft_config=peft_config(config.lora),
             callbacks=list(callbacks),
         )
-        trainer.remove_callback(PrinterCallback)  # TRL would print every log dict
-        self.trainer = trainer
-        self.model = trainer.model
-        return trainer
+        return self.adopt(trainer)
