@@ -32,7 +32,7 @@ _PLUGIN_API = {
     "DataError": "flux_core.errors",
     # the runner contract and what every runner is built from
     "Runner": "flux_core.runner",
-    "TRLRunner": "flux_core.runner",
+    "TRLRunner": "flux_core.trl_based.runner",
     "RunContext": "flux_core.run_context",
     "StepResult": "flux_core.callbacks",
     "StepCallback": "flux_core.callbacks",
@@ -44,8 +44,8 @@ _PLUGIN_API = {
     "load_tokenizer": "flux_core.modeling",
     "peft_config": "flux_core.modeling",
     "resolve_precision": "flux_core.modeling",
-    "build_trl_config": "flux_core.trl_settings",
-    "SHARED_OWNED_TRL_FIELDS": "flux_core.trl_settings",
+    "build_trl_config": "flux_core.trl_based.settings",
+    "SHARED_OWNED_TRL_FIELDS": "flux_core.trl_based.settings",
     "ReferenceLogpsProvider": "flux_core.reference",
     # online algorithms: rollouts and rewards
     "RolloutBackend": "flux_core.rollout",

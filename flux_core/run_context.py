@@ -3,7 +3,7 @@
 A runner's ``fit(dataset, eval_dataset, callbacks, run=None)`` passes ``run`` on to the
 core pieces it builds (:class:`~flux_core.callbacks.StepReporter`,
 :class:`~flux_core.checkpoint.CheckpointManager`,
-:func:`~flux_core.callbacks.train_and_checkpoint`); ``None`` means a fresh run with the
+:func:`~flux_core.trl_based.callbacks.train_and_checkpoint`); ``None`` means a fresh run with the
 config's settings.
 """
 

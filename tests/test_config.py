@@ -100,7 +100,7 @@ def test_liger_without_liger_kernel_installed_fails_at_load_naming_the_install(t
 
 
 def test_compile_reaches_the_trl_config_and_the_trl_block_cannot_set_it(tmp_path):
-    from flux_core.trl_settings import shared_trl_settings
+    from flux_core.trl_based.settings import shared_trl_settings
 
     path = write(tmp_path, "model_path: m\ncompile: true\nalgorithm: {name: dpo}\n")
     assert shared_trl_settings(FluxConfig.from_yaml(path), "fp32", False)["torch_compile"] is True

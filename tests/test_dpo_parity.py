@@ -36,7 +36,7 @@ def raw_trl_losses(config, records, loss_type: str, lora: bool) -> list[float]:
         label_smoothing=config.algorithm.label_smoothing,
         loss_type=[loss_type],
         bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),  # Flux's rule (flux_core/trl_settings.py): the GPU when there is one
+        use_cpu=not torch.cuda.is_available(),  # Flux's rule (flux_core/trl_based/settings.py): the GPU when there is one
         logging_steps=1,
         save_strategy="no",
         report_to="none",

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from flux_core.config import AlgorithmConfig
-from flux_core.trl_settings import SHARED_OWNED_TRL_FIELDS
+from flux_core.trl_based.settings import SHARED_OWNED_TRL_FIELDS
 
 # DPOConfig fields that Flux sets from its own keys; a `trl:` block may not set them.
 FLUX_OWNED_TRL_FIELDS = {

@@ -11,8 +11,8 @@ from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_
 from flux_core.plugins import get_plugin_manager
 from flux_core.reference import BUILT_IN_POLICIES, ReferenceLogpsProvider
 from flux_core.registry import get_registry
-from flux_core.runner import TRLRunner
-from flux_core.trl_settings import build_trl_config
+from flux_core.trl_based.runner import TRLRunner
+from flux_core.trl_based.settings import build_trl_config
 
 if TYPE_CHECKING:
     from datasets import Dataset

@@ -11,8 +11,8 @@ from flux_core.errors import FluxError
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
 from flux_core.rewards import RewardFunction, build_reward_functions
 from flux_core.rollout import RolloutBackend, SamplingParams, create_backend
-from flux_core.runner import TRLRunner
-from flux_core.trl_settings import build_trl_config
+from flux_core.trl_based.runner import TRLRunner
+from flux_core.trl_based.settings import build_trl_config
 from flux_grpo.config import check_run
 
 if TYPE_CHECKING:

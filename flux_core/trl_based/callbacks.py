@@ -1,0 +1,136 @@
+"""The bridge from a TRL trainer to Flux: its logs become step results, eval runs at save
+points, and ``train()`` runs with checkpoints, resume, preemption and the out-of-memory fallback."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from flux_core.callbacks import FitResult, StepReporter
+
+
+def make_trl_callback(reporter: StepReporter):
+    """A ``transformers.TrainerCallback`` feeding every training log to ``reporter``.
+
+    Only the main process reports, so callbacks run, bars print and checkpoints are
+    written once under ``accelerate launch``.
+    """
+    from transformers import TrainerCallback
+
+    class FluxStepCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+            if not logs or "loss" not in logs or not state.is_world_process_zero:
+                return  # eval logs and the end-of-training summary carry no step loss
+            reporter.report(state.global_step, logs, model)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            reporter.close()
+
+    return FluxStepCallback()
+
+
+class SavePointEvaluator:
+    """Scores ``eval_data`` with ``trainer.evaluate()`` at every save point and at the end.
+
+    Evaluation is collective under multi-process training, so it runs on every rank
+    (from ``on_step_end``) while only the main rank writes checkpoints; the
+    :class:`~flux_core.checkpoint.CheckpointManager` then reads :meth:`score`.
+
+    Args:
+        metric: the key of ``trainer.evaluate()``'s result to keep (e.g. ``eval_loss``).
+        save_steps: the checkpoint cadence (``None``: only the end of training).
+        sign: ``1`` when lower is better (a loss), ``-1`` for a reward.
+    """
+
+    def __init__(self, metric: str, save_steps: int | None, sign: float = 1.0):
+        self.metric = metric
+        self.save_steps = save_steps
+        self.sign = sign
+        self.trainer: Any = None
+        self.latest: float | None = None
+
+    def _is_save_point(self, step: int) -> bool:
+        return bool(self.save_steps) and step % self.save_steps == 0
+
+    def evaluate(self) -> None:
+        self.latest = float(self.trainer.evaluate()[self.metric])
+
+    def score(self) -> float:
+        return self.sign * self.latest
+
+    def callback(self):
+        """The ``TrainerCallback`` to pass to the trainer; set ``self.trainer`` before training."""
+        from transformers import TrainerCallback
+
+        evaluator = self
+
+        class EvaluateAtSavePoints(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if not evaluator._is_save_point(state.global_step):
+                    return
+                # evaluate() logs, and logging clears the flag that makes this step's
+                # training log happen; it also leaves the model in eval mode, which TRL's
+                # log() reads to pick train or eval metrics. Restore both.
+                should_log = control.should_log
+                evaluator.evaluate()
+                control.should_log = should_log
+                evaluator.trainer.model.train()
+
+        return EvaluateAtSavePoints()
+
+    def finish(self, step: int) -> None:
+        """Score the final model on every rank, unless the last step was a save point."""
+        if not self._is_save_point(step) or self.latest is None:  # latest is None: resumed at the end
+            self.evaluate()
+
+
+def train_and_checkpoint(
+    trainer: Any, reporter: StepReporter, checkpoints: Any, evaluator: SavePointEvaluator | None
+) -> FitResult:
+    """Run a TRL trainer wired to ``reporter``; then score the end (every rank) and write
+    ``final``/``best`` (main rank only).
+
+    Adds the run's non-finite guard (:mod:`flux_core.nonfinite`) and SIGTERM handling
+    (:mod:`flux_core.preemption`: raises ``Preempted`` after writing ``checkpoint-N``) to
+    the trainer's callbacks, makes every ``checkpoint-N`` hold transformers' resume
+    files, and continues a resumed
+    run with ``trainer.train(resume_from_checkpoint=...)``, which restores the optimizer,
+    scheduler and RNG states and skips the batches already trained on
+    (:mod:`flux_core.resume`). An out-of-memory error in a training step turns gradient
+    checkpointing on and runs the step again when ``gradient_checkpointing: auto`` had it
+    off; otherwise it is a one-line error (:func:`flux_core.memory.out_of_memory_fallback`).
+    """
+    from flux_core.memory import out_of_memory_fallback
+    from flux_core.preemption import Preempted
+    from flux_core.resume import restore_adapter, write_trl_state
+
+    run = reporter.run
+    trainer.add_callback(run.guard.trl_callback(trainer))
+    trainer.add_callback(run.preemption.trl_callback(trainer, checkpoints))
+    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    if sharded:  # saving their optimizer state is collective, and only the main process writes
+        warnings.warn(
+            "checkpoints of DeepSpeed/FSDP runs hold weights only: --resume cannot continue them yet",
+            UserWarning,
+            stacklevel=2,
+        )
+    checkpoints.attach(run, None if sharded else lambda directory: write_trl_state(trainer, directory))
+    resume_from = None
+    if run.resume is not None:
+        # The checkpoint's top level holds merged weights; a LoRA run continues its adapter/.
+        restore_adapter(trainer.model, run.resume.path)
+        resume_from = str(run.resume.path)
+    try:
+        with out_of_memory_fallback(trainer, reporter.config.gradient_checkpointing):
+            trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        reporter.close()
+    step = trainer.state.global_step
+    if run.preemption.stopped_at is not None:
+        trainer.accelerator.wait_for_everyone()  # the main rank has written checkpoint-N
+        raise Preempted(run.preemption.stopped_at)
+    if evaluator is not None:
+        evaluator.finish(step)
+    if trainer.accelerator.is_main_process:
+        checkpoints.finalize(step, trainer.model)
+    return FitResult.from_run(reporter.history, step, checkpoints)

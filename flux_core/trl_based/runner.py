@@ -1,0 +1,109 @@
+"""TRLRunner: the shared base of runners that wrap a TRL trainer.
+
+A subclass writes one method, ``build_trainer``; the base class wires Flux's step
+callbacks, ``metrics.jsonl``, the progress bar, the non-finite guard, checkpoints
+(``checkpoint-N``, ``best``, ``final``), eval at save points, main-process-only writes and
+resume around it. See :class:`flux_core.runner.Runner` for the contract it implements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from flux_core.callbacks import FitResult, StepCallback, StepReporter
+from flux_core.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
+from flux_core.trl_based.callbacks import SavePointEvaluator, make_trl_callback, train_and_checkpoint
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from flux_core.config import FluxConfig
+    from flux_core.run_context import RunContext
+
+
+class TRLRunner:
+    """Base of runners that wrap a TRL trainer; a subclass writes ``build_trainer`` and sets the class attributes.
+
+    Attributes:
+        metric_names: TRL log key -> Flux metric name (others keep their key with '/' -> '_').
+        progress_metrics: the metrics shown on the progress bar.
+        score_metric: the step metric that ranks save points for ``best/`` when there is no eval data.
+        higher_is_better: ``True`` when ``score_metric`` is a reward (``best`` is then its maximum).
+        eval_metric: the key of ``trainer.evaluate()`` that ranks save points with eval data.
+    """
+
+    metric_names: ClassVar[Mapping[str, str]] = {}
+    progress_metrics: ClassVar[tuple[str, ...]] = ("loss",)
+    score_metric: ClassVar[str] = "loss"
+    higher_is_better: ClassVar[bool] = False
+    eval_metric: ClassVar[str] = "eval_loss"
+
+    def __init__(self, config: FluxConfig, show_progress: bool = True):
+        self.config = config
+        self.show_progress = show_progress
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.trainer: Any = None
+
+    def build_trainer(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[Any] = ()) -> Any:
+        """The TRL trainer of this run, with ``callbacks`` (``transformers.TrainerCallback``) attached.
+
+        Set ``self.tokenizer`` (checkpoints save it), train nothing, and return
+        ``self.adopt(trainer)``.
+        """
+        raise NotImplementedError
+
+    def adopt(self, trainer: Any) -> Any:
+        """Make ``trainer`` this run's (``self.trainer``, ``self.model``) and silence TRL's
+        per-log printing (Flux shows its own progress); ``build_trainer`` returns ``self.adopt(trainer)``."""
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+        self.trainer = trainer
+        self.model = trainer.model
+        return trainer
+
+    def step_metric_names(self) -> Mapping[str, str]:
+        """TRL log key -> Flux name for this run (override when they depend on the config)."""
+        return self.metric_names
+
+    def fit(
+        self,
+        dataset: Dataset,
+        eval_dataset: Dataset | None,
+        callbacks: list[StepCallback],
+        run: RunContext | None = None,
+    ) -> FitResult:
+        """Train; ``run`` (from ``FluxTrainer.fit``; None: a fresh run) carries the run's
+        non-finite guard and, when resuming, the checkpoint to continue from."""
+        config = self.config
+        sign = -1.0 if self.higher_is_better else 1.0
+        checkpoints: CheckpointManager | None = None
+
+        def on_step(result, model):
+            value = result.metrics.get(self.score_metric)
+            checkpoints.on_step(result.step, None if value is None else sign * value, model)
+
+        reporter = StepReporter(
+            config,
+            callbacks,
+            self.step_metric_names(),
+            progress_metrics=self.progress_metrics,
+            show_progress=self.show_progress,
+            on_step=on_step,
+            run=run,
+        )
+        save_steps = config.checkpoint.save_steps
+        evaluator = SavePointEvaluator(self.eval_metric, save_steps, sign=sign) if eval_dataset is not None else None
+        trainer_callbacks = [evaluator.callback()] if evaluator else []
+        trainer = self.build_trainer(dataset, eval_dataset, [*trainer_callbacks, make_trl_callback(reporter)])
+        if evaluator:
+            evaluator.trainer = trainer
+        score_names = REWARD_SCORE_NAMES if self.higher_is_better else ("smoothed_train_loss", "eval_loss")
+        checkpoints = CheckpointManager(
+            config.output_dir, config, self.tokenizer, save_steps, evaluator.score if evaluator else None, score_names
+        )
+        result = train_and_checkpoint(trainer, reporter, checkpoints, evaluator)
+        self.model = trainer.model
+        return result
