@@ -1,5 +1,5 @@
-"""Each plugin is its own distribution: wheels of flux-core and flux-sft, installed alone into a fresh
-venv (no other Flux package), list and train.
+"""Each plugin is its own distribution: wheels of flux-core and one plugin (flux-sft, flux-rm, flux-kto),
+installed alone into a fresh venv (no other Flux package), list and train.
 
 Building wheels and a venv is slow next to the rest of the suite, so this is marked ``slow``; the
 heavy dependencies (torch, transformers, TRL) are not reinstalled: the fresh venv sees the test
@@ -22,7 +22,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PLUGIN = "sft"  # the plugin installed beside flux-core
+# plugin directory -> (algorithm.name, a few training rows in its data format)
+PLUGINS = {
+    "sft": ("sft", [{"prompt": f"Count to {n}.", "completion": " 1 2 3."} for n in range(8)]),
+    "rm": ("reward_model", [{"prompt": f"Q{n}:", "chosen": " a fine answer.", "rejected": " no."} for n in range(8)]),
+    "kto": ("kto", [{"prompt": f"Q{n}:", "completion": " fine.", "label": n % 2 == 0} for n in range(8)]),
+}
 
 
 def run(*argv, **kwargs) -> subprocess.CompletedProcess:
@@ -67,7 +72,9 @@ def heavy_dependencies_view(parent: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_core_and_one_plugin_install_alone_and_train(tmp_path):
+@pytest.mark.parametrize("plugin", sorted(PLUGINS))
+def test_core_and_one_plugin_install_alone_and_train(tmp_path, plugin):
+    algorithm, rows = PLUGINS[plugin]
     dist = tmp_path / "dist"
     dist.mkdir()
     sources = tmp_path / "src"
@@ -78,8 +85,8 @@ def test_core_and_one_plugin_install_alone_and_train(tmp_path):
         shutil.copy(REPO / name, core_source / name)
     for package in ("flux", "flux_core"):
         shutil.copytree(REPO / package, core_source / package, ignore=shutil.ignore_patterns("__pycache__"))
-    wheels = [build_wheel(core_source, tmp_path, dist), build_wheel(REPO / "flux_plugins" / PLUGIN, tmp_path, dist)]
-    assert [wheel.name.split("-")[0] for wheel in wheels] == ["flux_core", f"flux_{PLUGIN}"]
+    wheels = [build_wheel(core_source, tmp_path, dist), build_wheel(REPO / "flux_plugins" / plugin, tmp_path, dist)]
+    assert [wheel.name.split("-")[0] for wheel in wheels] == ["flux_core", f"flux_{plugin}"]
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", str(venv))
@@ -96,13 +103,14 @@ def test_core_and_one_plugin_install_alone_and_train(tmp_path):
     env["HF_DATASETS_CACHE"] = str(tmp_path / "datasets-cache")
     listing = run(str(venv / "bin" / "flux"), "plugins", env=env, cwd=tmp_path).stdout
     plugins = listing.split("Algorithms:")[0]
-    assert f"{PLUGIN} (flux-{PLUGIN} 0.1.0): register_algorithms" in plugins
-    assert not any(other in plugins for other in ("flux-dpo", "flux-grpo", "flux-ppo", "flux-kto", "flux-rm"))
+    assert f"{plugin} (flux-{plugin} 0.1.0): register_algorithms" in plugins
+    others = {"flux-dpo", "flux-grpo", "flux-ppo", "flux-kto", "flux-rm", "flux-sft"} - {f"flux-{plugin}"}
+    assert not any(other in plugins for other in others), plugins
 
     script = textwrap.dedent(
         f"""
         import json, sys
-        import flux_core, flux_{PLUGIN}
+        import flux_core, flux_{plugin}
         from flux_core.testing import build_tiny_model
         from flux import FluxConfig, FluxTrainer
 
@@ -110,9 +118,9 @@ def test_core_and_one_plugin_install_alone_and_train(tmp_path):
         model = build_tiny_model({str(tmp_path / "model")!r})
         config = FluxConfig.from_dict(dict(
             model_path=str(model), output_dir={str(tmp_path / "out")!r}, num_steps=2, batch_size=4,
-            learning_rate=1e-3, max_length=64, algorithm={{"name": "{PLUGIN}"}},
+            learning_rate=1e-3, max_length=64, algorithm={{"name": "{algorithm}"}},
         ))
-        rows = [{{"prompt": f"Count to {{n}}.", "completion": " 1 2 3."}} for n in range(8)]
+        rows = {rows!r}
         result = FluxTrainer(config, show_progress=False).fit(prompts=rows)
         print(json.dumps({{"losses": result.metric("loss"), "final": result.final_path}}))
         """
