@@ -40,7 +40,7 @@ def start_server(model_dir: Path) -> tuple[subprocess.Popen, str]:
 
 def measure(size: str, repeats: int, workdir: Path) -> dict[str, float]:
     from flux_core.modeling import load_model, load_tokenizer
-    from flux_core.rollout_sglang import SGLangBackend, write_weights
+    from flux_core.online.sglang import SGLangBackend, write_weights
     from flux_core.testing import build_tiny_model
 
     hidden, layers = SIZES[size]

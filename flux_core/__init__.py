@@ -48,13 +48,13 @@ _PLUGIN_API = {
     "SHARED_OWNED_TRL_FIELDS": "flux_core.trl_based.settings",
     "ReferenceLogpsProvider": "flux_core.reference",
     # online algorithms: rollouts and rewards
-    "RolloutBackend": "flux_core.rollout",
-    "Rollout": "flux_core.rollout",
-    "SamplingParams": "flux_core.rollout",
-    "create_backend": "flux_core.rollout",
-    "RewardSpec": "flux_core.rewards",
-    "RewardFunction": "flux_core.rewards",
-    "build_reward_functions": "flux_core.rewards",
+    "RolloutBackend": "flux_core.online.rollout",
+    "Rollout": "flux_core.online.rollout",
+    "SamplingParams": "flux_core.online.rollout",
+    "create_backend": "flux_core.online.rollout",
+    "RewardSpec": "flux_core.online.rewards",
+    "RewardFunction": "flux_core.online.rewards",
+    "build_reward_functions": "flux_core.online.rewards",
 }
 
 __all__ = ["__version__", "hookimpl", *_PLUGIN_API]

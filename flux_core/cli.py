@@ -306,7 +306,7 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from flux_core.serve import serve
+    from flux_core.online.serve import serve
 
     serve(args.model_dir, host=args.host, port=args.port, precision=args.precision, seed=args.seed)
     return 0

@@ -45,8 +45,8 @@ def evaluate(config: Any, checkpoint: str | Path, data: Any, rewards: list[str] 
 def evaluate_prompts(config: Any, checkpoint: str, dataset: Any, reward_names: list[str] | None) -> dict[str, Any]:
     """Mean reward of greedy and of sampled completions of every prompt, and a few samples."""
     from flux_core.modeling import load_model, load_tokenizer, resolve_precision
-    from flux_core.rewards import build_reward_functions, completion_text, score_completions
-    from flux_core.rollout import LocalBackend, SamplingParams
+    from flux_core.online.rewards import build_reward_functions, completion_text, score_completions
+    from flux_core.online.rollout import LocalBackend, SamplingParams
 
     specs = [{"name": name} for name in reward_names] if reward_names else getattr(config.algorithm, "rewards", [])
     if not specs:

@@ -50,7 +50,7 @@ def register_rewards(register: Callable[..., None]) -> None:
     returns one float (or ``None`` for "not applicable") per completion. Keyword-only
     parameters are the reward's settings, filled from the YAML entry's ``kwargs:`` and
     checked when the config loads; every other keyword argument is a dataset column
-    (one value per completion). See ``flux_core.rewards``.
+    (one value per completion). See ``flux_core.online.rewards``.
     """
 
 

@@ -25,7 +25,7 @@ from flux_core import hookspecs
 from flux_core.errors import FluxError
 
 ENTRY_POINT_GROUP = "flux"
-DEFAULT_PLUGINS = ("flux_core.default_plugins", "flux_core.builtin_rewards")
+DEFAULT_PLUGINS = ("flux_core.default_plugins", "flux_core.online.builtin_rewards")
 
 
 class FluxPluginManager(pluggy.PluginManager):

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from flux_core.async_rollout import RolloutProducer, StalenessController, StepMeasurement, importance_drift
+from flux_core.online.async_rollout import RolloutProducer, StalenessController, StepMeasurement, importance_drift
 from flux_core.errors import FluxError
-from flux_core.rollout import Rollout, SamplingParams
+from flux_core.online.rollout import Rollout, SamplingParams
 
 
 def waiting(drift: float) -> StepMeasurement:

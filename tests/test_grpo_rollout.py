@@ -8,7 +8,7 @@ from datasets import Dataset
 
 from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
-from flux_core.rollout import LocalBackend, RolloutBackend, SamplingParams
+from flux_core.online.rollout import LocalBackend, RolloutBackend, SamplingParams
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "examples"))
@@ -168,7 +168,7 @@ def vllm_config(tiny_model_dir, tmp_path, **extra):
 
 def test_trls_vllm_server_mode_settings_reach_grpo_config(tiny_model_dir, tmp_path, model_and_tokenizer):
     """docs/rollouts.md: GRPO with TRL's own vLLM server is configured in the trl: block (no vLLM installed here)."""
-    from flux_core.rewards import build_reward_functions
+    from flux_core.online.rewards import build_reward_functions
     from flux_grpo.runner import build_grpo_args
 
     config = vllm_config(tiny_model_dir, tmp_path)

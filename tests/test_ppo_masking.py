@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from flux_core.rollout import Rollout
+from flux_core.online.rollout import Rollout
 from flux_ppo.advantages import masked_mean
 from flux_ppo.losses import PolicyLossInputs, clipped_policy_loss
 from flux_ppo.models import completion_logprobs, completion_values, load_value_model

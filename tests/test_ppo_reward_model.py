@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from flux_core.config import FluxConfig
-from flux_core.rollout import Rollout
+from flux_core.online.rollout import Rollout
 from flux_core.trainer import FluxTrainer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,7 +62,7 @@ def test_reward_model_score_rises_by_four_in_128_steps(tiny_model_dir, reward_di
 def test_the_reward_model_scores_the_sampled_ids_not_their_retokenised_text(tiny_model_dir, reward_dir, tmp_path):
     import flux_ppo.runner as runner_module
 
-    from flux_core.builtin_rewards import _load_reward_model
+    from flux_core.online.builtin_rewards import _load_reward_model
 
     runner = runner_module.PPORunner(rm_config(tiny_model_dir, reward_dir, tmp_path / "out"), show_progress=False)
     runner.build()

@@ -68,7 +68,7 @@ def raw_trl_losses(config, records, lora: bool) -> list[float]:
 
 def reward_accuracy(model_dir, pairs) -> float:
     """Share of pairs scored higher for chosen, through the reward GRPO and PPO use for {model: DIR}."""
-    from flux_core.rewards import build_reward_functions
+    from flux_core.online.rewards import build_reward_functions
 
     (reward,) = build_reward_functions([{"model": str(model_dir)}])
     prompts = [pair["prompt"] for pair in pairs]

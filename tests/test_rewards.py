@@ -5,7 +5,7 @@ import math
 import pytest
 
 from flux_core import hookimpl
-from flux_core.builtin_rewards import (
+from flux_core.online.builtin_rewards import (
     exact_match,
     format_check,
     length_target,
@@ -13,7 +13,7 @@ from flux_core.builtin_rewards import (
     regex_match,
 )
 from flux_core.errors import FluxError
-from flux_core.rewards import RewardSpec, build_reward_functions, score_completions
+from flux_core.online.rewards import RewardSpec, build_reward_functions, score_completions
 
 CHAT = lambda text: [{"role": "assistant", "content": text}]  # noqa: E731  a chat-format completion
 
@@ -227,7 +227,7 @@ def test_a_reward_model_scores_plain_text_with_eos_as_reward_trainer_trained_it(
     # token, so the reward must score the same form. Chat data ends as its template says.
     from transformers import AutoTokenizer
 
-    from flux_core.builtin_rewards import _reward_model_text
+    from flux_core.online.builtin_rewards import _reward_model_text
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     eos = tokenizer.eos_token

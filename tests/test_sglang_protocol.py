@@ -20,10 +20,10 @@ import time
 import httpx2
 import pytest
 
-from flux_core import rollout_sglang
+from flux_core.online import sglang as rollout_sglang
 from flux_core.errors import FluxError
-from flux_core.rollout import SamplingParams
-from flux_core.rollout_sglang import SGLangBackend
+from flux_core.online.rollout import SamplingParams
+from flux_core.online.sglang import SGLangBackend
 
 URL = "http://127.0.0.1:30000"
 EOS = 2

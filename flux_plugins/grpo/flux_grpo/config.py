@@ -13,8 +13,8 @@ from pydantic import Field, PositiveInt, model_validator
 
 from flux_core.config import AlgorithmConfig
 from flux_core.errors import ConfigError
-from flux_core.rewards import RewardSpec, check_unique_labels
-from flux_core.rollout import rollout_warnings
+from flux_core.online.rewards import RewardSpec, check_unique_labels
+from flux_core.online.rollout import rollout_warnings
 from flux_core.trl_based.settings import SHARED_OWNED_TRL_FIELDS
 
 # Every loss TRL 1.16's GRPOTrainer implements (GRPOConfig.loss_type).

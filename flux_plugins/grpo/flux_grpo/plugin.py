@@ -2,7 +2,7 @@
 
 Importing this module must stay cheap (no torch, no TRL): it runs whenever Flux
 lists or loads plugins. Rewards come from ``register_rewards`` (built-ins live in
-``flux_core.builtin_rewards``), shared with PPO.
+``flux_core.online.builtin_rewards``), shared with PPO.
 """
 
 from flux_core.hookspecs import hookimpl

@@ -1,17 +1,17 @@
-"""Feed any Flux :class:`~flux_core.rollout.RolloutBackend` to TRL's GRPOTrainer.
+"""Feed any Flux :class:`~flux_core.online.rollout.RolloutBackend` to TRL's GRPOTrainer.
 
 TRL generates locally by itself; a backend that is not local (a server) reaches the
 trainer through TRL's ``rollout_func`` seam, so the GRPO algorithm never changes when a
 backend is added. Synchronously (:class:`SyncingRolloutFunc`: sync weights, generate,
 train, repeat) or, with ``adaptive_async.enabled``, from a background producer
-(:class:`AsyncGRPORollouts`, on :mod:`flux_core.async_rollout`).
+(:class:`AsyncGRPORollouts`, on :mod:`flux_core.online.async_rollout`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from flux_core.rollout import RolloutBackend, SamplingParams
+from flux_core.online.rollout import RolloutBackend, SamplingParams
 
 
 class SyncingRolloutFunc:
@@ -154,7 +154,7 @@ class AsyncGRPORollouts:
     """Adaptive async rollouts for TRL's GRPOTrainer, on any non-local backend.
 
     ``rollout_func`` (this object) takes each generation batch from a
-    :class:`~flux_core.async_rollout.RolloutProducer`, which generates upcoming batches
+    :class:`~flux_core.online.async_rollout.RolloutProducer`, which generates upcoming batches
     in the background: :meth:`install` wraps the trainer's ``get_batch_samples`` so the
     producer sees the next batches' prompts, measures each batch's importance-ratio
     drift after TRL recomputed the policy's log-probs, and adds a callback that times
@@ -228,7 +228,7 @@ class AsyncGRPORollouts:
         def generate_and_score(inputs):
             output = original_score(inputs)
             if trainer.model.training and "old_per_token_logps" in output and "sampling_per_token_logps" in output:
-                from flux_core.async_rollout import importance_drift
+                from flux_core.online.async_rollout import importance_drift
 
                 mean, clipped = importance_drift(
                     output["old_per_token_logps"],
@@ -250,7 +250,7 @@ class AsyncGRPORollouts:
 
         from transformers import TrainerCallback
 
-        from flux_core.async_rollout import StepMeasurement
+        from flux_core.online.async_rollout import StepMeasurement
 
         rollouts = self
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
-from flux_core.rewards import RewardFunction, build_reward_functions
-from flux_core.rollout import RolloutBackend, SamplingParams, create_backend
+from flux_core.online.rewards import RewardFunction, build_reward_functions
+from flux_core.online.rollout import RolloutBackend, SamplingParams, create_backend
 from flux_core.trl_based.runner import TRLRunner
 from flux_core.trl_based.settings import build_trl_config
 from flux_grpo.config import check_run
@@ -98,7 +98,7 @@ def build_grpo_args(config: FluxConfig, precision: str, reward_functions: list[R
 
 def make_async_rollouts(config: FluxConfig, backend: RolloutBackend, sampling: SamplingParams) -> AsyncGRPORollouts:
     """The adaptive-async ``rollout_func`` of a run (``adaptive_async`` settings, the clip range as drift test)."""
-    from flux_core.async_rollout import RolloutProducer, StalenessController
+    from flux_core.online.async_rollout import RolloutProducer, StalenessController
     from flux_grpo.rollouts import AsyncGRPORollouts
 
     settings, algorithm = config.adaptive_async, config.algorithm
@@ -120,7 +120,7 @@ class GRPORunner(TRLRunner):
         config: the run's validated config (``algorithm.name: grpo``).
         show_progress: show a progress bar with the reward.
         rollout_backend: ``factory(config, model, tokenizer)`` of the backend that
-            generates completions. ``None`` (default): :func:`flux_core.rollout.create_backend`;
+            generates completions. ``None`` (default): :func:`flux_core.online.rollout.create_backend`;
             when that is local, TRL's own ``generate`` path is used (same sampling, and it
             handles gradient checkpointing and sharded weights). Any backend given here
             generates through TRL's ``rollout_func`` seam.

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from flux_core.config import AlgorithmConfig
-from flux_core.rewards import RewardSpec, check_unique_labels
+from flux_core.online.rewards import RewardSpec, check_unique_labels
 
 
 class PPOAlgorithmConfig(AlgorithmConfig):

@@ -3,8 +3,8 @@
 One training step is one PPO iteration, as in InstructGPT and TRL <= 1.12:
 
 1. **rollout**: sample ``num_generations`` completions for each of ``batch_size`` prompts
-   through the shared rollout interface (:mod:`flux_core.rollout`);
-2. **score**: the configured rewards (:mod:`flux_core.rewards`), minus
+   through the shared rollout interface (:mod:`flux_core.online.rollout`);
+2. **score**: the configured rewards (:mod:`flux_core.online.rewards`), minus
    ``missing_eos_penalty`` for completions cut without an EOS token;
 3. **experience**: log-probs of the sampling policy, of the reference, and the critic's
    values, in one no-grad pass; per-token rewards = ``-kl_coef * KL`` plus the score
@@ -50,8 +50,8 @@ from flux_core.nonfinite import optimizer_learning_rate
 from flux_core.plugins import get_plugin_manager
 from flux_core.preemption import Preempted
 from flux_core.registry import get_registry
-from flux_core.rewards import REWARD_MODEL, RewardScores, build_reward_functions, score_completions
-from flux_core.rollout import Rollout, SamplingParams, _eos_token_ids, create_backend
+from flux_core.online.rewards import REWARD_MODEL, RewardScores, build_reward_functions, score_completions
+from flux_core.online.rollout import Rollout, SamplingParams, _eos_token_ids, create_backend
 from flux_core.run_context import RunContext
 from flux_ppo.advantages import (
     explained_variance,
@@ -410,7 +410,7 @@ class PPORunner:
 
         ``first_index``: the index of ``records[0]`` in the step's global batch; with
         ``seed_per_prompt`` each prompt is then sampled under its own seed (see :func:`prompt_seed`).
-        Returns the rollouts and their :class:`flux_core.rewards.RewardScores`.
+        Returns the rollouts and their :class:`flux_core.online.rewards.RewardScores`.
         """
         prompts = [record["prompt"] for record in records]
         with self.mixed_precision():

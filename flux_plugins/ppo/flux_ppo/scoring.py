@@ -1,6 +1,6 @@
 """Reward models that score the sampled token ids themselves, not a re-tokenisation of their text.
 
-Flux's shared ``reward_model`` reward (``flux_core.builtin_rewards``) scores ``prompt +
+Flux's shared ``reward_model`` reward (``flux_core.online.builtin_rewards``) scores ``prompt +
 decoded completion`` as text, which works for any reward model and any tokenizer. But the
 decode/re-encode round trip is not the identity: on the tiny byte-level model 64 of 64
 sampled completions re-encode to other token ids (bytes that are not valid UTF-8 decode to
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from flux_core.rewards import REWARD_MODEL, RewardFunction
+from flux_core.online.rewards import REWARD_MODEL, RewardFunction
 
 
 class TokenRewardModel:
@@ -32,7 +32,7 @@ class TokenRewardModel:
     """
 
     def __init__(self, path: str, eos_token_ids: Sequence[int], batch_size: int = 16):
-        from flux_core.builtin_rewards import _load_reward_model
+        from flux_core.online.builtin_rewards import _load_reward_model
 
         self.model, self.tokenizer = _load_reward_model(path)  # the text path's cached copy: loaded once
         self.pad_token_id = self.model.config.pad_token_id

@@ -23,7 +23,7 @@ from typing import Any, Literal, Sequence
 
 from flux_core.errors import FluxError
 from flux_core.hookspecs import hookimpl
-from flux_core.rewards import REWARD_MODEL, completion_text
+from flux_core.online.rewards import REWARD_MODEL, completion_text
 
 
 def _normalise(text: Any, normalize: bool) -> str:

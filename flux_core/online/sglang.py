@@ -1,6 +1,6 @@
 """SGLangBackend: rollouts from a server speaking SGLang's native HTTP API.
 
-Selected by :func:`flux_core.rollout.create_backend` when ``sglang.base_url`` is set. The
+Selected by :func:`flux_core.online.rollout.create_backend` when ``sglang.base_url`` is set. The
 server is SGLang itself (``python -m sglang.launch_server``) or ``flux serve`` (same
 endpoints, built on transformers, for CPU machines and tests). Four endpoints are used,
 with the request and response shapes SGLang documents (docs/basic_usage/native_api,
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from flux_core.errors import FluxError
-from flux_core.rollout import LocalBackend, Rollout, SamplingParams
+from flux_core.online.rollout import LocalBackend, Rollout, SamplingParams
 
 BACKOFF_SECONDS = 0.5  # first retry delay; doubles per retry
 MAX_BACKOFF_SECONDS = 8.0
@@ -99,7 +99,7 @@ class SGLangBackend:
     @classmethod
     def from_config(cls, config: Any, model: Any, tokenizer: Any) -> SGLangBackend:
         """The backend a run's ``sglang:`` block describes."""
-        from flux_core.rollout import _eos_token_ids
+        from flux_core.online.rollout import _eos_token_ids
 
         settings = config.sglang
         weights_dir = settings.weights_dir or str(Path(config.output_dir) / "sglang_weights")

@@ -10,7 +10,7 @@ cares how they are produced::
 :class:`LocalBackend` (the default) samples with ``transformers`` ``generate`` on the
 policy being trained, as TRL does without vLLM.
 
-:class:`~flux_core.rollout_sglang.SGLangBackend` (when ``sglang.base_url`` is set) sends
+:class:`~flux_core.online.sglang.SGLangBackend` (when ``sglang.base_url`` is set) sends
 the prompts' token ids to a server speaking SGLang's native HTTP API (SGLang, or
 ``flux serve``) and syncs weights through ``/update_weights_from_disk``; its rollouts carry
 the server's per-token ``logprobs`` (the behaviour policy's), which GRPO and PPO use for
@@ -21,7 +21,7 @@ Adding another server backend: write a class with the two methods of
 present. Algorithms need no change: GRPO feeds any non-local backend to TRL through
 ``rollout_func`` (see ``flux_grpo.rollouts``), PPO calls ``generate`` directly.
 Overlapping generation with training (``adaptive_async``, GRPO) runs on this seam too:
-:mod:`flux_core.async_rollout` drives a server backend from a background thread.
+:mod:`flux_core.online.async_rollout` drives a server backend from a background thread.
 
 This module imports torch lazily, so importing it is cheap.
 """
@@ -200,10 +200,10 @@ def _cut_at_eos(row: list[int], eos_token_ids: list[int]) -> tuple[list[int], bo
 
 
 def create_backend(config: Any, model: Any, tokenizer: Any) -> RolloutBackend:
-    """The rollout backend a run's config asks for: :class:`~flux_core.rollout_sglang.SGLangBackend`
+    """The rollout backend a run's config asks for: :class:`~flux_core.online.sglang.SGLangBackend`
     when ``sglang.base_url`` is set (it checks the server is up), else :class:`LocalBackend`."""
     if config.sglang.base_url:
-        from flux_core.rollout_sglang import SGLangBackend
+        from flux_core.online.sglang import SGLangBackend
 
         return SGLangBackend.from_config(config, model, tokenizer)
     return LocalBackend(model, tokenizer)

@@ -2,7 +2,7 @@
 
 Built on transformers (batched ``generate``) with Starlette + uvicorn, for machines
 without SGLang (CPU, tests, debugging a run's rollout path). Endpoints, with the shapes
-SGLang documents (see :mod:`flux_core.rollout_sglang`):
+SGLang documents (see :mod:`flux_core.online.sglang`):
 
 - ``GET /health``: 200 ``{"status": "ok", "model_path": ..., "weight_updates": N,
   "generate_requests": M}`` (the counters are Flux's own debug fields).
