@@ -7,6 +7,7 @@ Nothing heavy is imported until a subcommand needs it, so ``flux --help`` is fas
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -356,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("flux: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # piped into e.g. `head`, which stopped reading: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 0
     except Exception as error:  # unexpected: still one line, traceback on --debug
         if args.debug:
             raise
