@@ -274,9 +274,16 @@ def summarize(scores: list[float]) -> dict:
     )
 
 
-def main_reward_model(seeds: tuple[int, ...] = (0,)) -> None:
+def main_reward_model(
+    seeds: tuple[int, ...] = (0,),
+    sides: tuple[str, ...] = ("flux", "trl112"),
+    flux_algorithm: dict | None = None,
+    trl_settings: dict | None = None,
+    json_out: Path | None = None,
+) -> None:
     """Flux vs TRL 1.12's PPOTrainer on the reward-model objective, same model, reward model,
-    prompts and seeds: 128 steps, batch 8, lr 3e-4, 16-token completions, each side's defaults."""
+    prompts and seeds: 128 steps, batch 8, lr 3e-4, 16-token completions, each side's defaults
+    (``flux_algorithm`` / ``trl_settings`` override them, for ablations)."""
     sys.path.insert(0, str(REPO / "examples"))
     from make_prompts import make_prompts
 
@@ -291,9 +298,12 @@ def main_reward_model(seeds: tuple[int, ...] = (0,)) -> None:
         prompts_file.write_text("".join(json.dumps(record) + "\n" for record in records))
         rows = []
         for seed in seeds:
-            rows.append(("Flux", seed, flux_rm_run(reward_dir, records, seed)))
-            if TRL112_PYTHON.exists():
-                rows.append(("TRL 1.12", seed, trl112_rm_run(reward_dir, prompts_file, seed)))
+            if "flux" in sides:
+                rows.append(("Flux", seed, flux_rm_run(reward_dir, records, seed, flux_algorithm)))
+            if "trl112" not in sides:
+                pass
+            elif TRL112_PYTHON.exists():
+                rows.append(("TRL 1.12", seed, trl112_rm_run(reward_dir, prompts_file, seed, **(trl_settings or {}))))
             else:
                 print(f"(no {TRL112_PYTHON}: run benchmarks/setup_trl112.sh for the TRL 1.12 side)")
     print(f"\nPPO on a reward model, tiny model, {RM_STEPS} steps x {RM_BATCH} completions of <= {RM_LENGTH} tokens")
@@ -304,6 +314,13 @@ def main_reward_model(seeds: tuple[int, ...] = (0,)) -> None:
             f"{name:10}{seed:>5}{summary['first']:>11.2f}{summary['last']:>10.2f}"
             f"{summary['step_std']:>18.2f}{result['wall']:>8.1f}"
         )
+    if json_out is not None:
+        json_out.write_text(
+            json.dumps(
+                [dict(side=name, seed=seed, flux_algorithm=flux_algorithm, trl_settings=trl_settings,
+                      **summarize(result["scores"]), **result) for name, seed, result in rows]
+            )
+        )  # fmt: skip
 
 
 if __name__ == "__main__":
@@ -314,8 +331,12 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--objective", choices=("demo", "reward-model", "all"), default="all")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--sides", nargs="+", choices=("flux", "trl112"), default=["flux", "trl112"])
+    parser.add_argument("--flux-algorithm", type=json.loads, default=None, help='JSON, e.g. \'{"temperature": 0.7}\'')
+    parser.add_argument("--trl-settings", type=json.loads, default=None, help="JSON of PPOConfig fields")
+    parser.add_argument("--json-out", type=Path, default=None, help="write per-run scores and summaries here")
     args = parser.parse_args()
     if args.objective in ("demo", "all"):
         main(args.repeats)
     if args.objective in ("reward-model", "all"):
-        main_reward_model(tuple(args.seeds))
+        main_reward_model(tuple(args.seeds), tuple(args.sides), args.flux_algorithm, args.trl_settings, args.json_out)
