@@ -5,6 +5,33 @@ from __future__ import annotations
 from typing import Any
 
 
+def raw_trl_args(config_class: Any, config: Any, steps: int, **fields: Any) -> Any:
+    """``config_class`` (e.g. ``trl.KTOConfig``) with a Flux test config's settings, ``fields`` on top.
+
+    fp32 and no gradient checkpointing unless ``fields`` say otherwise: TRL's configs default to
+    bf16 and checkpointing, while the tests pin fp32 and Flux resolves ``gradient_checkpointing:
+    auto`` to off for a tiny model. The GPU when there is one, as Flux does; one log per step.
+    """
+    import torch
+
+    settings = {
+        "output_dir": config.output_dir + "-trl",
+        "max_steps": steps,
+        "per_device_train_batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "seed": config.seed,
+        "max_length": config.max_length,
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "use_cpu": not torch.cuda.is_available(),
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+    }
+    return config_class(**{**settings, **fields})
+
+
 def raw_trl_losses(
     trainer_class: Any,
     args: Any,

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from raw_trl import raw_trl_args
 from raw_trl import raw_trl_losses as train_raw_trl
 
 from flux_core.trainer import FluxTrainer
@@ -40,24 +41,9 @@ def rm_config(tiny_model_dir, tmp_path):
 
 def raw_trl_losses(config, records, lora: bool) -> list[float]:
     """Per-step training losses of an unmodified trl.RewardTrainer with the same settings, in fp32."""
-    import torch
     from trl import RewardConfig, RewardTrainer
 
-    args = RewardConfig(
-        output_dir=config.output_dir + "-trl",
-        max_steps=STEPS,
-        per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        seed=config.seed,
-        max_length=config.max_length,
-        bf16=False,  # RewardConfig defaults to bf16 and gradient checkpointing; Flux pins fp32 and resolves
-        gradient_checkpointing=False,  # gradient_checkpointing: auto to off for a tiny model
-        use_cpu=not torch.cuda.is_available(),
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-    )
+    args = raw_trl_args(RewardConfig, config, STEPS)
     # The model as a path: RewardTrainer loads it as a one-label sequence classifier itself (seeded head).
     # With LoRA the fresh score head is trained in full, as TRL's docs recommend and Flux does.
     return train_raw_trl(

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from raw_trl import raw_trl_args
 from raw_trl import raw_trl_losses as train_raw_trl
 
 from flux_core.trainer import FluxTrainer
@@ -55,21 +56,7 @@ def raw_trl_losses(config, records, lora: bool) -> list[float]:
     from trl import SFTConfig, SFTTrainer
 
     model = AutoModelForCausalLM.from_pretrained(config.model_path, dtype=torch.float32)
-    args = SFTConfig(
-        output_dir=config.output_dir + "-trl",
-        max_steps=STEPS,
-        per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        seed=config.seed,
-        max_length=config.max_length,
-        bf16=False,  # SFTConfig defaults to bf16 and gradient checkpointing; Flux pins fp32 and resolves
-        gradient_checkpointing=False,  # gradient_checkpointing: auto to off for a tiny model
-        use_cpu=not torch.cuda.is_available(),
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-    )
+    args = raw_trl_args(SFTConfig, config, STEPS)
     return train_raw_trl(SFTTrainer, args, model, config.model_path, records, lora)
 
 
