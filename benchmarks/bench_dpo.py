@@ -82,8 +82,9 @@ def _worker(spec: dict) -> dict:
     stamps: list[float] = []
     started = time.perf_counter()
     if spec["kind"] == "flux":
-        from flux import FluxConfig, FluxTrainer
         from flux_dpo.trainer import FluxDPOTrainer
+
+        from flux import FluxConfig, FluxTrainer
 
         pass_seconds = []
         original = FluxDPOTrainer._precompute_ref_logps

@@ -55,9 +55,8 @@ def arrow_batches(dataset: Any, columns: list[str]) -> Iterator[tuple[int, Any]]
 
 def _single_arrow_file(dataset: Any) -> str | None:
     """The Arrow file holding exactly ``dataset``'s rows in order, if there is one."""
-    from datasets.table import MemoryMappedTable
-
     import pyarrow as pa
+    from datasets.table import MemoryMappedTable
 
     if dataset._indices is not None or not isinstance(dataset.data, MemoryMappedTable):
         return None

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from flux_core.online.async_rollout import RolloutProducer, StalenessController, StepMeasurement, importance_drift
 from flux_core.errors import FluxError
+from flux_core.online.async_rollout import RolloutProducer, StalenessController, StepMeasurement, importance_drift
 from flux_core.online.rollout import Rollout, SamplingParams
 
 

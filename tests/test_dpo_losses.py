@@ -4,9 +4,8 @@ import math
 
 import pytest
 import torch
-
-from flux_dpo.inputs import PreferenceLogps
 from flux_dpo import losses
+from flux_dpo.inputs import PreferenceLogps
 
 
 def logsig(x: float) -> float:

@@ -168,8 +168,9 @@ def vllm_config(tiny_model_dir, tmp_path, **extra):
 
 def test_trls_vllm_server_mode_settings_reach_grpo_config(tiny_model_dir, tmp_path, model_and_tokenizer):
     """docs/rollouts.md: GRPO with TRL's own vLLM server is configured in the trl: block (no vLLM installed here)."""
-    from flux_core.online.rewards import build_reward_functions
     from flux_grpo.runner import build_grpo_args
+
+    from flux_core.online.rewards import build_reward_functions
 
     config = vllm_config(tiny_model_dir, tmp_path)
     args = build_grpo_args(config, "fp32", build_reward_functions(config.algorithm.rewards), model_and_tokenizer[0])

@@ -69,7 +69,6 @@ def test_bf16_packed_losses_stay_close_to_padded_losses(dpo_config, preference_r
 
 def test_collator_layout():
     import torch
-
     from flux_dpo.collators import PackedPreferenceCollator
 
     examples = [
@@ -92,9 +91,8 @@ def test_collator_layout():
 def test_a_packed_row_scores_each_sequence_as_if_it_were_alone(tiny_model_dir, attention):
     # What packing relies on: with restarting position_ids and no mask, no token attends across sequences.
     import torch
-    from transformers import AutoModelForCausalLM
-
     from flux_dpo.collators import PackedPreferenceCollator
+    from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attention, dtype=torch.float32)
     model = model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
@@ -116,7 +114,6 @@ def test_a_packed_row_scores_each_sequence_as_if_it_were_alone(tiny_model_dir, a
 
 def test_auto_packs_only_where_a_varlen_attention_path_exists(monkeypatch):
     import torch
-
     from flux_dpo import collators
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

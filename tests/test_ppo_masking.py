@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
-
-from flux_core.online.rollout import Rollout
 from flux_ppo.advantages import masked_mean
 from flux_ppo.losses import PolicyLossInputs, clipped_policy_loss
 from flux_ppo.models import completion_logprobs, completion_values, load_value_model
 from flux_ppo.runner import collate_rollouts
+from transformers import AutoModelForCausalLM
+
+from flux_core.online.rollout import Rollout
 
 PAD = 0
 PROMPTS = [[11, 12, 13, 14, 15], [21, 22]]

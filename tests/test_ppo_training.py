@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from datasets import Dataset
 import torch
+from datasets import Dataset
 from transformers import AutoModelForCausalLM
 
 from flux_core.config import FluxConfig
@@ -204,9 +204,8 @@ def test_adaptive_kl_moves_the_coefficient(ppo_config, prompt_records):
 
 
 def test_lora_reference_is_the_disabled_adapter_and_value_model_can_use_lora(ppo_config, prompt_records, monkeypatch):
-    from peft import PeftModel
-
     import flux_ppo.runner as runner_module
+    from peft import PeftModel
 
     loads = []
     real_load_model = runner_module.load_model
@@ -248,9 +247,8 @@ def test_reward_model_directory_scores_and_initialises_the_value_model(
     ppo_config, prompt_records, tiny_model_dir, tmp_path
 ):
     """InstructGPT's setup: the critic starts as the reward model (trunk and head)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     import flux_ppo.runner as runner_module
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     torch.manual_seed(1)
     reward_dir = tmp_path / "reward-model"
@@ -276,8 +274,9 @@ def test_reward_model_directory_scores_and_initialises_the_value_model(
 
 
 def test_a_plugin_policy_loss_is_the_one_used(ppo_config, prompt_records, register_plugin):
-    from flux_core import hookimpl
     from flux_ppo.losses import clipped_policy_loss
+
+    from flux_core import hookimpl
 
     calls = []
 
@@ -299,8 +298,9 @@ def test_a_plugin_policy_loss_is_the_one_used(ppo_config, prompt_records, regist
 
 
 def test_chat_prompts_and_extra_columns_reach_the_rewards(ppo_config, register_plugin):
-    from flux_core import hookimpl
     from make_prompts import make_prompts
+
+    from flux_core import hookimpl
 
     seen = []
 

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from flux_core import hookimpl
+from flux_core.errors import FluxError
 from flux_core.online.builtin_rewards import (
     exact_match,
     format_check,
@@ -12,7 +13,6 @@ from flux_core.online.builtin_rewards import (
     pattern_fraction,
     regex_match,
 )
-from flux_core.errors import FluxError
 from flux_core.online.rewards import RewardSpec, build_reward_functions, score_completions
 
 CHAT = lambda text: [{"role": "assistant", "content": text}]  # noqa: E731  a chat-format completion

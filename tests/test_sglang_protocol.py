@@ -20,8 +20,8 @@ import time
 import httpx2
 import pytest
 
-from flux_core.online import sglang as rollout_sglang
 from flux_core.errors import FluxError
+from flux_core.online import sglang as rollout_sglang
 from flux_core.online.rollout import SamplingParams
 from flux_core.online.sglang import SGLangBackend
 

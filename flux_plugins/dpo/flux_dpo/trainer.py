@@ -27,9 +27,9 @@ from trl.trainer.utils import use_adapter
 
 from flux_core.data_checks import update_digest
 from flux_core.errors import FluxError
-from flux_dpo.inputs import PreferenceLogps
 from flux_core.reference import ReferenceLogpsProvider
 from flux_dpo.collators import sequence_sums
+from flux_dpo.inputs import PreferenceLogps
 
 logger = logging.getLogger("flux")
 

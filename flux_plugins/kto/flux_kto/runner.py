@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from flux_core import FluxConfig, TRLRunner, build_trl_config, load_model, load_tokenizer, peft_config, resolve_precision
+from flux_core import (
+    FluxConfig,
+    TRLRunner,
+    build_trl_config,
+    load_model,
+    load_tokenizer,
+    peft_config,
+    resolve_precision,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset

@@ -47,11 +47,11 @@ from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision, torch_dtype
 from flux_core.nonfinite import optimizer_learning_rate
+from flux_core.online.rewards import REWARD_MODEL, RewardScores, build_reward_functions, score_completions
+from flux_core.online.rollout import Rollout, SamplingParams, _eos_token_ids, create_backend
 from flux_core.plugins import get_plugin_manager
 from flux_core.preemption import Preempted
 from flux_core.registry import get_registry
-from flux_core.online.rewards import REWARD_MODEL, RewardScores, build_reward_functions, score_completions
-from flux_core.online.rollout import Rollout, SamplingParams, _eos_token_ids, create_backend
 from flux_core.run_context import RunContext
 from flux_ppo.advantages import (
     explained_variance,
