@@ -398,7 +398,16 @@ def use_gradient_checkpointing(
 # Per-run counters TRL's trainers change inside a training step (metrics lists, token counts,
 # GRPO's generation buffer and step counter). A step that runs out of memory and is run again
 # must leave them as one successful run of that step would.
-_TRAINER_STEP_STATE = ("_metrics", "_total_train_tokens", "_step", "_buffered_inputs", "_current_train_step_time")
+# flux-dpo's metrics queued on the device (FluxDPOTrainer.log) count as metrics too.
+_TRAINER_STEP_STATE = (
+    "_metrics",
+    "_flux_queued_metrics",
+    "_total_train_tokens",
+    "_step",
+    "_buffered_inputs",
+    "_current_train_step_time",
+)
+_COPIED_STEP_STATE = ("_metrics", "_flux_queued_metrics")  # mutated in place: snapshot a copy
 
 
 def enable_gradient_checkpointing(trainer: Any) -> None:
@@ -451,7 +460,7 @@ class OutOfMemoryFallback:
 
         trainer = self.trainer
         state: dict[str, Any] = {
-            name: copy.deepcopy(getattr(trainer, name)) if name == "_metrics" else getattr(trainer, name)
+            name: copy.deepcopy(getattr(trainer, name)) if name in _COPIED_STEP_STATE else getattr(trainer, name)
             for name in _TRAINER_STEP_STATE
             if hasattr(trainer, name)
         }

@@ -64,6 +64,8 @@ class FluxDPOTrainer(DPOTrainer):
         self.flux_loss_name = loss_name
         self.flux_loss_kwargs = loss_kwargs
         self.flux_reference_policy = reference_policy
+        # metrics of the micro-batches since the last log, still on the device (see log)
+        self._flux_queued_metrics: dict[str, list] = {"train": [], "eval": []}
         super().__init__(*args, **kwargs)
 
     def _precompute_ref_logps(self, dataset, name, batch_size):
@@ -236,19 +238,13 @@ class FluxDPOTrainer(DPOTrainer):
                 tokens = gather(torch.as_tensor(tokens, device=self.accelerator.device)).sum()
                 values.append(tokens.double().view(1))  # float64 counts exactly up to 2**53 tokens
                 names.append("num_tokens")
-        self._queued_metrics[mode].append((names, torch.cat(values)))
-
-    @property
-    def _queued_metrics(self) -> dict[str, list]:
-        if not hasattr(self, "_flux_queued_metrics"):
-            self._flux_queued_metrics = {"train": [], "eval": []}
-        return self._flux_queued_metrics
+        self._flux_queued_metrics[mode].append((names, torch.cat(values)))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Move the queued metrics to the host in one transfer (the step's one sync for metrics),
         then log as TRL does (the mean of each metric over the micro-batches since the last log)."""
         mode = "train" if self.model.training else "eval"
-        queued = self._queued_metrics[mode]
+        queued = self._flux_queued_metrics[mode]
         if queued:
             host = torch.cat([values for _, values in queued]).tolist()
             position = 0
