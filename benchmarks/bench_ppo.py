@@ -332,7 +332,7 @@ if __name__ == "__main__":
     parser.add_argument("--objective", choices=("demo", "reward-model", "all"), default="all")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--sides", nargs="+", choices=("flux", "trl112"), default=["flux", "trl112"])
-    parser.add_argument("--flux-algorithm", type=json.loads, default=None, help='JSON, e.g. \'{"temperature": 0.7}\'')
+    parser.add_argument("--flux-algorithm", type=json.loads, default=None, help="JSON, e.g. '{\"temperature\": 0.7}'")
     parser.add_argument("--trl-settings", type=json.loads, default=None, help="JSON of PPOConfig fields")
     parser.add_argument("--json-out", type=Path, default=None, help="write per-run scores and summaries here")
     args = parser.parse_args()
