@@ -44,14 +44,18 @@ def _last_metrics(output_dir: Path, step: int | None) -> dict[str, float]:
     return {}
 
 
-def card_text(config: Any, meta: dict[str, Any], metrics: dict[str, float], name: str) -> str:
-    """The ``README.md`` of one checkpoint."""
+def card_text(
+    config: Any, meta: dict[str, Any], metrics: dict[str, float], name: str, architectures: list[str] = ()
+) -> str:
+    """The ``README.md`` of one checkpoint; ``architectures``: the saved ``config.json``'s (a
+    sequence classifier, i.e. a reward model, gets its own pipeline tag and loading code)."""
     algorithm = config.algorithm.name
+    classifier = bool(architectures) and all(a.endswith("ForSequenceClassification") for a in architectures)
     front: dict[str, Any] = {}
     if _is_hub_id(config.model_path):
         front["base_model"] = config.model_path
     front["library_name"] = "transformers"
-    front["pipeline_tag"] = "text-generation"
+    front["pipeline_tag"] = "text-classification" if classifier else "text-generation"
     front["tags"] = ["flux", algorithm, "trl"] + (["lora", "peft"] if config.lora else [])
     data_path = getattr(config.data, "path", None)
     if _is_hub_id(data_path):
@@ -86,12 +90,7 @@ def card_text(config: Any, meta: dict[str, Any], metrics: dict[str, float], name
         "",
         "## How to load",
         "",
-        "```python",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        "",
-        'model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO_ID")',
-        'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO_ID")',
-        "```",
+        *(_classifier_loading() if classifier else _causal_lm_loading()),
         "",
         "## Training config (`flux_config.yaml`)",
         "",
@@ -103,10 +102,41 @@ def card_text(config: Any, meta: dict[str, Any], metrics: dict[str, float], name
     return "\n".join(lines)
 
 
+def _causal_lm_loading() -> list[str]:
+    return [
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        'model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO_ID")',
+        'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO_ID")',
+        "```",
+    ]
+
+
+def _classifier_loading() -> list[str]:
+    return [
+        "A reward model: one score per sequence, read at its last token. In Flux, score GRPO or PPO",
+        "completions with it as `rewards: [{model: PATH_OR_REPO_ID}]`. In transformers:",
+        "",
+        "```python",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        "",
+        'model = AutoModelForSequenceClassification.from_pretrained("PATH_OR_REPO_ID")',
+        'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO_ID")',
+        'score = model(**tokenizer("prompt and reply" + tokenizer.eos_token, return_tensors="pt")).logits[0, 0]',
+        "```",
+    ]
+
+
 def write_card(directory: Path, config: Any, meta: dict[str, Any], name: str) -> None:
-    """Write ``directory/README.md`` for the checkpoint ``name`` (``directory`` may be its staging dir beside it)."""
+    """Write ``directory/README.md`` for the checkpoint ``name`` (``directory`` may be its staging dir beside it;
+    the model is saved there first, so its ``config.json`` says what kind of model the card describes)."""
     metrics = _last_metrics(directory.parent, meta.get("step"))  # the run's output_dir holds metrics.jsonl
-    (directory / CARD_FILE).write_text(card_text(config, meta, metrics, name))
+    try:
+        architectures = json.loads((directory / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        architectures = []
+    (directory / CARD_FILE).write_text(card_text(config, meta, metrics, name, architectures))
 
 
 def push_to_hub(checkpoint: Path, repo_id: str) -> str:

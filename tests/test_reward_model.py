@@ -100,6 +100,11 @@ def test_reward_model_ranks_held_out_pairs_and_loads_as_a_reward(rm_config, pref
         assert len(saved["id2label"]) == 1 and saved["pad_token_id"] is not None
         assert reward_accuracy(Path(config.output_dir) / name, held_out) >= 0.9
 
+    # its model card says how to use a reward model, not how to load a text generator
+    card = (Path(config.output_dir) / "final" / "README.md").read_text()
+    assert "pipeline_tag: text-classification" in card and "AutoModelForSequenceClassification" in card
+    assert "AutoModelForCausalLM" not in card and "rewards: [{model: PATH_OR_REPO_ID}]" in card
+
     # ...and it is not a text generator: generating from it is a one-line error, not noise
     from flux_core.errors import FluxError
 
