@@ -45,12 +45,11 @@ def _last_metrics(output_dir: Path, step: int | None) -> dict[str, float]:
 
 
 def card_text(
-    config: Any, meta: dict[str, Any], metrics: dict[str, float], name: str, architectures: list[str] = ()
+    config: Any, meta: dict[str, Any], metrics: dict[str, float], name: str, classifier: bool = False
 ) -> str:
-    """The ``README.md`` of one checkpoint; ``architectures``: the saved ``config.json``'s (a
-    sequence classifier, i.e. a reward model, gets its own pipeline tag and loading code)."""
+    """The ``README.md`` of one checkpoint; ``classifier``: the model is a sequence classifier
+    (a reward model), which gets its own pipeline tag and loading code."""
     algorithm = config.algorithm.name
-    classifier = bool(architectures) and all(a.endswith("ForSequenceClassification") for a in architectures)
     front: dict[str, Any] = {}
     if _is_hub_id(config.model_path):
         front["base_model"] = config.model_path
@@ -131,12 +130,11 @@ def _classifier_loading() -> list[str]:
 def write_card(directory: Path, config: Any, meta: dict[str, Any], name: str) -> None:
     """Write ``directory/README.md`` for the checkpoint ``name`` (``directory`` may be its staging dir beside it;
     the model is saved there first, so its ``config.json`` says what kind of model the card describes)."""
+    from flux_core.modeling import sequence_classifier_class
+
     metrics = _last_metrics(directory.parent, meta.get("step"))  # the run's output_dir holds metrics.jsonl
-    try:
-        architectures = json.loads((directory / "config.json").read_text()).get("architectures") or []
-    except (OSError, ValueError, AttributeError):
-        architectures = []
-    (directory / CARD_FILE).write_text(card_text(config, meta, metrics, name, architectures))
+    classifier = sequence_classifier_class(directory) is not None
+    (directory / CARD_FILE).write_text(card_text(config, meta, metrics, name, classifier))
 
 
 def push_to_hub(checkpoint: Path, repo_id: str) -> str:

@@ -87,19 +87,29 @@ def _checked_path(model_path: str) -> str:
     return model_path  # a hub id: transformers resolves (and caches) it
 
 
+def sequence_classifier_class(directory: Path) -> str | None:
+    """The architecture named in ``directory/config.json`` when the model saved there is a
+    sequence classifier (e.g. a flux-rm checkpoint), else ``None`` (also for a missing or
+    unreadable config, which transformers reports itself)."""
+    try:
+        architectures = json.loads((Path(directory) / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    if architectures and all(name.endswith("ForSequenceClassification") for name in architectures):
+        return architectures[0]
+    return None
+
+
 def check_not_a_reward_model(directory: Path) -> None:
     """Raise FluxError when ``directory`` holds a sequence classifier (e.g. a flux-rm checkpoint).
 
     transformers would load it as a causal LM with a fresh, random output layer, and
     generation would silently produce noise.
     """
-    try:
-        architectures = json.loads((directory / "config.json").read_text()).get("architectures") or []
-    except (OSError, ValueError, AttributeError):
-        return  # transformers reports a missing or broken config itself
-    if architectures and all(name.endswith("ForSequenceClassification") for name in architectures):
+    architecture = sequence_classifier_class(directory)
+    if architecture is not None:
         raise FluxError(
-            f"{directory} is a reward model ({architectures[0]}), not a text generator: use it as "
+            f"{directory} is a reward model ({architecture}), not a text generator: use it as "
             f"rewards: [{{model: {directory}}}] in GRPO/PPO, or score pairs with `flux eval {directory} --data PAIRS`"
         )
 
