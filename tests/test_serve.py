@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -34,6 +35,12 @@ class ServerProcess:
         import httpx2
 
         return httpx2.get(f"{self.url}/health", timeout=10, trust_env=False).json()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -90,11 +97,8 @@ def start_server(model_dir: Path) -> ServerProcess:
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
-    process = start_server(tiny_model_dir)
-    try:
+    with start_server(tiny_model_dir) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def grpo_config(model_dir, output_dir, url, **overrides) -> FluxConfig:
@@ -245,29 +249,34 @@ def test_adaptive_async_with_max_staleness_zero_is_synchronous(server, tiny_mode
     assert result.metric("is_ratio_clipped_fraction") == [0.0] * 12
 
 
-def test_a_server_that_dies_during_an_async_run_stops_it_with_one_line_and_checkpoints_intact(tiny_model_dir, tmp_path):
-    from flux_core.modeling import load_model
-
-    doomed = start_server(tiny_model_dir)
-    try:
+def train_until_the_server_dies(tiny_model_dir, output_dir, **overrides) -> tuple[str, str]:
+    """A 20-step GRPO run, checkpointing every step, whose server is stopped after step 3:
+    the server's URL and the error that ended the run."""
+    with start_server(tiny_model_dir) as doomed:
         config = grpo_config(
             tiny_model_dir,
-            tmp_path / "out",
+            output_dir,
             doomed.url,
             num_steps=20,
             checkpoint={"save_steps": 1},
             sglang={"base_url": doomed.url, "timeout": 10, "max_retries": 2},
-            adaptive_async={"enabled": True, "max_staleness": 2},
+            **overrides,
         )
         trainer = FluxTrainer(config, show_progress=False)
         trainer.add_step_callback(lambda result: doomed.stop() if result.step == 3 else None)
         with pytest.raises(FluxError) as raised:
             trainer.fit(prompts=make_prompts(16, seed=0))
-    finally:
-        doomed.stop()
-    message = str(raised.value)
+    return doomed.url, str(raised.value)
+
+
+def test_a_server_that_dies_during_an_async_run_stops_it_with_one_line_and_checkpoints_intact(tiny_model_dir, tmp_path):
+    from flux_core.modeling import load_model
+
+    url, message = train_until_the_server_dies(
+        tiny_model_dir, tmp_path / "out", adaptive_async={"enabled": True, "max_staleness": 2}
+    )
     assert "\n" not in message
-    assert f"rollout server at {doomed.url} failed POST /" in message and "3 times" in message, message
+    assert f"rollout server at {url} failed POST /" in message and "3 times" in message, message
     written = sorted((tmp_path / "out").glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
     # Batches prefetched before the death may carry the run a step or two further (max_staleness 2).
     assert [path.name for path in written[:3]] == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
@@ -291,26 +300,10 @@ def test_a_lora_run_syncs_merged_weights(server, tiny_model_dir, tmp_path):
 def test_a_server_that_dies_mid_run_stops_it_with_one_line_and_checkpoints_intact(tiny_model_dir, tmp_path):
     from flux_core.modeling import load_model
 
-    doomed = start_server(tiny_model_dir)
-    try:
-        config = grpo_config(
-            tiny_model_dir,
-            tmp_path / "out",
-            doomed.url,
-            num_steps=20,
-            checkpoint={"save_steps": 1},
-            sglang={"base_url": doomed.url, "timeout": 10, "max_retries": 2},
-        )
-        trainer = FluxTrainer(config, show_progress=False)
-        trainer.add_step_callback(lambda result: doomed.stop() if result.step == 3 else None)
-        with pytest.raises(FluxError) as raised:
-            trainer.fit(prompts=make_prompts(16, seed=0))
-    finally:
-        doomed.stop()
-    message = str(raised.value)
+    url, message = train_until_the_server_dies(tiny_model_dir, tmp_path / "out")
     assert "\n" not in message
     # The first request after the death is the weight sync that precedes step 4's generation.
-    assert f"rollout server at {doomed.url} failed POST /update_weights_from_disk 3 times" in message, message
+    assert f"rollout server at {url} failed POST /update_weights_from_disk 3 times" in message, message
     for step in (1, 2, 3):
         checkpoint = tmp_path / "out" / f"checkpoint-{step}"
         assert json.loads((checkpoint / "flux_checkpoint.json").read_text())["step"] == step
@@ -359,11 +352,8 @@ def test_an_unreachable_server_is_one_line_naming_the_url(tiny_model_dir, tmp_pa
 @pytest.fixture
 def fresh_server(tiny_model_dir):
     """A server of one's own: its sampling RNG starts at --seed 0, whichever tests ran before on this worker."""
-    process = start_server(tiny_model_dir)
-    try:
+    with start_server(tiny_model_dir) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def test_ppo_against_flux_serve_learns_and_uses_the_servers_log_probs(fresh_server, tiny_model_dir, tmp_path):
