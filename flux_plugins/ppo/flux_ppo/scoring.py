@@ -24,8 +24,13 @@ from flux_core.online.rewards import REWARD_MODEL, RewardFunction
 
 
 class TokenRewardModel:
-    """Scores ``prompt_ids + completion_ids`` (trailing end-of-sequence ids dropped, as the
-    text path drops special tokens) with a sequence-classification reward model.
+    """Scores ``prompt_ids + completion_ids`` (trailing end-of-sequence ids dropped) with a
+    sequence-classification reward model, at the last token left.
+
+    The text path appends EOS to plain text instead, as ``RewardTrainer`` trains, and reads the
+    score where the model's own pooling does (the last token that is not the pad id). The two
+    read the same token when the pad id is the EOS id (the tiny model's case); when they
+    differ, the text path reads the EOS and this one the token before it.
 
     Call :meth:`bind` with the rollouts before each scoring; the reward function then ignores
     the texts it is given and reads the bound ids, in the same order.
