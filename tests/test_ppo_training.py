@@ -167,6 +167,21 @@ def test_zero_learning_rate_leaves_the_policy_unchanged(ppo_config, prompt_recor
         assert step.metrics["learning_rate"] == 0.0
 
 
+def test_a_run_after_a_bf16_trainer_in_the_same_process_trains(ppo_config, prompt_records):
+    """A TRL trainer in bf16 (DPO on a GPU, say) leaves mixed precision in accelerate's process-wide
+    state; PPO used to die on it ("AcceleratorState has already been initialized"), e.g. in a notebook
+    or on a GPU test worker. bf16 on the CPU stands in for the GPU's."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    Accelerator(mixed_precision="bf16", cpu=True)
+    try:
+        _, result = fit(ppo_config(num_steps=1, precision="fp32"), prompt_records)
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert result.steps == 1 and result.history[0].metrics["reward"] >= 0
+
+
 def test_same_seed_same_run_other_seed_other_run(ppo_config, prompt_records, tmp_path):
     def metrics(seed, name):
         _, result = fit(ppo_config(num_steps=2, seed=seed, output_dir=str(tmp_path / name)), prompt_records)
