@@ -152,7 +152,8 @@ def worker(spec: dict) -> list[dict]:
 def run_worker(spec: dict, timeout: float = 600) -> list[dict]:
     """``worker(spec)`` in a fresh process with glibc set to return freed memory at once."""
     with tempfile.TemporaryDirectory() as output_dir:
-        env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", **MALLOC_ENV}
+        # A CPU measurement on a GPU machine too: with a GPU visible the activations would live there.
+        env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **MALLOC_ENV}
         out = subprocess.run(
             [sys.executable, __file__, "--worker", json.dumps({"output_dir": output_dir, **spec})],
             capture_output=True,

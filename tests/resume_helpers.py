@@ -83,6 +83,7 @@ def write_config(path: Path, model: Path, output: Path, algorithm: str, data: Pa
         "learning_rate": 5.0e-4,
         "seed": 0,
         "checkpoint": {"save_steps": 4},
+        "precision": "fp32",  # resumed and uninterrupted losses are compared to 1e-5: bf16 repeats less closely
         "algorithm": ALGORITHMS[algorithm],
         **({"max_length": 96} if algorithm == "dpo" else {}),
         **extra,

@@ -131,7 +131,7 @@ def test_flux_train_ends_with_the_plot_and_the_warning_signs(tmp_path, tiny_mode
         config = tmp_path / f"{name}.yaml"
         config.write_text(
             f"model_path: {tiny_model_dir}\noutput_dir: {tmp_path / name}\nnum_steps: 12\nbatch_size: 8\n"
-            f"learning_rate: {learning_rate}\nmax_length: 128\nalgorithm: {{name: dpo}}\n"
+            f"learning_rate: {learning_rate}\nmax_length: 128\nprecision: fp32\nalgorithm: {{name: dpo}}\n"
         )
         assert main(["train", str(config), "--data", str(preferences_file), "--no-progress"]) == 0
         return capsys.readouterr()

@@ -27,7 +27,7 @@ def test_auto_picks_the_cheapest_correct_policy(use_lora, steps, batch, examples
 def test_precomputed_reference_is_cached_on_disk_and_reused(dpo_config, preference_records, monkeypatch):
     from trl import DPOTrainer
 
-    config = dpo_config({"reference_policy": "precompute"}, num_steps=3)
+    config = dpo_config({"reference_policy": "precompute"}, num_steps=3, precision="fp32")  # compared to 1e-6
     first = FluxTrainer(config, show_progress=False).fit(prompts=preference_records)
     cache = list((Path(config.output_dir) / ".flux-cache").glob("ref-logps-*.pt"))
     assert len(cache) == 1

@@ -39,12 +39,31 @@ def rm_config(tiny_model_dir, tmp_path):
     return make
 
 
+@pytest.fixture(scope="module")
+def classifier_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model as a one-label sequence classifier, score head saved, so both trainers load the same one.
+
+    From the causal LM each trainer would draw a fresh head, and on a GPU TRL draws it there
+    (``device_map="auto"``), from CUDA's random stream rather than the CPU's: the heads, and so every
+    loss, would differ from step 1 (0.787 vs 0.813 on an H200)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+
+    set_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    path = tmp_path_factory.mktemp("classifier")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def raw_trl_losses(config, records, lora: bool) -> list[float]:
     """Per-step training losses of an unmodified trl.RewardTrainer with the same settings, in fp32."""
     from trl import RewardConfig, RewardTrainer
 
     args = raw_trl_args(RewardConfig, config, STEPS)
-    # The model as a path: RewardTrainer loads it as a one-label sequence classifier itself (seeded head).
+    # The model as a path: RewardTrainer loads it as a one-label sequence classifier itself.
     # With LoRA the fresh score head is trained in full, as TRL's docs recommend and Flux does.
     return train_raw_trl(
         RewardTrainer, args, config.model_path, config.model_path, records, lora,
@@ -64,9 +83,9 @@ def reward_accuracy(model_dir, pairs) -> float:
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_per_step_losses_match_raw_trl(rm_config, preference_records, lora):
+def test_per_step_losses_match_raw_trl(rm_config, classifier_dir, preference_records, lora):
     lora_block = {"r": 4, "alpha": 8, "dropout": 0.0} if lora else None
-    config = rm_config(lora=lora_block)
+    config = rm_config(lora=lora_block, model_path=str(classifier_dir))
 
     result = FluxTrainer(config, show_progress=False).fit(prompts=preference_records)
     flux_losses = result.metric("loss")

@@ -109,6 +109,7 @@ def grpo_config(model_dir, output_dir, url, **overrides) -> FluxConfig:
         "batch_size": 8,
         "learning_rate": 2e-3,
         "seed": 0,
+        "precision": "fp32",  # flux serve's default: log-probs on both sides are compared to 1e-4
         "sglang": {"base_url": url, "timeout": 60},
         "algorithm": {
             "name": "grpo",
@@ -186,9 +187,9 @@ def server_logprob_gap(server, model, tokenizer) -> float:
     ).json()
     ids = answer["output_ids"]
     with torch.no_grad():
-        logits = model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1 : -1].float()
-    mine = torch.log_softmax(logits, -1).gather(-1, torch.tensor(ids).unsqueeze(-1)).squeeze(-1)
-    theirs = torch.tensor([entry[0] for entry in answer["meta_info"]["output_token_logprobs"]])
+        logits = model(torch.tensor([prompt + ids], device=model.device)).logits[0, len(prompt) - 1 : -1].float()
+    mine = torch.log_softmax(logits, -1).gather(-1, torch.tensor(ids, device=model.device).unsqueeze(-1)).squeeze(-1)
+    theirs = torch.tensor([entry[0] for entry in answer["meta_info"]["output_token_logprobs"]], device=model.device)
     return float((mine - theirs).abs().max())
 
 
@@ -372,6 +373,7 @@ def test_ppo_against_flux_serve_learns_and_uses_the_servers_log_probs(fresh_serv
             "batch_size": 16,
             "learning_rate": 1e-3,
             "seed": 0,
+            "precision": "fp32",  # the server's: log-probs compared to 1e-4, and the learning bar set on CPU
             "sglang": {"base_url": server.url, "timeout": 60, "max_concurrency": 1},
             "algorithm": {
                 "name": "ppo",
