@@ -6,13 +6,14 @@
 #                                                 #   (e.g. from scripts/gpu_wheels.sh's wheels)
 #
 # Steps (all by default, or those named): suite, demos, accelerate, bench.
-#   suite       the test suite on CUDA (`pytest -q`; the @pytest.mark.gpu tests run here)
+#   suite       the test suite on CUDA (`pytest -q -n 8`; the @pytest.mark.gpu tests run here; 287 s on an H200)
 #   demos       make demo, demo-grpo, demo-ppo
 #   accelerate  each configs/accelerate/*.yaml with num_processes: 1 on a tiny 4-step DPO run;
 #               every checkpoint must load with plain from_pretrained and hold finite weights
 #   bench       benchmarks/bench_dpo.py --model-size 0.5b (Flux vs raw TRL on a ~0.5B random model)
 # Then ONE table of verdicts and numbers. Logs: $GPU_CHECK_OUT (default outputs/gpu-check).
-# GPU_CHECK_QUICK=1 passes --quick to the bench. Exit status: 0 when no step FAILed, 1 when one
+# GPU_CHECK_QUICK=1 passes --quick to the bench; GPU_CHECK_WORKERS=N runs the suite on N pytest workers
+# (default 8, sharing the GPU; 0: serially). Exit status: 0 when no step FAILed, 1 when one
 # did, 2 when there is no CUDA GPU (nothing is run).
 # shellcheck disable=SC2329  # the run_STEP functions are called by name, below
 set -uo pipefail
@@ -78,8 +79,9 @@ FLUX="$PWD/$shim/bin/flux"
 
 rows=()
 failed=0
-row() { # name verdict seconds numbers
+row() { # name verdict seconds numbers (printed at once too: a run cut short keeps the rows it finished)
     rows+=("$1"$'\t'"$2"$'\t'"$3"$'\t'"$4")
+    echo "gpu_check: $1: $2 in $3 s; $4"
     [[ $2 != FAIL ]] || failed=1
 }
 timed() { # log-name command...: run, log to $OUT/NAME.log, set $rc and $seconds
@@ -94,7 +96,7 @@ timed() { # log-name command...: run, log to $OUT/NAME.log, set $rc and $seconds
 
 # ------------------------------------------------------------------ steps
 run_suite() {
-    timed suite "$PY" -m pytest -q -p no:cacheprovider
+    timed suite "$PY" -m pytest -q -p no:cacheprovider -n "${GPU_CHECK_WORKERS:-8}" --dist loadscope
     local summary
     summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed)|(passed|failed|error).* in [0-9.]+s' "$OUT/suite.log" | tail -1)
     summary=${summary//=/}
