@@ -277,10 +277,12 @@ def test_auto_turns_checkpointing_on_when_a_step_runs_out_of_memory(
     assert sum("ran out of memory" in str(w.message) for w in caught) == 1
     assert trainer.model.is_gradient_checkpointing  # on from step 1 on
     assert [step.step for step in result.history] == [1, 2, 3]  # step 1 reported once, nothing skipped
-    # rewards, token counts: nothing counted twice (approx: CUDA's backward kernels are not bitwise repeatable)
+    # rewards, token counts: nothing counted twice (approx: CUDA's kernels are not bitwise repeatable)
     assert len(result.history) == len(expected.history)
     for got, want in zip(comparable(result), comparable(expected)):
-        assert got == pytest.approx(want, abs=1e-6)
+        if abs(want["reward_margin"]) < 1e-4:  # step 1: rewards are 0 up to rounding, accuracy a coin toss on CUDA
+            del got["accuracy"], want["accuracy"]
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-6)
     rows = (tmp_path / "auto" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 3
 

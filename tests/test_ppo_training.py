@@ -170,10 +170,12 @@ def test_zero_learning_rate_leaves_the_policy_unchanged(ppo_config, prompt_recor
 def test_a_run_after_a_bf16_trainer_in_the_same_process_trains(ppo_config, prompt_records):
     """A TRL trainer in bf16 (DPO on a GPU, say) leaves mixed precision in accelerate's process-wide
     state; PPO used to die on it ("AcceleratorState has already been initialized"), e.g. in a notebook
-    or on a GPU test worker. bf16 on the CPU stands in for the GPU's."""
+    or on a GPU test worker. bf16 on the CPU stands in for the GPU's; on a GPU machine the CPU state
+    left behind is a second mismatch PPO must clear."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    AcceleratorState._reset_state(reset_partial_state=True)  # as a TRL trainer's TrainingArguments do
     Accelerator(mixed_precision="bf16", cpu=True)
     try:
         _, result = fit(ppo_config(num_steps=1, precision="fp32"), prompt_records)

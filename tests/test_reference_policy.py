@@ -38,7 +38,7 @@ def test_precomputed_reference_is_cached_on_disk_and_reused(dpo_config, preferen
     monkeypatch.setattr(DPOTrainer, "_precompute_ref_logps", no_second_pass)
     # A rerun replacing the first run's checkpoints keeps the cache (it is not a checkpoint).
     second = FluxTrainer(config, show_progress=False).fit(prompts=preference_records, overwrite=True)
-    assert second.metric("loss") == pytest.approx(first.metric("loss"), abs=1e-6)
+    assert second.metric("loss") == pytest.approx(first.metric("loss"), abs=1e-5)  # CUDA fp32: 1.1e-6 apart
 
     # Different data (or model, or max_length) must not hit that cache.
     monkeypatch.undo()

@@ -316,10 +316,10 @@ class PPORunner:
         config, algorithm = self.config, self.algorithm
         # Under torchrun / accelerate launch this joins the process group (gloo on CPU, NCCL on GPUs).
         # Forwards run under PPORunner's own autocast, so accelerate adds no mixed precision. An
-        # earlier bf16 run in this process (a TRL trainer on a GPU) leaves its mixed precision in
-        # accelerate's process-wide state, which refuses a different one: start afresh, as
-        # transformers' TrainingArguments does, keeping the process group.
-        AcceleratorState._reset_state(reset_partial_state=False)
+        # earlier run in this process (a bf16 TRL trainer on a GPU, a CPU one) leaves its mixed
+        # precision and device in accelerate's process-wide state, which refuses different ones:
+        # start afresh, as transformers' TrainingArguments does (a process group stays joined).
+        AcceleratorState._reset_state(reset_partial_state=True)
         self.accelerator = accelerator = Accelerator(mixed_precision="no")
         self.num_processes, self.process_index = accelerator.num_processes, accelerator.process_index
         torch.manual_seed(config.seed)  # LoRA and value-head init (the same on every rank), then sampling
