@@ -14,7 +14,7 @@ data and seed, with TRL's defaults on both sides unless a row says otherwise:
 
     python benchmarks/bench_dpo.py            # everything (a few minutes on 2 cores)
     python benchmarks/bench_dpo.py --quick    # fewer repeats and steps
-    python benchmarks/bench_dpo.py --model-size 0.5b   # 1 and 2 only, on a ~0.5B random model (for a GPU)
+    python benchmarks/bench_dpo.py --model-size 0.5b   # 1, 2 and 4 only, on a ~0.5B random model (for a GPU)
 
 Both sides run on the same device in the same precision: a CUDA GPU in bf16 (bf16 weights,
 as Flux's ``precision: auto`` loads them) when there is one, else the CPU in fp32. On a GPU
@@ -295,13 +295,24 @@ def bench_lora_memory(data: Path) -> None:
     print("   (target <= 0.6; full = policy + frozen copy + grads + Adam state, LoRA = policy + adapters)")
 
 
-def bench_packing(data: Path, steps: int) -> None:
-    model = _model("small")
-    padded = _run({"kind": "flux", "model": model, "data": data, "steps": steps})
-    packed = _run({"kind": "flux", "model": model, "data": data, "steps": steps, "algorithm": {"collation": "packed"}})
-    print(f"\n4. Packed vs padded collation (small model, variable-length pairs, {steps} steps)")
-    print(f"   padded {padded['tokens_per_second']:.0f} tokens/s   packed {packed['tokens_per_second']:.0f} tokens/s")
-    print(f"   packed/padded {packed['tokens_per_second'] / padded['tokens_per_second']:.2f}x")
+def bench_packing(data: Path, steps: int, size: str = "small") -> None:
+    model = _model(size)
+    # both named: on CUDA the default (collation: auto) already packs
+    spec = {"kind": "flux", "model": model, "data": data, "steps": steps}
+    padded = _run({**spec, "algorithm": {"collation": "padded"}})
+    packed = _run({**spec, "algorithm": {"collation": "packed"}})
+    print(f"\n4. Packed vs padded collation ({size} model, variable-length pairs, {steps} steps)")
+    print(f"   {'':8}{'tokens/s':>10}{'step (ms)':>11}{'reference pass (s)':>20}{'whole run (s)':>15}")
+    for name, run in (("padded", padded), ("packed", packed)):
+        print(
+            f"   {name:8}{run['tokens_per_second']:>10.0f}{run['step_s'] * 1e3:>11.1f}"
+            f"{run['reference_pass_s']:>20.1f}{run['total_s']:>15.1f}"
+        )
+    # tokens/s and step time skip the first 5 steps (compilation, for FlexAttention); the whole run counts them
+    print(
+        f"   packed/padded: tokens/s {packed['tokens_per_second'] / padded['tokens_per_second']:.2f}x, "
+        f"whole run {packed['total_s'] / padded['total_s']:.2f}x"
+    )
 
 
 def bench_compile(data: Path, steps: int, size: str = "small") -> None:
@@ -344,6 +355,7 @@ def main(quick: bool = False, model_size: str | None = None) -> None:
         if model_size is not None:  # the two Flux-vs-TRL comparisons at one size (e.g. 0.5b on a GPU)
             bench_overhead(pairs, steps=20 if quick else 40, repeats=1 if quick else 3, size=model_size)
             bench_auto_reference(pairs, repeats=1, size=model_size)
+            bench_packing(variable, steps=10 if quick else 20, size=model_size)
             return
         bench_overhead(pairs, steps=20 if quick else 40, repeats=1 if quick else 3)
         bench_auto_reference(pairs, repeats=1)
@@ -360,7 +372,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--model-size",
         choices=sorted(MODEL_SIZES),
-        help="run only 1 (same settings) and 2 (defaults) on this random-init model; 0.5b: ~0.51B parameters "
+        help="run only 1 (same settings), 2 (defaults) and 4 (packing) on this random-init model; 0.5b: ~0.51B parameters "
         "(hidden 1536, 24 layers), meant for a GPU",
     )
     args = parser.parse_args()
