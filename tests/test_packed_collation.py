@@ -112,7 +112,7 @@ def test_a_packed_row_scores_each_sequence_as_if_it_were_alone(tiny_model_dir, a
     torch.testing.assert_close(packed, torch.cat(alone), atol=1e-5, rtol=1e-5)
 
 
-def test_auto_packs_only_where_a_varlen_attention_path_exists(monkeypatch):
+def test_auto_packs_only_where_flash_attention_runs(monkeypatch):
     import torch
     from flux_dpo import collators
 
@@ -125,7 +125,8 @@ def test_auto_packs_only_where_a_varlen_attention_path_exists(monkeypatch):
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "flash_attn" else object())
-    assert collators.resolve_collation("auto") == (True, "flex_attention")
+    assert collators.resolve_collation("auto") == (False, None)  # FlexAttention: only when asked for (compiles)
+    assert collators.resolve_collation("packed") == (True, "flex_attention")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
     assert collators.resolve_collation("auto") == (True, "flash_attention_2")
     assert collators.resolve_collation("padded") == (False, None)

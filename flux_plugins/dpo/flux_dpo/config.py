@@ -57,8 +57,8 @@ class DPOAlgorithmConfig(AlgorithmConfig):
         default="auto",
         description=(
             "padded: TRL's padded batches; packed: one row per batch with no padding, sequences separated by "
-            "restarting position_ids (same losses); auto: packed where a variable-length attention path exists "
-            "(CUDA: flash-attention varlen if flash-attn is installed, else FlexAttention), padded elsewhere."
+            "restarting position_ids (same losses; on CUDA with flash-attention varlen if flash-attn is installed, "
+            "else FlexAttention); auto: packed on CUDA with flash-attn installed, padded elsewhere."
         ),
     )
 
