@@ -120,6 +120,12 @@ class PPOAlgorithmConfig(AlgorithmConfig):
         default="linear", description="linear: decay the learning rate to 0 over num_steps; constant: keep it."
     )
     adam_epsilon: float = Field(default=1e-5, gt=0, description="Adam epsilon (1e-5 as in OpenAI's PPO code).")
+    fp32_lm_head: bool = Field(
+        default=True,
+        description="With precision bf16/fp16: compute the policy's and the reference's logits in fp32 (the LM "
+        "head's input cast up, autocast off inside it), so sampling, log-probs, ratios and the KL read full-precision "
+        "logits (docs/ppo.md, Mixed precision). No effect in fp32.",
+    )
 
     # ------------------------------------------------------------- value model
     value_model: str | None = Field(

@@ -73,6 +73,7 @@ from flux_ppo.models import (
     ReferencePolicy,
     completion_logprobs,
     completion_values,
+    compute_logits_in_fp32,
     disable_dropout,
     freeze,
     load_value_model,
@@ -345,6 +346,9 @@ class PPORunner:
             freeze(load_model(config.model_path, "fp32").to(self.device)) if reference_kind == "copy" else None
         )
         self.reference = ReferencePolicy(reference_kind, model=reference_model, policy=policy)
+        if algorithm.fp32_lm_head:  # a no-op in fp32; under autocast the logits stay full precision
+            for model in filter(None, (policy, reference_model)):
+                compute_logits_in_fp32(model)
 
         value_path, value_key = self.value_model_source()
         value_model = load_value_model(value_path, dtype, key=value_key).to(self.device)
