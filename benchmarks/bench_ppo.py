@@ -142,6 +142,32 @@ RM_HEAD_STD = 0.3
 RM_SEED = 1  # random completions score about -0.3 +- 2.5 (the issue: -0.84 at the start), the best ~+5
 
 
+def tiny_model_padded_with(pad_token: str) -> Path:
+    """A copy of the tiny model whose tokenizer, config and generation config pad with ``pad_token``."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    if not (TINY_MODEL / "config.json").exists():
+        from flux_core.testing import build_tiny_model
+
+        build_tiny_model(TINY_MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL)
+    pad_id = tokenizer.convert_tokens_to_ids(pad_token)
+    if pad_id is None or pad_id == tokenizer.unk_token_id or pad_id in (tokenizer.eos_token_id, None):
+        raise SystemExit(f"--pad-token {pad_token!r}: not a token of {TINY_MODEL} other than its EOS")
+    directory = REPO / ".cache" / "bench-models" / f"tiny-pad-{pad_id}"
+    shutil.rmtree(directory, ignore_errors=True)
+    shutil.copytree(TINY_MODEL, directory)
+    tokenizer.pad_token = pad_token
+    tokenizer.save_pretrained(directory)
+    for name in ("config.json", "generation_config.json"):
+        settings = json.loads((directory / name).read_text())
+        settings["pad_token_id"] = pad_id
+        (directory / name).write_text(json.dumps(settings, indent=2))
+    return directory
+
+
 def make_reward_model(directory: Path, seed: int = RM_SEED) -> Path:
     """A random-init ``AutoModelForSequenceClassification`` (1 label) on the tiny model's config."""
     import torch
@@ -341,8 +367,16 @@ if __name__ == "__main__":
     parser.add_argument("--trl-settings", type=json.loads, default=None, help="JSON of PPOConfig fields")
     parser.add_argument("--json-out", type=Path, default=None, help="write per-run scores and summaries here")
     parser.add_argument("--rm-lr", type=float, default=RM_LR, help="learning rate of the reward-model objective")
+    parser.add_argument(
+        "--pad-token",
+        default=None,
+        help="the reward-model objective on a copy of the tiny model whose pad is this token, e.g. '<|im_start|>' "
+        "(the tiny model pads with its EOS, which TRL 1.12 then never trains)",
+    )
     args = parser.parse_args()
     RM_LR = args.rm_lr
+    if args.pad_token is not None:
+        TINY_MODEL = tiny_model_padded_with(args.pad_token)
     if args.objective in ("demo", "all"):
         main(args.repeats)
     if args.objective in ("reward-model", "all"):
