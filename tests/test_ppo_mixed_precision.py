@@ -55,7 +55,9 @@ def test_fp32_runs_are_unchanged(model):
 def test_a_lora_adapter_on_the_head_still_applies(model):
     from peft import LoraConfig, get_peft_model
 
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["lm_head"], init_lora_weights=False))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["lm_head"], init_lora_weights=False)
+    )
     with peft_model.disable_adapter():
         base = logits(peft_model)
     compute_logits_in_fp32(peft_model)
