@@ -63,8 +63,9 @@ def compute_logits_in_fp32(model: nn.Module) -> None:
     Under bf16 autocast the logits keep ~3 significant digits, and everything PPO does reads
     them: sampling, the log-probs of its ratios and the KL. On the PPO demo (4 seeds, CPU bf16
     autocast standing in for a GPU) the last-10% reward was 0.46 with bf16 logits, 0.66 with
-    fp32 ones and 0.71 in fp32 throughout (docs/ppo.md). The weights are fp32 already (PPORunner
-    keeps them so); the cost is the head's matmul at fp32 speed.
+    fp32 ones and 0.71 in fp32 throughout (docs/ppo.md). TRL's GRPO calls this
+    ``cast_lm_head_to_fp32``. The weights are fp32 already (PPORunner keeps them so); the cost is the
+    head's matmul at fp32 speed.
     """
     head = model.get_output_embeddings()
     forward = type(head).forward
