@@ -59,6 +59,14 @@ def run(config_path: Path, records: list[dict], output_dir: str) -> tuple[list[f
     return [stamp - start for stamp in stamps], result.metric("reward"), per_step
 
 
+def ensure_tiny_model() -> None:
+    """Build ``TINY_MODEL`` (`flux tiny-model`) unless it is there."""
+    if not (TINY_MODEL / "config.json").exists():
+        from flux_core.testing import build_tiny_model
+
+        build_tiny_model(TINY_MODEL)
+
+
 def moving_average(values: list[float], width: int = WINDOW) -> list[float]:
     return [statistics.mean(values[max(0, i - width + 1) : i + 1]) for i in range(len(values))]
 
@@ -80,10 +88,7 @@ def main(repeats: int = 1) -> None:
     sys.path.insert(0, str(REPO / "examples"))
     from make_prompts import make_prompts
 
-    if not (TINY_MODEL / "config.json").exists():
-        from flux_core.testing import build_tiny_model
-
-        build_tiny_model(TINY_MODEL)
+    ensure_tiny_model()
     records = make_prompts(256, seed=0)  # what `make demo-grpo` / `make demo-ppo` train on
     rows = []
     for repeat in range(repeats):
@@ -148,13 +153,10 @@ def tiny_model_padded_with(pad_token: str) -> Path:
 
     from transformers import AutoTokenizer
 
-    if not (TINY_MODEL / "config.json").exists():
-        from flux_core.testing import build_tiny_model
-
-        build_tiny_model(TINY_MODEL)
+    ensure_tiny_model()
     tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL)
     pad_id = tokenizer.convert_tokens_to_ids(pad_token)
-    if pad_id is None or pad_id == tokenizer.unk_token_id or pad_id in (tokenizer.eos_token_id, None):
+    if pad_id in (None, tokenizer.unk_token_id, tokenizer.eos_token_id):
         raise SystemExit(f"--pad-token {pad_token!r}: not a token of {TINY_MODEL} other than its EOS")
     directory = REPO / ".cache" / "bench-models" / f"tiny-pad-{pad_id}"
     shutil.rmtree(directory, ignore_errors=True)
@@ -315,10 +317,7 @@ def main_reward_model(
     sys.path.insert(0, str(REPO / "examples"))
     from make_prompts import make_prompts
 
-    if not (TINY_MODEL / "config.json").exists():
-        from flux_core.testing import build_tiny_model
-
-        build_tiny_model(TINY_MODEL)
+    ensure_tiny_model()
     records = make_prompts(256, seed=0)
     with tempfile.TemporaryDirectory() as workdir:
         reward_dir = make_reward_model(Path(workdir) / "reward-model")

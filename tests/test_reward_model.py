@@ -46,12 +46,11 @@ def classifier_dir(tiny_model_dir, tmp_path_factory) -> Path:
     From the causal LM each trainer would draw a fresh head, and on a GPU TRL draws it there
     (``device_map="auto"``), from CUDA's random stream rather than the CPU's: the heads, and so every
     loss, would differ from step 1 (0.787 vs 0.813 on an H200)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+    from flux_rm.runner import load_reward_model
+    from transformers import AutoTokenizer
 
-    set_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model.config.pad_token_id = tokenizer.pad_token_id
+    model = load_reward_model(str(tiny_model_dir), "fp32", seed=0, pad_token_id=tokenizer.pad_token_id)
     path = tmp_path_factory.mktemp("classifier")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
