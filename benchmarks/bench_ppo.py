@@ -18,7 +18,10 @@ bit-identical; rerun for a second sample (``--repeats``).
 The reward-model objective (``--objective reward-model``) compares Flux with TRL 1.12's
 PPOTrainer (run in ``benchmarks/.venv-trl112``, made by ``benchmarks/setup_trl112.sh``) on a
 seeded random-init reward model: mean score over the first and last 10% of 128 steps, the
-step-to-step std of the mean score (std of consecutive differences), and wall time.
+step-to-step std of the mean score (std of consecutive differences), and wall time; and, over
+the last 10%, the summed KL to the reference and the PPO objective both trainers maximise
+(score - kl_coef * KL, their ``rlhf_reward``). A higher score bought with more KL is not a
+better optimiser: compare scores at equal KL (docs/ppo.md).
 """
 
 from __future__ import annotations
@@ -159,14 +162,22 @@ def tiny_model_padded_with(pad_token: str) -> Path:
     if pad_id in (None, tokenizer.unk_token_id, tokenizer.eos_token_id):
         raise SystemExit(f"--pad-token {pad_token!r}: not a token of {TINY_MODEL} other than its EOS")
     directory = REPO / ".cache" / "bench-models" / f"tiny-pad-{pad_id}"
-    shutil.rmtree(directory, ignore_errors=True)
-    shutil.copytree(TINY_MODEL, directory)
-    tokenizer.pad_token = pad_token
-    tokenizer.save_pretrained(directory)
-    for name in ("config.json", "generation_config.json"):
-        settings = json.loads((directory / name).read_text())
-        settings["pad_token_id"] = pad_id
-        (directory / name).write_text(json.dumps(settings, indent=2))
+    if directory.exists():  # built by an earlier (or a concurrent) run: never rebuilt under a running one
+        return directory
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory.parent) as scratch:
+        building = Path(scratch) / "model"
+        shutil.copytree(TINY_MODEL, building)
+        tokenizer.pad_token = pad_token
+        tokenizer.save_pretrained(building)
+        for name in ("config.json", "generation_config.json"):
+            settings = json.loads((building / name).read_text())
+            settings["pad_token_id"] = pad_id
+            (building / name).write_text(json.dumps(settings, indent=2))
+        try:
+            building.rename(directory)  # atomic: a concurrent run sees the whole copy or none
+        except OSError:  # another run got there first
+            pass
     return directory
 
 
@@ -216,7 +227,13 @@ def flux_rm_run(reward_dir: Path, records: list[dict], seed: int, algorithm: dic
         start = time.perf_counter()
         result = trainer.fit(prompts=records)
         wall = time.perf_counter() - start
-    return {"scores": result.metric("reward"), "wall": wall, "kl": result.metric("kl")}
+    return {
+        "scores": result.metric("reward"),
+        "wall": wall,
+        "kl": result.metric("kl"),
+        "rlhf_reward": result.metric("rlhf_reward"),
+        "length": result.metric("completion_length"),
+    }
 
 
 def trl112_rm_run(reward_dir: Path, prompts_file: Path, seed: int, **settings) -> dict:
@@ -276,12 +293,14 @@ def trl112_worker(spec_path: str) -> None:
     )  # fmt: skip
     scores: list[float] = []
     kls: list[float] = []
+    rlhf_rewards: list[float] = []
 
     class Record(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "objective/scores" in logs:
                 scores.append(logs["objective/scores"])
                 kls.append(logs["objective/kl"])
+                rlhf_rewards.append(logs["objective/rlhf_reward"])
 
     trainer = PPOTrainer(
         args=config, processing_class=tokenizer, model=policy, ref_model=ref_policy, reward_model=reward_model,
@@ -290,18 +309,30 @@ def trl112_worker(spec_path: str) -> None:
     start = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - start
-    Path(spec["out"]).write_text(json.dumps({"scores": scores, "wall": wall, "kl": kls}))
+    Path(spec["out"]).write_text(json.dumps({"scores": scores, "wall": wall, "kl": kls, "rlhf_reward": rlhf_rewards}))
 
 
-def summarize(scores: list[float]) -> dict:
+def summarize(result: dict) -> dict:
+    """First/last-10% means of the score, its step-to-step std, and the last 10%'s mean KL,
+    PPO objective (score - kl_coef * KL, what both trainers maximise) and completion length."""
+    scores = result["scores"]
     tenth = max(1, len(scores) // 10)
     steps = [b - a for a, b in zip(scores, scores[1:])]
-    return dict(
+    summary = dict(
         first=statistics.mean(scores[:tenth]),
         last=statistics.mean(scores[-tenth:]),
         step_std=statistics.pstdev(steps) if steps else 0.0,
         last_std=statistics.pstdev(scores[-tenth:]),
     )
+    for key in ("kl", "rlhf_reward", "length"):
+        if result.get(key):
+            summary[f"{key}_last"] = statistics.mean(result[key][-tenth:])
+    return summary
+
+
+def mean_and_error(values: list[float]) -> str:
+    """``mean +- standard error`` over seeds."""
+    return f"{statistics.mean(values):.2f} +- {statistics.stdev(values) / len(values) ** 0.5:.2f}"
 
 
 def main_reward_model(
@@ -337,18 +368,32 @@ def main_reward_model(
         f"\nPPO on a reward model, tiny model, {RM_STEPS} steps x {RM_BATCH} completions of <= {RM_LENGTH} tokens, "
         f"lr {RM_LR:g}"
     )
-    print(f"{'':10}{'seed':>5}{'first 10%':>11}{'last 10%':>10}{'step-to-step std':>18}{'wall s':>8}")
+    print("last 10%: mean score, summed KL to the reference, PPO objective (score - kl_coef * KL), completion tokens")
+    print(
+        f"{'':10}{'seed':>5}{'first 10%':>11}{'last 10%':>10}{'KL':>7}{'objective':>11}{'tokens':>8}"
+        f"{'step-to-step std':>18}{'wall s':>8}"
+    )
     for name, seed, result in rows:
-        summary = summarize(result["scores"])
+        summary = summarize(result)
+        tokens = f"{summary['length_last']:.1f}" if "length_last" in summary else "-"  # TRL 1.12 logs no length
         print(
-            f"{name:10}{seed:>5}{summary['first']:>11.2f}{summary['last']:>10.2f}"
+            f"{name:10}{seed:>5}{summary['first']:>11.2f}{summary['last']:>10.2f}{summary.get('kl_last', 0):>7.1f}"
+            f"{summary.get('rlhf_reward_last', 0):>11.2f}{tokens:>8}"
             f"{summary['step_std']:>18.2f}{result['wall']:>8.1f}"
         )
+    keys = (("last", "score"), ("kl_last", "KL"), ("rlhf_reward_last", "objective"))
+    for name in dict.fromkeys(name for name, _, _ in rows):
+        summaries = [summarize(result) for side, _, result in rows if side == name]
+        if len(summaries) > 1:
+            means = [
+                f"{label} {mean_and_error([s[key] for s in summaries])}" for key, label in keys if key in summaries[0]
+            ]
+            print(f"{name}, {len(summaries)} seeds, last 10% mean +- standard error: {', '.join(means)}")
     if json_out is not None:
         json_out.write_text(
             json.dumps(
                 [dict(side=name, seed=seed, flux_algorithm=flux_algorithm, trl_settings=trl_settings,
-                      **summarize(result["scores"]), **result) for name, seed, result in rows]
+                      **summarize(result), **result) for name, seed, result in rows]
             )
         )  # fmt: skip
 
