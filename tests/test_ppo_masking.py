@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from flux_ppo.advantages import masked_mean
+from flux_ppo.advantages import masked_mean, token_level_rewards
 from flux_ppo.losses import PolicyLossInputs, clipped_policy_loss
 from flux_ppo.models import completion_logprobs, completion_values, load_value_model
 from flux_ppo.runner import collate_rollouts
@@ -83,3 +83,21 @@ def test_policy_loss_ignores_padding_positions(batch):
     # ... while a change on a real token does change it
     real = torch.tensor([[0.0, 0.0, 0.3, 0.0, 0.0], [0.0] * 5])
     assert loss(logprobs, advantages) != loss(logprobs, advantages + real)
+
+
+def test_an_eos_that_is_also_the_pad_id_is_an_action_of_the_policy():
+    """The tiny model pads with its EOS (id 0), as many models do. Its EOS must still count as the
+    completion's last token: in the loss and the KL (so the policy learns when to stop) and as the
+    token that carries the score. TRL 1.12 treated it as padding there, which is why its completions
+    never end early (docs/ppo.md, "Against TRL 1.12")."""
+    eos = PAD
+    rollouts = [
+        Rollout(prompt_index=0, prompt_ids=[11, 12], completion_ids=[31, eos], text="", truncated=False),
+        Rollout(prompt_index=1, prompt_ids=[21], completion_ids=[41, 42, 43], text="", truncated=True),
+    ]
+    batch = collate_rollouts(rollouts, pad_token_id=PAD)
+    assert batch.completion_mask.tolist() == [[1, 1, 0], [1, 1, 1]]
+
+    kl = torch.full((2, 3), 0.5)
+    rewards = token_level_rewards(torch.tensor([2.0, 3.0]), kl, batch.completion_mask, kl_coef=0.1)
+    assert torch.allclose(rewards, torch.tensor([[-0.05, -0.05 + 2.0, 0.0], [-0.05, -0.05, -0.05 + 3.0]]))
