@@ -89,6 +89,49 @@ def test_the_reward_model_scores_the_sampled_ids_not_their_retokenised_text(tiny
     assert scores.total == pytest.approx(expected, abs=1e-4)
 
 
+def test_with_a_pad_other_than_the_eos_the_eos_is_scored(tiny_model_dir, reward_dir, tmp_path):
+    """Where the reward model's own pooling reads (its last non-pad token), on the completion as
+    RewardTrainer trains it (ending in the reward model's EOS): at the EOS when the pad differs
+    from it, as TRL 1.12 scored too."""
+    import shutil
+
+    import flux_ppo.runner as runner_module
+    from transformers import AutoTokenizer
+
+    from flux_core.online.builtin_rewards import _load_reward_model
+
+    padded_dir = tmp_path / "reward-model-padded"
+    shutil.copytree(reward_dir, padded_dir)
+    tokenizer = AutoTokenizer.from_pretrained(padded_dir)
+    tokenizer.pad_token = "<|im_start|>"
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    tokenizer.save_pretrained(padded_dir)
+
+    runner = runner_module.PPORunner(rm_config(tiny_model_dir, padded_dir, tmp_path / "out"), show_progress=False)
+    runner.build()
+    assert len(runner.token_scorers) == 1
+    eos = tokenizer.eos_token_id
+    prompt_ids = runner.tokenizer("Explain tides.")["input_ids"]
+    other_stop = 2  # the tiny model's generation config stops at 0 (its EOS) and 2
+    assert {eos, other_stop} <= set(runner_module._eos_token_ids(runner.model, runner.tokenizer))
+    # the second was cut without a stop; the third stopped at the other stop id
+    completions = [[300, 301, 302, eos], [7, 8, 9, 10, 11], [40, 41, other_stop]]
+    rollouts = [Rollout(0, prompt_ids, ids, "", ids[-1] not in (eos, other_stop)) for ids in completions]
+    runner.backend.generate = lambda prompts, n, sampling: rollouts
+    _, scores = runner.rollout([{"prompt": "Explain tides."}], runner.sampling, n=1)
+
+    model, _ = _load_reward_model(str(padded_dir))
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+
+    def score(ids):
+        with torch.no_grad():
+            return model(input_ids=torch.tensor([prompt_ids + ids], device=model.device)).logits[0, 0].item()
+
+    expected = [score(completions[0]), score(completions[1]), score([40, 41, eos])]
+    assert scores.total == pytest.approx(expected, abs=1e-4)
+    assert abs(scores.total[0] - score(completions[0][:-1])) > 1e-3  # the EOS itself was read
+
+
 def test_text_input_keeps_the_shared_reward_model_path(tiny_model_dir, reward_dir, tmp_path):
     import flux_ppo.runner as runner_module
 

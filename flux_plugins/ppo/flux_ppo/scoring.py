@@ -24,24 +24,26 @@ from flux_core.online.rewards import REWARD_MODEL, RewardFunction
 
 
 class TokenRewardModel:
-    """Scores ``prompt_ids + completion_ids`` (trailing end-of-sequence ids dropped) with a
-    sequence-classification reward model, at the last token left.
+    """Scores ``prompt_ids + completion_ids`` with a sequence-classification reward model, read
+    where the model's own pooling reads: at the last token that is not its pad id.
 
-    The text path appends EOS to plain text instead, as ``RewardTrainer`` trains, and reads the
-    score where the model's own pooling does (the last token that is not the pad id). The two
-    read the same token when the pad id is the EOS id (the tiny model's case); when they
-    differ, the text path reads the EOS and this one the token before it.
+    A completion that ended at a stop id ends in the reward model's EOS instead, as
+    ``RewardTrainer`` trained it (it appends the EOS) and as the text path scores it. So the EOS
+    itself is read when the pad id differs from it (TRL 1.12 read it there too), and the token
+    before it when the pad id is the EOS (the tiny model's case). A completion cut at
+    ``max_completion_length`` is scored as sampled, at its last token.
 
     Call :meth:`bind` with the rollouts before each scoring; the reward function then ignores
     the texts it is given and reads the bound ids, in the same order.
     """
 
-    def __init__(self, path: str, eos_token_ids: Sequence[int], batch_size: int = 16):
+    def __init__(self, path: str, stop_token_ids: Sequence[int], batch_size: int = 16):
         from flux_core.online.builtin_rewards import _load_reward_model
 
         self.model, self.tokenizer = _load_reward_model(path)  # the text path's cached copy: loaded once
         self.pad_token_id = self.model.config.pad_token_id
-        self.eos_token_ids = set(eos_token_ids)
+        self.eos_token_id = self.tokenizer.eos_token_id
+        self.stop_token_ids = set(stop_token_ids)
         self.batch_size = batch_size
         self.device = next(self.model.parameters()).device
         self.sequences: list[list[int]] | None = None
@@ -50,7 +52,11 @@ class TokenRewardModel:
         sequences = []
         for rollout in rollouts:
             completion = list(rollout.completion_ids)
-            while completion and completion[-1] in self.eos_token_ids:
+            if completion and completion[-1] in self.stop_token_ids:
+                completion.pop()
+                if self.eos_token_id is not None:
+                    completion.append(self.eos_token_id)
+            while completion and completion[-1] == self.pad_token_id:  # the pooling skips trailing pads
                 completion.pop()
             sequences.append(list(rollout.prompt_ids) + completion)
         self.sequences = sequences
@@ -89,7 +95,7 @@ def same_tokenization(policy_tokenizer: Any, reward_tokenizer: Any) -> bool:
 
 
 def token_level_reward_functions(
-    functions: Sequence[RewardFunction], policy_tokenizer: Any, eos_token_ids: Sequence[int]
+    functions: Sequence[RewardFunction], policy_tokenizer: Any, stop_token_ids: Sequence[int]
 ) -> tuple[list[RewardFunction], list[TokenRewardModel]]:
     """``functions`` with each reward model that shares the policy's tokenization replaced by
     a :class:`TokenRewardModel` (same name, weight and metric); also returns those scorers."""
@@ -97,7 +103,7 @@ def token_level_reward_functions(
     for function in functions:
         if function.spec.name == REWARD_MODEL:
             path = function.spec.kwargs["path"]
-            scorer = TokenRewardModel(path, eos_token_ids)
+            scorer = TokenRewardModel(path, stop_token_ids)
             if same_tokenization(policy_tokenizer, scorer.tokenizer):
                 # The wrapper passes the spec's kwargs (path, batch_size) along; the scorer ignores them.
                 function = RewardFunction(function.spec, functools.partial(_call, scorer))
