@@ -373,8 +373,8 @@ def main_reward_model(
         f"{'':10}{'seed':>5}{'first 10%':>11}{'last 10%':>10}{'KL':>7}{'objective':>11}{'tokens':>8}"
         f"{'step-to-step std':>18}{'wall s':>8}"
     )
-    for name, seed, result in rows:
-        summary = summarize(result)
+    summaries = [summarize(result) for _, _, result in rows]  # once per run: printed, averaged and saved
+    for (name, seed, result), summary in zip(rows, summaries):
         tokens = f"{summary['length_last']:.1f}" if "length_last" in summary else "-"  # TRL 1.12 logs no length
         print(
             f"{name:10}{seed:>5}{summary['first']:>11.2f}{summary['last']:>10.2f}{summary.get('kl_last', 0):>7.1f}"
@@ -383,17 +383,15 @@ def main_reward_model(
         )
     keys = (("last", "score"), ("kl_last", "KL"), ("rlhf_reward_last", "objective"))
     for name in dict.fromkeys(name for name, _, _ in rows):
-        summaries = [summarize(result) for side, _, result in rows if side == name]
-        if len(summaries) > 1:
-            means = [
-                f"{label} {mean_and_error([s[key] for s in summaries])}" for key, label in keys if key in summaries[0]
-            ]
-            print(f"{name}, {len(summaries)} seeds, last 10% mean +- standard error: {', '.join(means)}")
+        side = [summary for (side_name, _, _), summary in zip(rows, summaries) if side_name == name]
+        if len(side) > 1:
+            means = [f"{label} {mean_and_error([s[key] for s in side])}" for key, label in keys if key in side[0]]
+            print(f"{name}, {len(side)} seeds, last 10% mean +- standard error: {', '.join(means)}")
     if json_out is not None:
         json_out.write_text(
             json.dumps(
                 [dict(side=name, seed=seed, flux_algorithm=flux_algorithm, trl_settings=trl_settings,
-                      **summarize(result), **result) for name, seed, result in rows]
+                      **summary, **result) for (name, seed, result), summary in zip(rows, summaries)]
             )
         )  # fmt: skip
 

@@ -44,6 +44,12 @@ def rm_config(tiny_model_dir, reward_dir, output_dir, learning_rate=3e-4, **algo
     )
 
 
+@torch.no_grad()
+def pooled_score(model, ids: list[int]) -> float:
+    """The reward model's own score of one unpadded sequence (its pooling: the last non-pad token)."""
+    return model(input_ids=torch.tensor([ids], device=model.device)).logits[0, 0].item()
+
+
 @pytest.mark.slow
 def test_reward_model_score_rises_by_four_in_128_steps(tiny_model_dir, reward_dir, tmp_path):
     """Flux's defaults on the benchmark's objective (bench_ppo.py, lr 3e-3, where TRL 1.12 climbs too).
@@ -81,11 +87,7 @@ def test_the_reward_model_scores_the_sampled_ids_not_their_retokenised_text(tiny
     _, scores = runner.rollout([{"prompt": "Explain tides."}], runner.sampling, n=1)
 
     model, _ = _load_reward_model(str(reward_dir))
-    with torch.no_grad():  # the score at the last completion token, EOS left out
-        expected = [
-            model(input_ids=torch.tensor([prompt_ids + ids], device=model.device)).logits[0, 0].item()
-            for ids in completions
-        ]
+    expected = [pooled_score(model, prompt_ids + ids) for ids in completions]  # EOS (the pad) left out
     assert scores.total == pytest.approx(expected, abs=1e-4)
 
 
@@ -122,14 +124,9 @@ def test_with_a_pad_other_than_the_eos_the_eos_is_scored(tiny_model_dir, reward_
 
     model, _ = _load_reward_model(str(padded_dir))
     assert model.config.pad_token_id == tokenizer.pad_token_id
-
-    def score(ids):
-        with torch.no_grad():
-            return model(input_ids=torch.tensor([prompt_ids + ids], device=model.device)).logits[0, 0].item()
-
-    expected = [score(completions[0]), score(completions[1]), score([40, 41, eos])]
+    expected = [pooled_score(model, prompt_ids + ids) for ids in (completions[0], completions[1], [40, 41, eos])]
     assert scores.total == pytest.approx(expected, abs=1e-4)
-    assert abs(scores.total[0] - score(completions[0][:-1])) > 1e-3  # the EOS itself was read
+    assert abs(scores.total[0] - pooled_score(model, prompt_ids + completions[0][:-1])) > 1e-3  # the EOS was read
 
 
 def test_text_input_keeps_the_shared_reward_model_path(tiny_model_dir, reward_dir, tmp_path):
