@@ -4,7 +4,7 @@ Writes synthetic preference files (100k and 1M pairs by default), then runs each
 a fresh process with a fresh ``datasets`` cache and reports wall time and peak RSS:
 
 - ``load_dataset``: ``datasets.load_dataset("json", data_files=FILE, split="train")``, the floor;
-- ``flux``: ``flux_core.data.load_data(FILE, "preferences")`` (the same load, plus Flux's checks);
+- ``flux``: ``flux_core.data.load.load_data(FILE, "preferences")`` (the same load, plus Flux's checks);
 - ``flux, cached``: the same call again on a warm cache (what a second run pays);
 - ``flux, hh shape``: HH-RLHF-shaped pairs, whose implicit prompts need a normalising map.
 
@@ -32,7 +32,7 @@ JOB = r"""
 import json, resource, sys, time
 kind, path = sys.argv[1], sys.argv[2]
 import datasets
-from flux_core.data import load_data
+from flux_core.data.load import load_data
 datasets.disable_progress_bars()
 start = time.perf_counter()
 if kind == "load_dataset":

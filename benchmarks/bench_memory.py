@@ -89,7 +89,7 @@ def _measure(spec: dict, batch_size: int, output_dir: str) -> dict:
     from flux_dpo.trainer import FluxDPOTrainer
 
     from flux import FluxConfig, FluxTrainer
-    from flux_core import memory
+    from flux_core.trl_based import memory
 
     libc = ctypes.CDLL("libc.so.6")
     marks: dict[str, int] = {}
@@ -179,7 +179,7 @@ def model_dir(hidden: int, layers: int, root: Path = MODELS) -> Path:
 def h100_table() -> None:
     from transformers import Qwen3Config
 
-    from flux_core.memory import SAFETY_MARGIN, count_parameters, estimate_training_memory
+    from flux_core.trl_based.memory import SAFETY_MARGIN, count_parameters, estimate_training_memory
 
     config = Qwen3Config(**H100_CONFIG)
     parameters = count_parameters(config)

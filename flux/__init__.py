@@ -26,7 +26,7 @@ def __getattr__(name: str):
 
         return FluxTrainer
     if name in ("FitResult", "StepResult"):
-        from flux_core import callbacks
+        from flux_core.run import results
 
-        return getattr(callbacks, name)
+        return getattr(results, name)
     raise AttributeError(f"module 'flux' has no attribute {name!r}")

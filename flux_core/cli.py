@@ -193,7 +193,7 @@ def _train(args: argparse.Namespace) -> int:
     config = FluxConfig.from_yaml(args.config, overrides=args.overrides)
     if args.accelerate_config:
         return _relaunch_under_accelerate(args.accelerate_config, _without_option(args.argv, "--accelerate-config"))
-    from flux_core.preemption import EXIT_STATUS, Preempted
+    from flux_core.run.preemption import EXIT_STATUS, Preempted
 
     trainer = FluxTrainer(config, show_progress=not args.no_progress)
     try:
@@ -216,8 +216,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _report_run(output_dir: str, out: str | None = None) -> None:
     """Draw ``metrics.jsonl``, say where the picture is, and print the tutorial's warning signs."""
-    from flux_core.diagnostics import diagnose, read_metrics
-    from flux_core.plot import plot_run
+    from flux_core.report.diagnostics import diagnose, read_metrics
+    from flux_core.report.plot import plot_run
 
     picture = plot_run(output_dir, out)
     print(f"flux: plot: {picture}")
@@ -247,7 +247,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from flux_core.checkpoint import resolve_checkpoint
+    from flux_core.run.checkpoint import resolve_checkpoint
     from flux_core.modeling import (
         check_model_directory,
         generate_text,

@@ -29,8 +29,7 @@ from pydantic import (
 )
 
 from flux_core.config_checks import check_not_bool_for_number, checked_trl_value, parse_yaml, read_config_text
-from flux_core.errors import ConfigError, FluxError
-from flux_core.registry import close_match
+from flux_core.errors import ConfigError, FluxError, close_match
 
 
 class StrictModel(BaseModel):
@@ -229,7 +228,7 @@ class FluxConfig(StrictModel):
     @field_validator("report_to")
     @classmethod
     def _installed_trackers(cls, value: list[str]) -> list[str]:
-        from flux_core.trackers import check_trackers
+        from flux_core.report.trackers import check_trackers
 
         check_trackers(value)
         return value

@@ -1,4 +1,7 @@
-"""Errors that reach users as one line on stderr (no traceback unless ``--debug``)."""
+"""Errors that reach users as one line on stderr (no traceback unless ``--debug``), and the
+"did you mean" hint those lines end with."""
+
+import difflib
 
 
 class FluxError(Exception):
@@ -11,3 +14,9 @@ class ConfigError(FluxError):
 
 class DataError(FluxError):
     """A training data file or object is invalid."""
+
+
+def close_match(name: str, candidates) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
+    matches = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1)
+    return f" (did you mean '{matches[0]}'?)" if matches else ""

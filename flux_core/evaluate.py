@@ -19,7 +19,7 @@ SAMPLES = 3
 
 def checkpoint_config(checkpoint: str | Path, config_path: str | None) -> Any:
     """The run config a checkpoint was trained with (its ``flux_config.yaml``), or ``config_path``."""
-    from flux_core.checkpoint import CONFIG_FILE
+    from flux_core.run.checkpoint import CONFIG_FILE
     from flux_core.config import FluxConfig
 
     path = Path(config_path) if config_path else Path(checkpoint) / CONFIG_FILE
@@ -30,7 +30,7 @@ def checkpoint_config(checkpoint: str | Path, config_path: str | None) -> Any:
 
 def evaluate(config: Any, checkpoint: str | Path, data: Any, rewards: list[str] | None = None) -> dict[str, Any]:
     """Metrics of the model in ``checkpoint`` on ``data`` (any source ``fit`` takes)."""
-    from flux_core.data import load_data
+    from flux_core.data.load import load_data
     from flux_core.quiet import quiet_libraries
     from flux_core.registry import get_registry
 
@@ -78,7 +78,7 @@ def evaluate_prompts(config: Any, checkpoint: str, dataset: Any, reward_names: l
 
 def write_report(path: Path, results: dict[str, dict[str, Any]]) -> None:
     """``eval.json``: every checkpoint's metrics (and samples); non-finite values as null."""
-    from flux_core.nonfinite import json_safe
+    from flux_core.run.nonfinite import json_safe
 
     path.write_text(json.dumps(json_safe(results), indent=2, allow_nan=False) + "\n")
 

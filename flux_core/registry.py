@@ -7,12 +7,11 @@ swaps one implementation for another.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from flux_core.errors import FluxError
+from flux_core.errors import FluxError, close_match
 from flux_core.plugins import get_plugin_manager
 
 # Algorithms that Flux publishes as separate distributions: a missing one gets a
@@ -45,7 +44,7 @@ class Algorithm:
         evaluator: ``"module:attribute"`` of ``fn(config, checkpoint, dataset) -> metrics`` that
             ``flux eval`` uses for this algorithm's data, or ``None`` for the built-in reward-based
             evaluation of prompt data.
-        data_format_spec: a ``flux_core.data.DataFormat`` named ``data_format`` that this plugin
+        data_format_spec: a ``flux_core.data.load.DataFormat`` named ``data_format`` that this plugin
             defines (core checks its columns generically); registered when the algorithm registers.
     """
 
@@ -91,12 +90,6 @@ class Reward:
 def _import_attribute(path: str) -> Any:
     module_name, _, attribute = path.partition(":")
     return getattr(importlib.import_module(module_name), attribute)
-
-
-def close_match(name: str, candidates) -> str:
-    """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
-    matches = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1)
-    return f" (did you mean '{matches[0]}'?)" if matches else ""
 
 
 @dataclass
@@ -195,7 +188,7 @@ def _build_registry() -> Registry:
         def register(algorithm: Algorithm, _plugin=impl.plugin_name) -> None:
             registry._claim("algorithm", algorithm.name, _plugin)
             if algorithm.data_format_spec is not None:
-                from flux_core.data import register_data_format
+                from flux_core.data.load import register_data_format
 
                 if algorithm.data_format_spec.name != algorithm.data_format:
                     raise FluxError(

@@ -9,19 +9,19 @@ A plugin that wraps a TRL trainer subclasses :class:`~flux_core.trl_based.runner
 progress bar, the non-finite guard, checkpoints (``checkpoint-N``, ``best``, ``final``),
 eval at save points, main-process-only writes and resume around it. flux-dpo and
 flux-grpo are built this way; flux-ppo keeps its own loop on the same pieces
-(:class:`~flux_core.callbacks.StepReporter`, :class:`~flux_core.checkpoint.CheckpointManager`).
+(:class:`~flux_core.run.results.StepReporter`, :class:`~flux_core.run.checkpoint.CheckpointManager`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from flux_core.callbacks import FitResult, StepCallback
+from flux_core.run.results import FitResult, StepCallback
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from flux_core.run_context import RunContext
+    from flux_core.run.context import RunContext
 
 
 @runtime_checkable
@@ -46,7 +46,7 @@ class Runner(Protocol):
         """Train on ``dataset`` (already loaded and checked in the algorithm's data format).
 
         ``eval_dataset``: held-out data in the same format (``best/`` is then chosen by the
-        eval score); ``callbacks``: called with every :class:`~flux_core.callbacks.StepResult`
+        eval score); ``callbacks``: called with every :class:`~flux_core.run.results.StepResult`
         on the main process; ``run``: the run's non-finite guard, preemption handler and,
         when resuming, the checkpoint to continue from (None: a fresh run).
         """

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flux_core.callbacks import FitResult, StepCallback
+from flux_core.run.results import FitResult, StepCallback
 from flux_core.config import FluxConfig
-from flux_core.data import load_training_data
+from flux_core.data.load import load_training_data
 from flux_core.errors import FluxError
 from flux_core.registry import get_registry
 
@@ -67,13 +67,13 @@ class FluxTrainer:
         One run at a time uses ``config.output_dir`` (a second one fails naming the
         first's PID), and a directory holding a previous run's checkpoints or
         ``metrics.jsonl`` is refused unless ``resume`` or ``overwrite=True`` (which
-        removes them first; see :mod:`flux_core.run_dir`).
+        removes them first; see :mod:`flux_core.run.directory`).
 
         ``resume=True`` continues from the newest ``checkpoint-N`` in ``output_dir`` (or
         starts at step 1 when there is none yet); ``resume="path/checkpoint-N"`` from that
         one. Optimizer, scheduler, RNG states and the data position are restored, so the
         steps after N are those of an uninterrupted run; the result's ``history`` holds
-        every step, callbacks see the new ones (see :mod:`flux_core.resume`).
+        every step, callbacks see the new ones (see :mod:`flux_core.run.resume`).
         """
         data_format = data_format or self.algorithm.data_format
         if data_format != self.algorithm.data_format:
@@ -86,8 +86,8 @@ class FluxTrainer:
         import inspect
 
         from flux_core.quiet import quiet_libraries
-        from flux_core.run_context import RunContext
-        from flux_core.run_dir import open_run_dir
+        from flux_core.run.context import RunContext
+        from flux_core.run.directory import open_run_dir
 
         runner = self.algorithm.load_runner()(self.config, show_progress=self.show_progress)
         takes_run = "run" in inspect.signature(runner.fit).parameters
@@ -105,7 +105,7 @@ class FluxTrainer:
                         trackers.finish()
         self.model, self.tokenizer = runner.model, runner.tokenizer
         if self.config.push_to_hub and directory.is_main:
-            from flux_core.model_card import push_to_hub
+            from flux_core.report.model_card import push_to_hub
 
             push_to_hub(Path(result.best_path), self.config.push_to_hub)  # best/ always exists after a run
         return result
@@ -116,7 +116,7 @@ class FluxTrainer:
         callbacks = list(self._step_callbacks)
         save_steps = self.config.checkpoint.save_steps
         if self.config.plot and save_steps:
-            from flux_core.plot import plot_run
+            from flux_core.report.plot import plot_run
 
             output_dir = self.config.output_dir
 
@@ -127,7 +127,7 @@ class FluxTrainer:
             callbacks.append(redraw_plot)
         trackers = None
         if self.algorithm.load_trl_config() is None and set(self.config.report_to) - {"none"}:
-            from flux_core.trackers import StepTrackers
+            from flux_core.report.trackers import StepTrackers
 
             trackers = StepTrackers(self.config)
             callbacks.append(trackers)
@@ -135,7 +135,7 @@ class FluxTrainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Load a checkpoint directory (``output_dir/best``, ``final`` or ``checkpoint-N``)."""
-        from flux_core.checkpoint import resolve_checkpoint
+        from flux_core.run.checkpoint import resolve_checkpoint
         from flux_core.modeling import load_model, load_tokenizer, resolve_precision
         from flux_core.quiet import quiet_libraries
 

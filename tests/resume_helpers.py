@@ -36,7 +36,8 @@ ALGORITHMS = {
 PAUSING_FLUX = """
 import sys, time
 from pathlib import Path
-from flux_core import checkpoint, hookimpl
+from flux_core.run import checkpoint
+from flux_core import hookimpl
 from flux_core.cli import main
 from flux_core.plugins import get_plugin_manager
 from flux_core.registry import reset_registry

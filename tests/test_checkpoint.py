@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from fakes import FakeConfig
 
-from flux_core import checkpoint
-from flux_core.checkpoint import CheckpointManager, resolve_checkpoint, write_checkpoint
+from flux_core.run import checkpoint
+from flux_core.run.checkpoint import CheckpointManager, resolve_checkpoint, write_checkpoint
 
 
 class FakeModel:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flux import DataError
-from flux_core.data import load_data, load_training_data
+from flux_core.data.load import load_data, load_training_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from make_preferences import make_shaped_pairs  # noqa: E402

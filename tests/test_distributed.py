@@ -77,11 +77,11 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, tiny_model
     assert double == pytest.approx(single, abs=1e-4)
     assert stdout.count("flux: trained 4 steps") == 1  # only the main process prints
     assert sorted(p.name for p in output.iterdir()) == [
-        ".flux.lock",  # the run lock (flux_core/run_dir.py), taken by the main process only
+        ".flux.lock",  # the run lock (flux_core/run/directory.py), taken by the main process only
         "best",
         "checkpoint-2",
         "checkpoint-4",
         "final",
         "metrics.jsonl",
-        "metrics.png",  # flux train draws the run's picture at the end (flux_core/plot.py)
+        "metrics.png",  # flux train draws the run's picture at the end (flux_core/report/plot.py)
     ]

@@ -30,9 +30,9 @@ import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from flux_core.checkpoint import save_model
+from flux_core.run.checkpoint import save_model
 from flux_core.errors import FluxError
-from flux_core.fsdp import full_state_dict, is_sharded
+from flux_core.run.fsdp import full_state_dict, is_sharded
 
 model_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
 dist.init_process_group("gloo")

@@ -57,7 +57,7 @@ def test_per_step_losses_match_raw_trl(dpo_config, preference_records, lora):
 
 
 def test_preference_pairs_are_unpaired_into_alternating_labels(preference_records):
-    from flux_core.data import load_data
+    from flux_core.data.load import load_data
 
     pairs = preference_records[:6]
     dataset = load_data(pairs, "unpaired")
@@ -74,7 +74,7 @@ def test_chat_preference_pairs_are_unpaired_as_chat():
     sys.path.insert(0, str(REPO / "examples"))
     from make_preferences import make_shaped_pairs
 
-    from flux_core.data import load_data
+    from flux_core.data.load import load_data
 
     dataset = load_data(make_shaped_pairs(4, 0, "conversational"), "unpaired")
 
@@ -128,7 +128,7 @@ def test_bad_label_is_a_one_line_error_naming_the_row(tmp_path, tiny_model_dir, 
 
 
 def test_missing_label_names_the_key(preference_records):
-    from flux_core.data import load_data
+    from flux_core.data.load import load_data
     from flux_core.errors import DataError
 
     with pytest.raises(

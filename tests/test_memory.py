@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
-from flux_core import memory
+from flux_core.trl_based import memory
 from flux_core.errors import FluxError
 from flux_core.trainer import FluxTrainer
 

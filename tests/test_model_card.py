@@ -33,7 +33,7 @@ def test_each_checkpoint_has_a_card_whose_front_matter_parses(dpo_config, prefer
 
 def test_a_hub_model_and_dataset_reach_the_front_matter(tmp_path):
     from flux_core.config import FluxConfig
-    from flux_core.model_card import card_text
+    from flux_core.report.model_card import card_text
 
     config = FluxConfig.from_dict(
         {

@@ -14,8 +14,8 @@ import torch
 from fakes import FakeConfig
 from safetensors.torch import load_file
 
-from flux_core.checkpoint import CheckpointManager
-from flux_core.nonfinite import NonFiniteError, json_safe
+from flux_core.run.checkpoint import CheckpointManager
+from flux_core.run.nonfinite import NonFiniteError, json_safe
 from flux_core.trainer import FluxTrainer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -185,7 +185,7 @@ class FakeTokenizer:
 
 @pytest.fixture
 def plain_saves(monkeypatch):
-    from flux_core import checkpoint
+    from flux_core.run import checkpoint
 
     monkeypatch.setattr(
         checkpoint, "save_model", lambda model, tok, d: (model.save_pretrained(d), tok.save_pretrained(d))

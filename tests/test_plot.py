@@ -6,8 +6,8 @@ import math
 import pytest
 
 from flux_core.cli import main
-from flux_core.diagnostics import diagnose
-from flux_core.plot import plot_run, smoothed
+from flux_core.report.diagnostics import diagnose
+from flux_core.report.plot import plot_run, smoothed
 
 
 def dpo_rows(steps=30, loss=lambda s: 0.69 * math.exp(-s / 8), margin=lambda s: s / 5, chosen_gap=1.0):

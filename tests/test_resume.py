@@ -23,7 +23,7 @@ from resume_helpers import (
 
 from flux_core.config import FluxConfig
 from flux_core.errors import ConfigError
-from flux_core.resume import ResumeError, check_same_config
+from flux_core.run.resume import ResumeError, check_same_config
 from flux_core.trainer import FluxTrainer
 
 # Per-step losses after the resume point, resumed vs uninterrupted (CPU, one thread).

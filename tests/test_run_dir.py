@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from fakes import FakeConfig
 
-from flux_core import checkpoint
-from flux_core.run_dir import OutputDirBusy, PreviousRunError, RunDirectory, open_run_dir
+from flux_core.run import checkpoint
+from flux_core.run.directory import OutputDirBusy, PreviousRunError, RunDirectory, open_run_dir
 from flux_core.trainer import FluxTrainer
 
 BIN = Path(sys.executable).parent
 HOLD_LOCK = (
     "import sys, time\n"
-    "from flux_core.run_dir import RunDirectory\n"
+    "from flux_core.run.directory import RunDirectory\n"
     "RunDirectory(sys.argv[1]).lock()\n"
     "print('locked', flush=True)\n"
     "time.sleep(120)\n"
@@ -182,7 +182,7 @@ def test_overwrite_never_leaves_a_half_deleted_checkpoint_under_its_name(tmp_pat
     for name in ("checkpoint-2", "best"):
         (output / name).mkdir(parents=True)
         (output / name / "config.json").write_text("{}")
-    from flux_core import run_dir
+    from flux_core.run import directory as run_dir
 
     real_remove = run_dir._remove
     removed = []

@@ -100,7 +100,7 @@ def labelled_tokens(config, records) -> tuple[list[str], list[bool]]:
     """The first example's tokens as the trainer collates them, and which of them are trained on."""
     from flux_sft.runner import SFTRunner
 
-    from flux_core.data import load_data
+    from flux_core.data.load import load_data
 
     runner = SFTRunner(config, show_progress=False)
     trainer = runner.build_trainer(load_data(records, "sft"), None)
@@ -169,7 +169,7 @@ def test_assistant_only_loss_auto_warns_when_the_template_cannot(sft_config, pre
 def test_packing_puts_several_examples_in_a_row(sft_config, preference_records):
     from flux_sft.runner import SFTRunner
 
-    from flux_core.data import load_data
+    from flux_core.data.load import load_data
 
     config = sft_config({"packing": True}, num_steps=3)
     records = completion_records(preference_records)
@@ -196,7 +196,7 @@ def test_packing_puts_several_examples_in_a_row(sft_config, preference_records):
     ids=["missing-completion", "prompt-only", "messages-string", "empty-text", "no-sft-columns", "mixed-kinds"],
 )
 def test_bad_rows_are_one_line_errors_naming_the_row(rows, expected):
-    from flux_core.data import load_data
+    from flux_core.data.load import load_data
     from flux_core.errors import DataError
 
     with pytest.raises(DataError, match=expected):

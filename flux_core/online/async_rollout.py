@@ -137,7 +137,7 @@ class WeightSnapshot:
         import torch
         from peft import PeftModel
 
-        from flux_core.checkpoint import merged_state_dict
+        from flux_core.run.checkpoint import merged_state_dict
 
         with torch.no_grad():
             if isinstance(model, PeftModel):

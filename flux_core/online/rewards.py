@@ -40,8 +40,7 @@ from typing import Any, Callable, Sequence
 from pydantic import Field, model_validator
 
 from flux_core.config import StrictModel
-from flux_core.errors import FluxError
-from flux_core.registry import close_match
+from flux_core.errors import FluxError, close_match
 
 REWARD_MODEL = "reward_model"
 

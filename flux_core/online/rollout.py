@@ -17,7 +17,7 @@ the server's per-token ``logprobs`` (the behaviour policy's), which GRPO and PPO
 off-policy correction. See docs/rollouts.md.
 
 Adding another server backend: write a class with the two methods of
-:class:`RolloutBackend` and return it from :func:`create_backend` when its setting is
+:class:`RolloutBackend` and return it from :func:`flux_core.online.backends.create_backend` when its setting is
 present. Algorithms need no change: GRPO feeds any non-local backend to TRL through
 ``rollout_func`` (see ``flux_grpo.rollouts``), PPO calls ``generate`` directly.
 Overlapping generation with training (``adaptive_async``, GRPO) runs on this seam too:
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 from flux_core.errors import FluxError
+from flux_core.online.tokens import cut_at_eos, encode_prompt, eos_token_ids
 
 
 @dataclass(frozen=True)
@@ -119,27 +120,15 @@ class LocalBackend:
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
-        self.eos_token_ids = _eos_token_ids(model, tokenizer)
+        self.eos_token_ids = eos_token_ids(model, tokenizer)
 
     def sync_weights(self, model: Any) -> None:
         self.model = model  # generation reads the live parameters: nothing to copy
 
-    def encode(self, prompt: Any) -> list[int]:
-        """Token ids of one prompt, as the model sees it during training."""
-        if isinstance(prompt, str):
-            # As TRL tokenizes text prompts: with the tokenizer's special tokens (e.g. a BOS).
-            return list(self.tokenizer(prompt).input_ids)
-        if isinstance(prompt, list):
-            encoded = self.tokenizer.apply_chat_template(
-                prompt, add_generation_prompt=True, tokenize=True, return_dict=True
-            )
-            return list(encoded["input_ids"])
-        raise FluxError(f"a prompt must be a string or a list of chat messages, not {type(prompt).__name__}")
-
     def generate(self, prompts: Sequence[Any], n: int, sampling: SamplingParams) -> list[Rollout]:
         if n < 1:
             raise FluxError(f"n (completions per prompt) must be at least 1, not {n}")
-        jobs = [(index, self.encode(prompt)) for index, prompt in enumerate(prompts) for _ in range(n)]
+        jobs = [(index, encode_prompt(self.tokenizer, prompt)) for index, prompt in enumerate(prompts) for _ in range(n)]
         step = self.max_batch_size or len(jobs) or 1
         rollouts: list[Rollout] = []
         for start in range(0, len(jobs), step):
@@ -177,36 +166,10 @@ class LocalBackend:
             self.model.train(was_training)
         rollouts = []
         for (prompt_index, prompt_ids), row in zip(jobs, output[:, width:].tolist()):
-            completion_ids, truncated = _cut_at_eos(row, self.eos_token_ids)
+            completion_ids, truncated = cut_at_eos(row, self.eos_token_ids)
             text = self.tokenizer.decode(completion_ids, skip_special_tokens=True)
             rollouts.append(Rollout(prompt_index, prompt_ids, completion_ids, text, truncated))
         return rollouts
-
-
-def _eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """Every id that ends a completion: the model's declared ones plus the tokenizer's."""
-    declared = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = [declared] if isinstance(declared, int) else list(declared or [])
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.insert(0, tokenizer.eos_token_id)
-    return ids
-
-
-def _cut_at_eos(row: list[int], eos_token_ids: list[int]) -> tuple[list[int], bool]:
-    for position, token in enumerate(row):
-        if token in eos_token_ids:
-            return row[: position + 1], False
-    return row, True
-
-
-def create_backend(config: Any, model: Any, tokenizer: Any) -> RolloutBackend:
-    """The rollout backend a run's config asks for: :class:`~flux_core.online.sglang.SGLangBackend`
-    when ``sglang.base_url`` is set (it checks the server is up), else :class:`LocalBackend`."""
-    if config.sglang.base_url:
-        from flux_core.online.sglang import SGLangBackend
-
-        return SGLangBackend.from_config(config, model, tokenizer)
-    return LocalBackend(model, tokenizer)
 
 
 def rollout_warnings(config: Any) -> list[str]:

@@ -1,6 +1,6 @@
 """SGLangBackend: rollouts from a server speaking SGLang's native HTTP API.
 
-Selected by :func:`flux_core.online.rollout.create_backend` when ``sglang.base_url`` is set. The
+Selected by :func:`flux_core.online.backends.create_backend` when ``sglang.base_url`` is set. The
 server is SGLang itself (``python -m sglang.launch_server``) or ``flux serve`` (same
 endpoints, built on transformers, for CPU machines and tests). Four endpoints are used,
 with the request and response shapes SGLang documents (docs/basic_usage/native_api,
@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from flux_core.errors import FluxError
-from flux_core.online.rollout import LocalBackend, Rollout, SamplingParams
+from flux_core.online.rollout import Rollout, SamplingParams
+from flux_core.online.tokens import encode_prompt, eos_token_ids
 
 BACKOFF_SECONDS = 0.5  # first retry delay; doubles per retry
 MAX_BACKOFF_SECONDS = 8.0
@@ -86,7 +87,6 @@ class SGLangBackend:
         self.max_retries = max_retries
         self.weight_syncs = 0
         self.last_sync_seconds: float | None = None
-        self._encoder = LocalBackend(None, tokenizer)  # only its prompt tokenization is used
         self._client = httpx2.Client(
             base_url=self.base_url,
             timeout=timeout,
@@ -99,14 +99,12 @@ class SGLangBackend:
     @classmethod
     def from_config(cls, config: Any, model: Any, tokenizer: Any) -> SGLangBackend:
         """The backend a run's ``sglang:`` block describes."""
-        from flux_core.online.rollout import _eos_token_ids
-
         settings = config.sglang
         weights_dir = settings.weights_dir or str(Path(config.output_dir) / "sglang_weights")
         return cls(
             settings.base_url,
             tokenizer,
-            _eos_token_ids(model, tokenizer),
+            eos_token_ids(model, tokenizer),
             weights_dir,
             timeout=settings.timeout,
             max_concurrency=settings.max_concurrency,
@@ -178,7 +176,7 @@ class SGLangBackend:
     def generate(self, prompts: Sequence[Any], n: int, sampling: SamplingParams) -> list[Rollout]:
         if n < 1:
             raise FluxError(f"n (completions per prompt) must be at least 1, not {n}")
-        jobs = [(index, self._encoder.encode(prompt)) for index, prompt in enumerate(prompts) for _ in range(n)]
+        jobs = [(index, encode_prompt(self.tokenizer, prompt)) for index, prompt in enumerate(prompts) for _ in range(n)]
         if not jobs:
             return []
         size = -(-len(jobs) // self.max_concurrency)  # ceil: at most max_concurrency requests
@@ -291,13 +289,13 @@ def parse_generate_item(item: Any, base_url: str) -> tuple[list[int], list[float
 def write_weights(model: Any, directory: Path) -> None:
     """Write ``model``'s weights and config to ``directory`` as safetensors (merged when LoRA).
 
-    Uses ``save_pretrained`` as checkpoints do (:func:`flux_core.checkpoint.save_model`),
+    Uses ``save_pretrained`` as checkpoints do (:func:`flux_core.run.checkpoint.save_model`),
     so tied weights, sharding and the config are handled the same way; no tokenizer.
     """
     import torch
     from peft import PeftModel
 
-    from flux_core.checkpoint import merged_state_dict
+    from flux_core.run.checkpoint import merged_state_dict
 
     directory.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():

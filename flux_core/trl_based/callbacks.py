@@ -6,7 +6,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from flux_core.callbacks import FitResult, StepReporter
+from flux_core.run.results import FitResult, StepReporter
 
 
 def make_trl_callback(reporter: StepReporter):
@@ -34,7 +34,7 @@ class SavePointEvaluator:
 
     Evaluation is collective under multi-process training, so it runs on every rank
     (from ``on_step_end``) while only the main rank writes checkpoints; the
-    :class:`~flux_core.checkpoint.CheckpointManager` then reads :meth:`score`.
+    :class:`~flux_core.run.checkpoint.CheckpointManager` then reads :meth:`score`.
 
     Args:
         metric: the key of ``trainer.evaluate()``'s result to keep (e.g. ``eval_loss``).
@@ -90,19 +90,19 @@ def train_and_checkpoint(
     """Run a TRL trainer wired to ``reporter``; then score the end (every rank) and write
     ``final``/``best`` (main rank only).
 
-    Adds the run's non-finite guard (:mod:`flux_core.nonfinite`) and SIGTERM handling
-    (:mod:`flux_core.preemption`: raises ``Preempted`` after writing ``checkpoint-N``) to
+    Adds the run's non-finite guard (:mod:`flux_core.run.nonfinite`) and SIGTERM handling
+    (:mod:`flux_core.run.preemption`: raises ``Preempted`` after writing ``checkpoint-N``) to
     the trainer's callbacks, makes every ``checkpoint-N`` hold transformers' resume
     files, and continues a resumed
     run with ``trainer.train(resume_from_checkpoint=...)``, which restores the optimizer,
     scheduler and RNG states and skips the batches already trained on
-    (:mod:`flux_core.resume`). An out-of-memory error in a training step turns gradient
+    (:mod:`flux_core.run.resume`). An out-of-memory error in a training step turns gradient
     checkpointing on and runs the step again when ``gradient_checkpointing: auto`` had it
-    off; otherwise it is a one-line error (:func:`flux_core.memory.out_of_memory_fallback`).
+    off; otherwise it is a one-line error (:func:`flux_core.trl_based.memory.out_of_memory_fallback`).
     """
-    from flux_core.memory import out_of_memory_fallback
-    from flux_core.preemption import Preempted
-    from flux_core.resume import restore_adapter, write_trl_state
+    from flux_core.trl_based.memory import out_of_memory_fallback
+    from flux_core.run.preemption import Preempted
+    from flux_core.run.resume import restore_adapter, write_trl_state
 
     run = reporter.run
     trainer.add_callback(run.guard.trl_callback(trainer))

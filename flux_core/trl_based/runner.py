@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from flux_core.callbacks import FitResult, StepCallback, StepReporter
-from flux_core.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
+from flux_core.run.results import FitResult, StepCallback, StepReporter
+from flux_core.run.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
 from flux_core.trl_based.callbacks import SavePointEvaluator, make_trl_callback, train_and_checkpoint
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
     from flux_core.config import FluxConfig
-    from flux_core.run_context import RunContext
+    from flux_core.run.context import RunContext
 
 
 class TRLRunner:

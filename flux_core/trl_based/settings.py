@@ -30,11 +30,11 @@ def shared_trl_settings(config: Any, precision: str, gradient_checkpointing: boo
 
     Runners add their algorithm's fields, then ``config.trl`` (checked to be real
     fields when the config loaded) on top. ``gradient_checkpointing`` is the resolved
-    ``config.gradient_checkpointing`` (see :mod:`flux_core.memory`).
+    ``config.gradient_checkpointing`` (see :mod:`flux_core.trl_based.memory`).
     """
     import torch
 
-    from flux_core.trackers import run_name_of
+    from flux_core.report.trackers import run_name_of
 
     return dict(
         gradient_checkpointing=gradient_checkpointing,
@@ -71,10 +71,10 @@ def build_trl_config(
     """``trl_class`` (e.g. ``DPOConfig``) for a Flux run: the shared settings, then the algorithm's
     fields, then the ``trl:`` block on top.
 
-    ``gradient_checkpointing`` is resolved here (:mod:`flux_core.memory`) for ``sequences``
+    ``gradient_checkpointing`` is resolved here (:mod:`flux_core.trl_based.memory`) for ``sequences``
     sequences of ``max_length`` tokens per step and ``extra_model_copies`` frozen models.
     """
-    from flux_core.memory import use_gradient_checkpointing
+    from flux_core.trl_based.memory import use_gradient_checkpointing
 
     checkpointing = use_gradient_checkpointing(
         config.gradient_checkpointing,

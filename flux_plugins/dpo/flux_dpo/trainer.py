@@ -25,7 +25,7 @@ from trl import DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
-from flux_core.data_checks import update_digest
+from flux_core.data.checks import update_digest
 from flux_core.errors import FluxError
 from flux_core.reference import ReferenceLogpsProvider
 from flux_dpo.collators import sequence_sums

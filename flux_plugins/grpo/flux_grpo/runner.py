@@ -10,7 +10,8 @@ from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
 from flux_core.online.rewards import RewardFunction, build_reward_functions
-from flux_core.online.rollout import RolloutBackend, SamplingParams, create_backend
+from flux_core.online.backends import create_backend
+from flux_core.online.rollout import RolloutBackend, SamplingParams
 from flux_core.trl_based.runner import TRLRunner
 from flux_core.trl_based.settings import build_trl_config
 from flux_grpo.config import check_run
@@ -120,7 +121,7 @@ class GRPORunner(TRLRunner):
         config: the run's validated config (``algorithm.name: grpo``).
         show_progress: show a progress bar with the reward.
         rollout_backend: ``factory(config, model, tokenizer)`` of the backend that
-            generates completions. ``None`` (default): :func:`flux_core.online.rollout.create_backend`;
+            generates completions. ``None`` (default): :func:`flux_core.online.backends.create_backend`;
             when that is local, TRL's own ``generate`` path is used (same sampling, and it
             handles gradient checkpointing and sharded weights). Any backend given here
             generates through TRL's ``rollout_func`` seam.

@@ -1,8 +1,8 @@
 """RunContext: what ``FluxTrainer.fit`` hands an algorithm runner besides config and data.
 
 A runner's ``fit(dataset, eval_dataset, callbacks, run=None)`` passes ``run`` on to the
-core pieces it builds (:class:`~flux_core.callbacks.StepReporter`,
-:class:`~flux_core.checkpoint.CheckpointManager`,
+core pieces it builds (:class:`~flux_core.run.results.StepReporter`,
+:class:`~flux_core.run.checkpoint.CheckpointManager`,
 :func:`~flux_core.trl_based.callbacks.train_and_checkpoint`); ``None`` means a fresh run with the
 config's settings.
 """
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flux_core.nonfinite import NonFiniteGuard
-from flux_core.preemption import Preemption
-from flux_core.resume import ResumePoint, find_resume_point, load_resume_point, rewrite_history
+from flux_core.run.nonfinite import NonFiniteGuard
+from flux_core.run.preemption import Preemption
+from flux_core.run.resume import ResumePoint, find_resume_point, load_resume_point, rewrite_history
 
 
 @dataclass
@@ -29,7 +29,7 @@ class RunContext:
             carrying the steps a resumed run already skipped.
         resume: the ``checkpoint-N`` to continue from (``None``: start at step 1).
         num_examples: rows of training data (recorded in checkpoints, checked on resume).
-        preemption: the SIGTERM flag (:mod:`flux_core.preemption`).
+        preemption: the SIGTERM flag (:mod:`flux_core.run.preemption`).
     """
 
     guard: NonFiniteGuard
@@ -46,7 +46,7 @@ class RunContext:
     def start(
         cls, config: Any, resume: bool | str | Path | None, num_examples: int | None, is_main: bool = True
     ) -> RunContext:
-        """The context of a run that ``resume`` asks to continue (see :mod:`flux_core.resume`).
+        """The context of a run that ``resume`` asks to continue (see :mod:`flux_core.run.resume`).
 
         ``resume=True`` with no checkpoint in ``output_dir`` yet starts at step 1 (with a
         warning), so a job script can always pass ``--resume``. The main process then

@@ -1,10 +1,10 @@
 """Load, normalise and check training data for each ``data_format``.
 
-:func:`load_data` turns any supported source (see :mod:`flux_core.data_sources`) into
+:func:`load_data` turns any supported source (see :mod:`flux_core.data.sources`) into
 an Arrow-backed ``datasets.Dataset`` in the shape the algorithm trains on: the
 dataset's own column names are mapped onto Flux's (``columns``), the shapes public
-datasets ship in are normalised (:mod:`flux_core.data_shapes`), and every row is
-checked in batches (:mod:`flux_core.data_checks`). A bad row stops the run before any
+datasets ship in are normalised (:mod:`flux_core.data.shapes`), and every row is
+checked in batches (:mod:`flux_core.data.checks`). A bad row stops the run before any
 model loads, with one error naming the file and line (or row) and the key; data that
 would train badly (identical pairs, empty completions, fewer rows than a batch) is
 reported in one warning line each. Rows are never held as Python objects all at once.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from flux_core.data_checks import CHAT, check_rows, column_kind, contents, rendered, text_kind
+from flux_core.data.checks import CHAT, check_rows, column_kind, contents, rendered, text_kind
 from flux_core.errors import DataError
 
 
@@ -36,7 +36,7 @@ class DataFormat:
     # as the "preferences" format) given instead of this format's keys are converted by it.
     from_preferences: str | None = None
     # "module:attribute" of ``fn(dataset, where, num_proc) -> dataset`` for a format with several shapes
-    # (e.g. SFT's messages, prompt + completion, or text): it checks the rows with flux_core.data_checks
+    # (e.g. SFT's messages, prompt + completion, or text): it checks the rows with flux_core.data.checks
     # and normalises them, instead of the generic checks of text_keys and label_keys.
     normalize: str | None = None
 
@@ -93,7 +93,7 @@ def load_data(
     message lists, with every extra column kept. ``what`` names the config key in
     errors about ``columns`` (``data`` or ``eval_data``).
     """
-    from flux_core.data_sources import read_source
+    from flux_core.data.sources import read_source
 
     fmt = get_data_format(data_format)
     columns = columns or {}
@@ -132,7 +132,7 @@ def _map_columns(dataset: Any, columns: Mapping[str, str], fmt: DataFormat, what
 
 
 def _load_preferences(dataset: Any, fmt: DataFormat, where: Any, num_proc: int | None) -> Any:
-    from flux_core.data_shapes import normalize_preferences, preferences_need_normalising
+    from flux_core.data.shapes import normalize_preferences, preferences_need_normalising
 
     needs = ", ".join(fmt.text_keys)
     present = [key for key in fmt.text_keys if key in dataset.column_names or key != "prompt"]
@@ -155,7 +155,7 @@ def _load_preferences(dataset: Any, fmt: DataFormat, where: Any, num_proc: int |
 
 
 def _load_prompts(dataset: Any, fmt: DataFormat, where: Any, num_proc: int | None) -> Any:
-    from flux_core.data_shapes import prompts_from_messages
+    from flux_core.data.shapes import prompts_from_messages
 
     needs = "prompt (or messages)"
     if "prompt" not in dataset.column_names and "messages" in dataset.column_names:
@@ -171,7 +171,7 @@ def _load_plugin_format(dataset: Any, fmt: DataFormat, where: Any, num_proc: int
     """A format core has no normalisation for: its text keys must be non-empty strings (or chat
     message lists, the same kind in every key), its label keys booleans. Preference pairs given
     instead go through the "preferences" checks, then ``fmt.from_preferences``."""
-    from flux_core.data_checks import check_labels, describe_kind
+    from flux_core.data.checks import check_labels, describe_kind
     from flux_core.registry import _import_attribute
 
     own = set(fmt.text_keys + fmt.label_keys) - {"prompt"}

@@ -9,8 +9,8 @@ status 143 (128 + SIGTERM), as a process killed by SIGTERM would.
 
 A second SIGTERM while that checkpoint is written changes nothing (the save goes on).
 SIGINT (Ctrl-C) still interrupts at once; the checkpoint being written then never
-appears under its real name (it is staged, :mod:`flux_core.checkpoint`) and the next
-start removes the staged remains (:mod:`flux_core.run_dir`).
+appears under its real name (it is staged, :mod:`flux_core.run.checkpoint`) and the next
+start removes the staged remains (:mod:`flux_core.run.directory`).
 
 Under torchrun every rank receives the signal, not necessarily during the same step:
 the ranks agree at the end of every step (a one-number all-reduce), so all of them stop

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flux_core.data_checks import CHAT, TEXT
+from flux_core.data.checks import CHAT, TEXT
 from flux_core.errors import DataError
 
 # Where an assistant reply starts in a flattened conversation, most specific first.
@@ -117,7 +117,7 @@ def _prompts_from_messages(batch: dict, indices: list[int], where: Any) -> dict:
 
 
 def _map(dataset: Any, function: Any, fn_kwargs: dict, features: Any, num_proc: int | None, desc: str) -> Any:
-    from flux_core.data_sources import PROGRESS_ROWS, quiet_datasets
+    from flux_core.data.sources import PROGRESS_ROWS, quiet_datasets
 
     with quiet_datasets(show_progress=len(dataset) >= PROGRESS_ROWS):
         return dataset.map(

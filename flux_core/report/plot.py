@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flux_core.diagnostics import read_metrics
+from flux_core.report.diagnostics import read_metrics
 from flux_core.errors import FluxError
 
 PREFERENCE_PANELS = (

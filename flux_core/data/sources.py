@@ -203,7 +203,7 @@ def scan_json_lines(path: Path, text_columns: Collection[str] = ()) -> None:
     key a value of another type than earlier lines did (``text_columns`` must hold
     strings or chat message lists). Returns quietly when no line is.
     """
-    from flux_core.data_checks import describe_kind, value_kind
+    from flux_core.data.checks import describe_kind, value_kind
 
     if path.suffix.lower() != ".jsonl":
         return

@@ -9,7 +9,7 @@ model loads:
    the process, so a killed run never leaves the directory locked. The lock file
    itself stays (removing it would let two runs lock two different files).
 2. **Leftovers.** Checkpoints are staged in hidden ``.NAME.tmp-PID`` directories and
-   renamed into place (:mod:`flux_core.checkpoint`); a killed run can leave one behind,
+   renamed into place (:mod:`flux_core.run.checkpoint`); a killed run can leave one behind,
    or, killed between the two renames of a replacement, a ``.NAME.old-PID`` aside with
    no ``NAME``. With the lock held no live run owns any of them, so every temp entry is
    removed and an aside whose ``NAME`` is missing is renamed back to ``NAME``.

@@ -15,7 +15,7 @@ what an exact continuation needs:
   PPO writes ``ppo_state/`` (see :mod:`flux_ppo.runner`).
 
 The whole directory is staged and renamed into place at once
-(:func:`flux_core.checkpoint.write_checkpoint`), so a ``checkpoint-N`` under its real
+(:func:`flux_core.run.checkpoint.write_checkpoint`), so a ``checkpoint-N`` under its real
 name is always complete.
 
 Resuming (``flux train CONFIG --resume [PATH]``, ``fit(resume=True | PATH)``) continues
@@ -60,7 +60,7 @@ class ResumePoint:
         path: the checkpoint directory.
         step: N, the last step it holds.
         state: its ``flux_state.json``.
-        history: the metrics of steps 1..N, as :class:`~flux_core.callbacks.StepResult`.
+        history: the metrics of steps 1..N, as :class:`~flux_core.run.results.StepResult`.
     """
 
     path: Path
@@ -76,7 +76,7 @@ def is_resumable(path: Path) -> bool:
 def find_resume_point(output_dir: Path, resume: bool | str | Path) -> Path | None:
     """The checkpoint ``resume`` asks for: a path, or (``True``) the newest resumable
     ``checkpoint-N`` in ``output_dir``; ``None`` when there is none yet."""
-    from flux_core.run_dir import RunDirectory
+    from flux_core.run.directory import RunDirectory
 
     if resume is True:
         checkpoints = RunDirectory(output_dir).checkpoints()
@@ -100,7 +100,7 @@ def find_resume_point(output_dir: Path, resume: bool | str | Path) -> Path | Non
 
 def load_resume_point(path: Path, config: Any, num_examples: int | None) -> ResumePoint:
     """Read ``path``'s state and history, refusing a changed config or training set."""
-    from flux_core.callbacks import StepResult
+    from flux_core.run.results import StepResult
 
     state = json.loads((path / STATE_FILE).read_text())
     check_same_config(path, config)
@@ -136,7 +136,7 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 def check_same_config(path: Path, config: Any) -> None:
     """Raise ConfigError naming every key (other than :data:`RESUMABLE_CHANGES`) that differs
     from the checkpoint's ``flux_config.yaml``. Keys the checkpoint does not know are ignored."""
-    from flux_core.checkpoint import CONFIG_FILE
+    from flux_core.run.checkpoint import CONFIG_FILE
 
     saved = _flatten(yaml.safe_load((path / CONFIG_FILE).read_text()) or {})
     current = _flatten(config.model_dump(mode="json"))
@@ -155,7 +155,7 @@ def check_same_config(path: Path, config: Any) -> None:
 
 def rewrite_history(output_dir: Path, history: list[Any]) -> None:
     """Atomically replace ``output_dir/metrics.jsonl`` with ``history`` (the resumed steps)."""
-    from flux_core.nonfinite import json_safe
+    from flux_core.run.nonfinite import json_safe
 
     target = output_dir / HISTORY_FILE
     staged = output_dir / f".{HISTORY_FILE}.tmp-{os.getpid()}"
@@ -185,7 +185,7 @@ def restore_adapter(model: Any, checkpoint: Path) -> None:
     """
     from peft import PeftModel, load_peft_weights, set_peft_model_state_dict
 
-    from flux_core.checkpoint import ADAPTER_DIR
+    from flux_core.run.checkpoint import ADAPTER_DIR
 
     if not isinstance(model, PeftModel):
         return

@@ -12,7 +12,7 @@ supports it, so ``best/`` is never missing even for an instant; elsewhere it is 
 renamed aside (``.NAME.old-PID``) and deleted only after the new one is in place. A
 crash therefore never leaves a half-written directory under a real name; if it strikes
 between the two renames, :func:`resolve_checkpoint` finds the previous complete
-checkpoint aside, and the next run's startup renames it back (:mod:`flux_core.run_dir`).
+checkpoint aside, and the next run's startup renames it back (:mod:`flux_core.run.directory`).
 
 Which checkpoint is ``best``: at every save point (every ``checkpoint.save_steps``
 steps, and at the end of training) Flux scores the model, by the loss on
@@ -20,7 +20,7 @@ steps, and at the end of training) Flux scores the model, by the loss on
 exponential moving average (weight 0.9 on the past, bias-corrected, as TensorBoard's
 smoothing). ``best`` holds the save point with the lowest score; ties keep the earlier.
 A NaN/Inf loss never enters the average, a non-finite score never becomes ``best``, and
-a model with a non-finite weight is never written (:mod:`flux_core.nonfinite`).
+a model with a non-finite weight is never written (:mod:`flux_core.run.nonfinite`).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flux_core.errors import FluxError
-from flux_core.model_card import write_card
-from flux_core.nonfinite import NonFiniteError, is_finite, json_safe, nonfinite_parameter
-from flux_core.run_dir import is_main_process
+from flux_core.report.model_card import write_card
+from flux_core.run.nonfinite import NonFiniteError, is_finite, json_safe, nonfinite_parameter
+from flux_core.run.directory import is_main_process
 
 CONFIG_FILE = "flux_config.yaml"
 META_FILE = "flux_checkpoint.json"
@@ -72,7 +72,7 @@ def _swap_into_place(staged: Path, path: Path) -> None:
     Where the kernel and filesystem support it the two directories are exchanged in
     one atomic step. Elsewhere the old one is renamed aside first: a kill between the
     two renames leaves ``.NAME.old-PID``, which :func:`resolve_checkpoint` loads and the
-    next run's startup renames back (:mod:`flux_core.run_dir`).
+    next run's startup renames back (:mod:`flux_core.run.directory`).
     """
     if path.exists() and _exchange(staged, path):
         shutil.rmtree(staged, ignore_errors=True)  # now the previous checkpoint
@@ -118,7 +118,7 @@ def save_model(model: Any, tokenizer: Any, directory: Path) -> None:
     import torch
     from peft import PeftModel
 
-    from flux_core.fsdp import gathered_for_save, is_sharded
+    from flux_core.run.fsdp import gathered_for_save, is_sharded
 
     if is_sharded(model):  # FSDP: write the gathered full weights, not this process's shards
         model.save_pretrained(directory, state_dict=gathered_for_save(model))
@@ -166,7 +166,7 @@ def write_checkpoint(
 def copy_checkpoint(source: Path, path: Path, meta_update: dict[str, Any], config: Any = None) -> Path:
     """Atomically copy a complete checkpoint to ``path`` (used for ``best``), weights only:
     the resume files a ``checkpoint-N`` lists in ``flux_state.json`` stay behind."""
-    from flux_core.resume import STATE_FILE
+    from flux_core.run.resume import STATE_FILE
 
     state_file = source / STATE_FILE
     resume_files = set(json.loads(state_file.read_text())["resume_files"]) if state_file.is_file() else set()
@@ -225,7 +225,7 @@ class CheckpointManager:
     ``flux_checkpoint.json`` (see :data:`REWARD_SCORE_NAMES`).
 
     After :meth:`attach`, every ``checkpoint-N`` also holds the resume state
-    (:mod:`flux_core.resume`): the algorithm's (``state_writer``) and Flux's own.
+    (:mod:`flux_core.run.resume`): the algorithm's (``state_writer``) and Flux's own.
     """
 
     SMOOTHING = 0.9
@@ -323,7 +323,7 @@ class CheckpointManager:
         return write_checkpoint(path, model, self.tokenizer, self.config, meta, extra)
 
     def _write_resume_state(self, directory: Path, step: int) -> None:
-        from flux_core.resume import HISTORY_FILE, STATE_FILE
+        from flux_core.run.resume import HISTORY_FILE, STATE_FILE
 
         before = set(os.listdir(directory))
         self.state_writer(directory)
