@@ -247,7 +247,6 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from flux_core.run.checkpoint import resolve_checkpoint
     from flux_core.modeling import (
         check_model_directory,
         generate_text,
@@ -256,6 +255,7 @@ def _generate(args: argparse.Namespace) -> int:
         looks_local,
         resolve_precision,
     )
+    from flux_core.run.checkpoint import resolve_checkpoint
 
     path = args.checkpoint
     if looks_local(path):

@@ -19,8 +19,8 @@ SAMPLES = 3
 
 def checkpoint_config(checkpoint: str | Path, config_path: str | None) -> Any:
     """The run config a checkpoint was trained with (its ``flux_config.yaml``), or ``config_path``."""
-    from flux_core.run.checkpoint import CONFIG_FILE
     from flux_core.config import FluxConfig
+    from flux_core.run.checkpoint import CONFIG_FILE
 
     path = Path(config_path) if config_path else Path(checkpoint) / CONFIG_FILE
     if not path.exists():

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flux_core.run.results import FitResult, StepCallback
 from flux_core.config import FluxConfig
 from flux_core.data.load import load_training_data
 from flux_core.errors import FluxError
 from flux_core.registry import get_registry
+from flux_core.run.results import FitResult, StepCallback
 
 
 class FluxTrainer:
@@ -135,9 +135,9 @@ class FluxTrainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Load a checkpoint directory (``output_dir/best``, ``final`` or ``checkpoint-N``)."""
-        from flux_core.run.checkpoint import resolve_checkpoint
         from flux_core.modeling import load_model, load_tokenizer, resolve_precision
         from flux_core.quiet import quiet_libraries
+        from flux_core.run.checkpoint import resolve_checkpoint
 
         directory = str(resolve_checkpoint(path))
         with quiet_libraries():

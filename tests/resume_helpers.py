@@ -14,7 +14,6 @@ import torch
 from safetensors.torch import load_file
 
 BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parent.parent
 
 E_FRACTION = [{"name": "pattern_fraction", "kwargs": {"pattern": "[eE]"}}]
 ALGORITHMS = {
@@ -41,6 +40,7 @@ from flux_core import hookimpl
 from flux_core.cli import main
 from flux_core.plugins import get_plugin_manager
 from flux_core.registry import reset_registry
+from paths import REPO
 
 directory, events = Path(sys.argv[1]), set(sys.argv[2].split(","))
 

@@ -3,10 +3,9 @@
 from pathlib import Path
 
 import pytest
+from paths import REPO
 
 from flux import ConfigError, FluxConfig
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def write(tmp_path, text: str) -> Path:
@@ -91,7 +90,9 @@ def test_liger_without_liger_kernel_installed_fails_at_load_naming_the_install(t
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "liger_kernel" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "liger_kernel" else real(name, *a)
+    )
     path = write(tmp_path, "model_path: m\nalgorithm: {name: dpo}\ntrl:\n  use_liger_kernel: true\n")
     assert error_of(path) == (
         f"{path}:4: trl.use_liger_kernel: needs liger-kernel, which is not installed: pip install liger-kernel "
@@ -158,6 +159,10 @@ def test_every_config_field_is_documented():
 
 
 def test_compile_in_a_ppo_run_warns_that_ppo_does_not_apply_it():
-    data = {"model_path": "m", "compile": True, "algorithm": {"name": "ppo", "rewards": [{"name": "length_target", "kwargs": {"target": 8}}]}}
+    data = {
+        "model_path": "m",
+        "compile": True,
+        "algorithm": {"name": "ppo", "rewards": [{"name": "length_target", "kwargs": {"target": 8}}]},
+    }
     with pytest.warns(UserWarning, match="compile: true is not applied by PPO's own training loop"):
         FluxConfig.from_dict(data)

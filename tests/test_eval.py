@@ -1,16 +1,13 @@
 """flux eval: held-out scores of a checkpoint, beside another, in a table and eval.json."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from make_preferences import make_pairs
+from make_prompts import make_prompts
 
 from flux_core.cli import main
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-from make_preferences import make_pairs  # noqa: E402
-from make_prompts import make_prompts  # noqa: E402
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from paths import REPO
 
 
 def run(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:

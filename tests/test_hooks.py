@@ -2,15 +2,14 @@
 
 import inspect
 import re
-from pathlib import Path
 
 import pytest
+from paths import REPO
 
 from flux_core import hookimpl, hookspecs
 from flux_core.errors import FluxError
 from flux_core.trainer import FluxTrainer
 
-REPO = Path(__file__).resolve().parent.parent
 HOOK_NAMES = sorted(name for name, value in vars(hookspecs).items() if hasattr(value, "flux_spec"))
 
 
@@ -134,7 +133,7 @@ def test_two_plugins_registering_one_name_is_an_error(register_plugin):
 
 def test_every_hook_is_documented_and_exercised_by_a_test():
     readme = (REPO / "README.md").read_text()
-    tests = "\n".join(p.read_text() for p in (REPO / "tests").glob("test_*.py"))
+    tests = "\n".join(p.read_text() for folder in ("tests", "flux_plugins") for p in (REPO / folder).rglob("test_*.py"))
     assert HOOK_NAMES, "no hook specs found"
     for name in HOOK_NAMES:
         spec = getattr(hookspecs, name)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from paths import REPO
 
 import flux_core
 
@@ -37,9 +38,8 @@ def test_importing_the_plugin_api_does_not_import_torch_or_trl():
 def test_the_bundled_plugins_import_only_the_plugin_api_from_core_modules_they_need():
     # Every name the KTO plugin (the worked example in docs/plugins.md) takes from core is public API.
     import ast
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "flux_plugins" / "kto" / "flux_kto"
+    root = REPO / "flux_plugins" / "kto" / "flux_kto"
     for path in root.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("flux_core"):

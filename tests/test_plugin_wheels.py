@@ -20,8 +20,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 # plugin directory -> (algorithm.name, a few training rows in its data format)
 PLUGINS = {
     "sft": ("sft", [{"prompt": f"Count to {n}.", "completion": " 1 2 3."} for n in range(8)]),

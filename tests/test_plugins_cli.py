@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
 FLUX = str(Path(sys.executable).with_name("flux"))
 
 

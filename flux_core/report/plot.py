@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flux_core.report.diagnostics import read_metrics
 from flux_core.errors import FluxError
+from flux_core.report.diagnostics import read_metrics
 
 PREFERENCE_PANELS = (
     ("loss", ("loss",)),

@@ -34,8 +34,8 @@ from typing import Any, Callable
 
 from flux_core.errors import FluxError
 from flux_core.report.model_card import write_card
-from flux_core.run.nonfinite import NonFiniteError, is_finite, json_safe, nonfinite_parameter
 from flux_core.run.directory import is_main_process
+from flux_core.run.nonfinite import NonFiniteError, is_finite, json_safe, nonfinite_parameter
 
 CONFIG_FILE = "flux_config.yaml"
 META_FILE = "flux_checkpoint.json"

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from flux_core.errors import FluxError
-from flux_core.run.nonfinite import json_safe
 from flux_core.run.context import RunContext
+from flux_core.run.nonfinite import json_safe
 
 StepCallback = Callable[["StepResult"], Any]
 

@@ -100,9 +100,9 @@ def train_and_checkpoint(
     checkpointing on and runs the step again when ``gradient_checkpointing: auto`` had it
     off; otherwise it is a one-line error (:func:`flux_core.trl_based.memory.out_of_memory_fallback`).
     """
-    from flux_core.trl_based.memory import out_of_memory_fallback
     from flux_core.run.preemption import Preempted
     from flux_core.run.resume import restore_adapter, write_trl_state
+    from flux_core.trl_based.memory import out_of_memory_fallback
 
     run = reporter.run
     trainer.add_callback(run.guard.trl_callback(trainer))

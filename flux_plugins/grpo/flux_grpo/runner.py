@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
-from flux_core.online.rewards import RewardFunction, build_reward_functions
 from flux_core.online.backends import create_backend
+from flux_core.online.rewards import RewardFunction, build_reward_functions
 from flux_core.online.rollout import RolloutBackend, SamplingParams
 from flux_core.trl_based.runner import TRLRunner
 from flux_core.trl_based.settings import build_trl_config

@@ -41,20 +41,20 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from flux_core.run.results import FitResult, StepCallback, StepReporter, StepResult
-from flux_core.run.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
 from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
 from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision, torch_dtype
-from flux_core.run.nonfinite import optimizer_learning_rate
-from flux_core.online.rewards import REWARD_MODEL, RewardScores, build_reward_functions, score_completions
 from flux_core.online.backends import create_backend
+from flux_core.online.rewards import REWARD_MODEL, RewardScores, build_reward_functions, score_completions
 from flux_core.online.rollout import Rollout, SamplingParams
 from flux_core.online.tokens import eos_token_ids as _eos_token_ids
 from flux_core.plugins import get_plugin_manager
-from flux_core.run.preemption import Preempted
 from flux_core.registry import get_registry
+from flux_core.run.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
 from flux_core.run.context import RunContext
+from flux_core.run.nonfinite import optimizer_learning_rate
+from flux_core.run.preemption import Preempted
+from flux_core.run.results import FitResult, StepCallback, StepReporter, StepResult
 from flux_ppo.advantages import (
     explained_variance,
     generalized_advantage_estimation,

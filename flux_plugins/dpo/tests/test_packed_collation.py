@@ -54,9 +54,7 @@ def test_bf16_packed_losses_stay_close_to_padded_losses(dpo_config, preference_r
     differ in the last bits: one H100 measured 1.6e-4..7.2e-4 on the loss. 2e-3 is about a
     quarter of bf16's relative step (2**-7) at ln 2, and far below what a wrong mask costs."""
     records = variable_length_pairs(preference_records)
-    padded = FluxTrainer(dpo_config(algorithm, num_steps=4, precision="bf16"), show_progress=False).fit(
-        prompts=records
-    )
+    padded = FluxTrainer(dpo_config(algorithm, num_steps=4, precision="bf16"), show_progress=False).fit(prompts=records)
     packed_config = dpo_config(
         {**algorithm, "collation": "packed"}, num_steps=4, precision="bf16", output_dir=str(tmp_path / "packed")
     )
@@ -68,7 +66,6 @@ def test_bf16_packed_losses_stay_close_to_padded_losses(dpo_config, preference_r
 
 
 def test_collator_layout():
-    import torch
     from flux_dpo.collators import PackedPreferenceCollator
 
     examples = [
@@ -86,7 +83,8 @@ def test_collator_layout():
 
 
 @pytest.mark.parametrize(
-    "attention", ["sdpa", "eager", pytest.param("flex_attention", marks=pytest.mark.gpu)]  # flex compiles ~1 min on CPU
+    "attention",
+    ["sdpa", "eager", pytest.param("flex_attention", marks=pytest.mark.gpu)],  # flex compiles ~1 min on CPU
 )
 def test_a_packed_row_scores_each_sequence_as_if_it_were_alone(tiny_model_dir, attention):
     # What packing relies on: with restarting position_ids and no mask, no token attends across sequences.

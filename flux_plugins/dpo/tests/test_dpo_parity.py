@@ -7,6 +7,7 @@ precision: fp32 for the exact checks, bf16 (GPU only) with a tolerance of its ow
 import json
 
 import pytest
+from paths import REPO
 from raw_trl import raw_trl_losses as train_raw_trl
 
 from flux_core.trainer import FluxTrainer
@@ -83,9 +84,8 @@ SHAPES = [("hh", "hh"), ("conversational", "conversational"), ("h4", "conversati
 @pytest.mark.parametrize("flux_shape,trl_shape", SHAPES)
 def test_per_step_losses_on_public_dataset_shapes_match_raw_trl(dpo_config, flux_shape, trl_shape):
     import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    sys.path.insert(0, str(REPO / "examples"))
     from make_preferences import make_shaped_pairs
 
     config = dpo_config(num_steps=STEPS, precision="fp32")

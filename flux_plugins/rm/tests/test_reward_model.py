@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from paths import REPO
 from raw_trl import raw_trl_args
 from raw_trl import raw_trl_losses as train_raw_trl
 
 from flux_core.trainer import FluxTrainer
 
-REPO = Path(__file__).resolve().parent.parent
 STEPS = 4
 
 

@@ -12,7 +12,6 @@ from raw_trl import raw_trl_losses as train_raw_trl
 
 from flux_core.trainer import FluxTrainer
 
-REPO = Path(__file__).resolve().parent.parent
 STEPS = 4
 
 

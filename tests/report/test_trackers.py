@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,8 +9,6 @@ import pytest
 from flux_core.config import FluxConfig
 from flux_core.errors import ConfigError
 from flux_core.trainer import FluxTrainer
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 
 needs_tensorboard = pytest.mark.skipif(
     importlib.util.find_spec("tensorboard") is None, reason="tensorboard not installed"

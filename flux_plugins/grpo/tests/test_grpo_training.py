@@ -1,19 +1,15 @@
 """GRPO end to end on the tiny model: it learns, reports, checkpoints and fails clearly."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from make_prompts import make_prompts
 
 from flux_core import hookimpl
 from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
 from flux_core.trainer import FluxTrainer
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "examples"))
-from make_prompts import make_prompts  # noqa: E402
 
 E_FRACTION = {"name": "pattern_fraction", "kwargs": {"pattern": "e"}}
 USER_METRICS = (
@@ -213,9 +209,13 @@ def test_adaptive_async_without_a_rollout_server_warns_that_it_runs_synchronousl
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # with a server there is nothing to warn about
         FluxConfig.from_dict(
-            grpo_dict(tiny_model_dir, tmp_path, adaptive_async={"enabled": True}, sglang={"base_url": "http://gpu:30000"})
+            grpo_dict(
+                tiny_model_dir, tmp_path, adaptive_async={"enabled": True}, sglang={"base_url": "http://gpu:30000"}
+            )
         )
-    with pytest.warns(UserWarning, match=r"adaptive_async.enabled needs a rollout server \(sglang.base_url\)") as warned:
+    with pytest.warns(
+        UserWarning, match=r"adaptive_async.enabled needs a rollout server \(sglang.base_url\)"
+    ) as warned:
         FluxConfig.from_dict(grpo_dict(tiny_model_dir, tmp_path, adaptive_async={"enabled": True}))
     assert any("rollouts and updates alternate (synchronous)" in str(w.message) for w in warned)
 

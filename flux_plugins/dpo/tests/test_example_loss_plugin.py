@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-
 RUN = """
 import json, sys
 import torch.nn.functional as F
 from flux import FluxConfig, FluxTrainer
 from flux_core.registry import get_registry
+from paths import REPO
 
 loss = get_registry().get_loss("margin_sigmoid", "dpo")
 config = FluxConfig.from_dict(json.loads(sys.argv[1]))

@@ -1,18 +1,12 @@
 """The rollout interface: LocalBackend, sampling settings, and GRPO through a pluggable backend."""
 
-import sys
-from pathlib import Path
-
 import pytest
 from datasets import Dataset
+from make_prompts import make_prompts
 
 from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
 from flux_core.online.rollout import LocalBackend, RolloutBackend, SamplingParams
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "examples"))
-from make_prompts import make_prompts  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,15 @@ from __future__ import annotations
 import math
 import os
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from paths import REPO
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
-from flux_core.trl_based import memory
 from flux_core.errors import FluxError
 from flux_core.trainer import FluxTrainer
-
-REPO = Path(__file__).resolve().parent.parent
+from flux_core.trl_based import memory
 
 # Qwen3-0.6B's shape (tied embeddings) and Llama-2-7B's, built from configs alone.
 QWEN3_06B = {

@@ -1,4 +1,6 @@
-"""Shared fixtures: the tiny offline model, data files and config builders."""
+"""Shared fixtures for every test folder (tests/ and each flux_plugins/<name>/tests/): the tiny offline
+model, data files and config builders. Helper modules (fakes, raw_trl, resume_helpers, paths) live in
+tests/, which pyproject puts on pytest's pythonpath."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ _DATASETS_CACHE = tempfile.mkdtemp(prefix="flux-tests-datasets-")
 os.environ["HF_DATASETS_CACHE"] = _DATASETS_CACHE
 atexit.register(shutil.rmtree, _DATASETS_CACHE, ignore_errors=True)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent
 
 
 # Fixtures that load a model: a test using one is an end-to-end run, not a unit test.

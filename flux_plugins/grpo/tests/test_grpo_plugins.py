@@ -8,8 +8,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 PIP = [sys.executable, "-m", "pip"]  # an environment may have no `pip` script beside python
 
 

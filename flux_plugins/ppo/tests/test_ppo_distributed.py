@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from paths import REPO
 from safetensors.torch import load_file
 
-REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CPU_ONLY = {"CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
 STEPS = 3

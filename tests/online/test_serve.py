@@ -12,15 +12,13 @@ from pathlib import Path
 from typing import Self
 
 import pytest
+from make_prompts import make_prompts
 
 from flux_core.config import FluxConfig
 from flux_core.errors import FluxError
 from flux_core.trainer import FluxTrainer
 
-REPO = Path(__file__).resolve().parent.parent
 FLUX = str(Path(sys.executable).with_name("flux"))
-sys.path.insert(0, str(REPO / "examples"))
-from make_prompts import make_prompts
 
 START_SECONDS = 120  # model load on a busy 2-core machine; the fixture gives up after this
 

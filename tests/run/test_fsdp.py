@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parent.parent
 
 HARNESS = """
 import json, sys
@@ -92,6 +91,7 @@ def run_sharded(tmp_path: Path, model_dir: Path, processes: int) -> list[dict]:
 FORCE_FSDP_ON_CPU = """
 import accelerate.state
 from accelerate.utils import DistributedType
+from paths import REPO
 
 _init = accelerate.state.AcceleratorState.__init__
 

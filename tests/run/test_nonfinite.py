@@ -18,9 +18,6 @@ from flux_core.run.checkpoint import CheckpointManager
 from flux_core.run.nonfinite import NonFiniteError, json_safe
 from flux_core.trainer import FluxTrainer
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "examples"))  # make_prompts
-
 
 def nan_loss_plugin(nan_calls):
     """A DPO loss (sigmoid) that returns NaN on the given 1-based calls (one call per training step)."""
@@ -78,6 +75,7 @@ from flux_core.plugins import get_plugin_manager
 from flux_core.registry import reset_registry
 sys.path.insert(0, sys.argv[1])
 from test_nonfinite import nan_loss_plugin
+from paths import REPO
 get_plugin_manager().register(nan_loss_plugin({2}), name="test-nan")
 reset_registry()
 sys.exit(main(sys.argv[2:]))

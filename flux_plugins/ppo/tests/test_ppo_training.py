@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,6 @@ from flux_core.config import FluxConfig
 from flux_core.errors import ConfigError, FluxError
 from flux_core.trainer import FluxTrainer
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "examples"))  # make_prompts: the GRPO/PPO demo prompts
 REQUIRED_METRICS = {
     "loss", "reward", "kl", "entropy", "policy_loss", "value_loss", "clipfrac", "approx_kl",
     "value_explained_variance", "completion_length", "learning_rate",

@@ -1,17 +1,13 @@
 """Training data: every source and shape users have, checked row by row, one error line each."""
 
 import json
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
+from make_preferences import make_shaped_pairs
 
 from flux import DataError
 from flux_core.data.load import load_data, load_training_data
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-from make_preferences import make_shaped_pairs  # noqa: E402
 
 GOOD = '{"prompt": "p", "chosen": "c", "rejected": "r"}'
 ROWS = [{"prompt": f"p{i}", "chosen": f"c{i}", "rejected": f"r{i}"} for i in range(6)]

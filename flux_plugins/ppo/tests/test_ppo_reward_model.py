@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from paths import REPO
 
 from flux_core.config import FluxConfig
 from flux_core.online.rollout import Rollout
 from flux_core.trainer import FluxTrainer
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "examples"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
