@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import NoReturn
 
+from flux_core.run.layout import CONFIG_FILE, EVAL_FILE, METRICS_FILE, PLOT_FILE
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line like every other flux error (exit status 2)."""
@@ -94,26 +96,28 @@ def _parser() -> argparse.ArgumentParser:
 
     plot = commands.add_parser(
         "plot",
-        help="draw a run's metrics.jsonl as a PNG and check it for the tutorial's warning signs",
-        description="Draw OUTPUT_DIR/metrics.jsonl (loss, reward margin, chosen vs rejected, accuracy; or reward, "
+        help=f"draw a run's {METRICS_FILE} as a PNG and check it for the tutorial's warning signs",
+        description=f"Draw OUTPUT_DIR/{METRICS_FILE} (loss, reward margin, chosen vs rejected, accuracy; or reward, "
         "KL, entropy, completion length for online runs) with checkpoints and best marked, then print one line "
         "per warning sign with the remedy to try.",
     )
-    plot.add_argument("output_dir", help="a run's output_dir (holds metrics.jsonl)")
-    plot.add_argument("--out", metavar="FILE.png", help="where to write the picture (default OUTPUT_DIR/metrics.png)")
+    plot.add_argument("output_dir", help=f"a run's output_dir (holds {METRICS_FILE})")
+    plot.add_argument("--out", metavar="FILE.png", help=f"where to write the picture (default OUTPUT_DIR/{PLOT_FILE})")
 
     evaluate = commands.add_parser(
         "eval",
-        help="score a checkpoint on held-out data (optionally beside another) and write eval.json",
+        help=f"score a checkpoint on held-out data (optionally beside another) and write {EVAL_FILE}",
         description="Preference data: loss, accuracy and reward margin against the run's base model. Prompt data: "
         "mean reward of greedy and sampled completions, with a few samples.",
     )
     evaluate.add_argument("checkpoint", help="checkpoint directory (e.g. outputs/dpo/best)")
     evaluate.add_argument("--data", required=True, help="held-out data: any source flux train --data takes")
     evaluate.add_argument("--compare", metavar="OTHER", help="another checkpoint or model directory to score beside it")
-    evaluate.add_argument("--config", help="the run's config (default: CHECKPOINT/flux_config.yaml)")
+    evaluate.add_argument("--config", help=f"the run's config (default: CHECKPOINT/{CONFIG_FILE})")
     evaluate.add_argument("--reward", action="append", metavar="NAME", help="reward for prompt data (repeatable)")
-    evaluate.add_argument("--out", metavar="FILE", help="where to write the JSON report (default CHECKPOINT/eval.json)")
+    evaluate.add_argument(
+        "--out", metavar="FILE", help=f"where to write the JSON report (default CHECKPOINT/{EVAL_FILE})"
+    )
 
     plugins = commands.add_parser("plugins", help="list installed plugins and every registered name")
     plugins.add_argument("--hooks", action="store_true", help="also print every hook specification")
@@ -221,7 +225,7 @@ def _report_run(output_dir: str, out: str | None = None) -> None:
 
     picture = plot_run(output_dir, out)
     print(f"flux: plot: {picture}")
-    for warning in diagnose(read_metrics(Path(output_dir) / "metrics.jsonl")):
+    for warning in diagnose(read_metrics(Path(output_dir) / METRICS_FILE)):
         print(f"flux: warning: {warning}", file=sys.stderr)
 
 
@@ -235,7 +239,7 @@ def _eval(args: argparse.Namespace) -> int:
     print(table(results))
     for sample in results[args.checkpoint].get("samples", []):
         print(f"  {sample['prompt']!r} -> {sample['completion']!r} (reward {sample['reward']})")
-    report = Path(args.out) if args.out else Path(args.checkpoint) / "eval.json"
+    report = Path(args.out) if args.out else Path(args.checkpoint) / EVAL_FILE
     write_report(report, results)
     print(f"flux: eval: {report}")
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flux_core.errors import FluxError
+from flux_core.run.layout import CONFIG_FILE
 
 SAMPLES = 3
 
@@ -20,7 +21,6 @@ SAMPLES = 3
 def checkpoint_config(checkpoint: str | Path, config_path: str | None) -> Any:
     """The run config a checkpoint was trained with (its ``flux_config.yaml``), or ``config_path``."""
     from flux_core.config import FluxConfig
-    from flux_core.run.checkpoint import CONFIG_FILE
 
     path = Path(config_path) if config_path else Path(checkpoint) / CONFIG_FILE
     if not path.exists():

@@ -1,8 +1,10 @@
-"""Named registries filled by the ``register_*`` hooks: algorithms, losses, rewards.
+"""The one registry, filled by the ``register_*`` hooks: algorithms, losses, rewards, data formats.
 
-Each registry is built on first use by calling its hook on every plugin. Registering
-the same name twice is an error that names both plugins, so a clash never silently
-swaps one implementation for another.
+Each part is built on first use by calling its hook on every plugin. Registering the
+same name twice is an error that names both plugins, so a clash never silently swaps
+one implementation for another. Data formats are core's two
+(:data:`flux_core.data.formats.BUILTIN_DATA_FORMATS`) and those algorithms define
+(``Algorithm.data_format_spec``); the data pipeline asks :func:`get_data_format`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from flux_core.errors import FluxError, close_match
+from flux_core.data.formats import BUILTIN_DATA_FORMATS, DataFormat
+from flux_core.errors import DataError, FluxError, close_match
 from flux_core.plugins import get_plugin_manager
 
 # Algorithms that Flux publishes as separate distributions: a missing one gets a
@@ -44,7 +47,7 @@ class Algorithm:
         evaluator: ``"module:attribute"`` of ``fn(config, checkpoint, dataset) -> metrics`` that
             ``flux eval`` uses for this algorithm's data, or ``None`` for the built-in reward-based
             evaluation of prompt data.
-        data_format_spec: a ``flux_core.data.load.DataFormat`` named ``data_format`` that this plugin
+        data_format_spec: a ``flux_core.DataFormat`` named ``data_format`` that this plugin
             defines (core checks its columns generically); registered when the algorithm registers.
     """
 
@@ -59,13 +62,13 @@ class Algorithm:
     data_format_spec: Any = None
 
     def load_runner(self) -> type:
-        return _import_attribute(self.runner)
+        return import_attribute(self.runner)
 
     def load_trl_config(self) -> type | None:
-        return _import_attribute(self.trl_config) if self.trl_config else None
+        return import_attribute(self.trl_config) if self.trl_config else None
 
     def load_evaluator(self) -> Callable[..., dict[str, Any]]:
-        return _import_attribute(self.evaluator)
+        return import_attribute(self.evaluator)
 
 
 @dataclass(frozen=True)
@@ -87,18 +90,21 @@ class Reward:
     plugin: str
 
 
-def _import_attribute(path: str) -> Any:
+def import_attribute(path: str) -> Any:
+    """The attribute a ``"module:attribute"`` string names, importing its module (plugins name code
+    this way so that registering never imports torch or TRL)."""
     module_name, _, attribute = path.partition(":")
     return getattr(importlib.import_module(module_name), attribute)
 
 
 @dataclass
 class Registry:
-    """Every registered algorithm, loss and reward, keyed by name."""
+    """Every registered algorithm, loss, reward and data format, keyed by name."""
 
     algorithms: dict[str, Algorithm] = field(default_factory=dict)
     losses: dict[tuple[str, str], Loss] = field(default_factory=dict)
     rewards: dict[str, Reward] = field(default_factory=dict)
+    data_formats: dict[str, DataFormat] = field(default_factory=lambda: dict(BUILTIN_DATA_FORMATS))
     _owners: dict[tuple[str, Any], str] = field(default_factory=dict)
 
     def _claim(self, kind: str, key: Any, plugin: str) -> None:
@@ -139,6 +145,20 @@ class Registry:
             )
         return reward
 
+    def register_data_format(self, fmt: DataFormat, plugin: str) -> None:
+        """Add a plugin's format (``Algorithm.data_format_spec``); a different format under a taken
+        name is an error (the same one again is not: two algorithms may train on one format)."""
+        known = self.data_formats.get(fmt.name)
+        if known is not None and known != fmt:
+            raise DataError(f"plugin '{plugin}' defines data_format '{fmt.name}', which is already defined differently")
+        self.data_formats[fmt.name] = fmt
+
+    def get_data_format(self, name: str) -> DataFormat:
+        try:
+            return self.data_formats[name]
+        except KeyError:
+            raise DataError(f"unknown data_format '{name}'; use one of: {', '.join(self.data_formats)}") from None
+
 
 _registry: Registry | None = None
 
@@ -149,6 +169,11 @@ def get_registry() -> Registry:
     if _registry is None:
         _registry = _build_registry()
     return _registry
+
+
+def get_data_format(name: str) -> DataFormat:
+    """The data format ``name``: core's own or one a registered algorithm defines."""
+    return get_registry().get_data_format(name)
 
 
 def reset_registry() -> None:
@@ -188,14 +213,12 @@ def _build_registry() -> Registry:
         def register(algorithm: Algorithm, _plugin=impl.plugin_name) -> None:
             registry._claim("algorithm", algorithm.name, _plugin)
             if algorithm.data_format_spec is not None:
-                from flux_core.data.load import register_data_format
-
                 if algorithm.data_format_spec.name != algorithm.data_format:
                     raise FluxError(
                         f"plugin '{_plugin}': algorithm '{algorithm.name}' defines a data_format_spec "
                         f"named '{algorithm.data_format_spec.name}' but trains on '{algorithm.data_format}'"
                     )
-                register_data_format(algorithm.data_format_spec, _plugin)
+                registry.register_data_format(algorithm.data_format_spec, _plugin)
             registry.algorithms[algorithm.name] = algorithm
 
         impl.function(register=register)

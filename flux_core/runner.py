@@ -9,7 +9,7 @@ A plugin that wraps a TRL trainer subclasses :class:`~flux_core.trl_based.runner
 progress bar, the non-finite guard, checkpoints (``checkpoint-N``, ``best``, ``final``),
 eval at save points, main-process-only writes and resume around it. flux-dpo and
 flux-grpo are built this way; flux-ppo keeps its own loop on the same pieces
-(:class:`~flux_core.run.results.StepReporter`, :class:`~flux_core.run.checkpoint.CheckpointManager`).
+(:class:`~flux_core.run.reporter.StepReporter`, :class:`~flux_core.run.checkpoint.CheckpointManager`).
 """
 
 from __future__ import annotations

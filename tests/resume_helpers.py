@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import torch
+from paths import REPO
 from safetensors.torch import load_file
 
 BIN = Path(sys.executable).parent
@@ -40,7 +41,6 @@ from flux_core import hookimpl
 from flux_core.cli import main
 from flux_core.plugins import get_plugin_manager
 from flux_core.registry import reset_registry
-from paths import REPO
 
 directory, events = Path(sys.argv[1]), set(sys.argv[2].split(","))
 

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,13 @@ def build_wheel(source: Path, scratch: Path, dist: Path) -> Path:
     return wheel
 
 
+def wheel_metadata(wheel: Path) -> str:
+    """The ``METADATA`` file of ``wheel``: what PyPI shows, the long description included."""
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
+        return archive.read(name).decode()
+
+
 def heavy_dependencies_view(parent: Path) -> Path:
     """A directory of links to this venv's site-packages entries, Flux's own left out.
 
@@ -87,6 +95,10 @@ def test_core_and_one_plugin_install_alone_and_train(tmp_path, plugin):
         shutil.copytree(REPO / package, core_source / package, ignore=shutil.ignore_patterns("__pycache__"))
     wheels = [build_wheel(core_source, tmp_path, dist), build_wheel(REPO / "flux_plugins" / plugin, tmp_path, dist)]
     assert [wheel.name.split("-")[0] for wheel in wheels] == ["flux_core", f"flux_{plugin}"]
+    # The plugin's README.md is its PyPI page (pyproject: readme = "README.md").
+    metadata = wheel_metadata(wheels[1])
+    assert "Description-Content-Type: text/markdown" in metadata
+    assert f"# flux-{plugin}" in metadata
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", "--without-pip", str(venv))

@@ -1,38 +1,71 @@
-"""Check text columns of an Arrow-backed dataset in batches, naming the first bad row.
+"""Stage 4 of loading data: check every row in batches; warn about data that would train badly.
+
+Gets the normalised dataset and its canonical :class:`~flux_core.data.shapes.Shape` from
+:mod:`flux_core.data.normalise` (and, before a normaliser runs, the rows it will read),
+raises one ``DataError`` naming the first bad row, and hands the checked dataset back to
+:mod:`flux_core.data.load`, which splits off eval rows.
 
 A text column holds plain strings or chat message lists (``[{"role", "content"}]``).
 Columns Arrow could type as one of those two are checked with vectorised ``pyarrow``
 kernels, a batch at a time, so a million rows are checked without ever becoming
-Python objects. Columns holding values of mixed kinds (which ``datasets`` keeps as
-JSON) are checked row by row in Python, which is where their problem lies.
+Python objects. (Columns holding values of mixed kinds, which ``datasets`` keeps as
+JSON, were already read row by row when their shape was detected.)
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any, Callable, Collection, Iterator, Mapping
 
+from flux_core.data.formats import BATCH_ROWS, MESSAGE_EXAMPLE, TEXT, DataFormat
+from flux_core.data.shapes import Shape
 from flux_core.errors import DataError
-
-TEXT, CHAT = "text", "chat"
-BATCH_ROWS = 50_000
-MESSAGE_EXAMPLE = '{"role": "user", "content": "..."}'
 
 RowNamer = Callable[[int], str]
 
 
-def column_kind(dataset: Any, column: str) -> str | None:
-    """``text`` or ``chat`` when Arrow holds ``column`` as one of them, else None."""
-    import pyarrow as pa
+def check(dataset: Any, fmt: DataFormat, shape: Shape, where: RowNamer) -> None:
+    """Raise at the first bad row of ``shape``'s columns (and ``fmt``'s label keys); warn, one line
+    each, about data that would train badly: preference pairs with identical or empty completions."""
+    pairs = fmt.name == "preferences"
+    counters = _pair_counters(shape.kinds["chosen"]) if pairs else None
+    counts = check_rows(dataset, shape.kinds, where, shape.needs, allow_empty=shape.allow_empty, counters=counters)
+    for key in fmt.label_keys:
+        check_labels(dataset, key, where, shape.needs)
+    if not pairs:
+        return
+    total = len(dataset)
+    # stacklevel 3: the warning points at the code that called load_data, not at Flux
+    if counts["identical"]:
+        warnings.warn(
+            f"{where.name}: {counts['identical']} of {total} pairs have chosen == rejected; "
+            "they carry no preference signal",
+            UserWarning,
+            stacklevel=3,
+        )
+    if counts["empty"]:
+        message = f"{where.name}: {counts['empty']} of {total} pairs have an empty chosen or rejected completion"
+        warnings.warn(message, UserWarning, stacklevel=3)
 
-    arrow_type = dataset.data.schema.field(column).type
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        return TEXT
-    if (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)) and pa.types.is_struct(
-        arrow_type.value_type
-    ):
-        return CHAT
-    return None
+
+def _pair_counters(kind: str) -> dict[str, Any]:
+    """Row predicates for the pair warnings: identical completions, an empty completion."""
+    import pyarrow.compute as pc
+
+    def identical(batch):
+        return pc.equal(rendered(batch.column("chosen"), kind), rendered(batch.column("rejected"), kind))
+
+    def empty(batch):
+        return pc.or_(*(_is_blank(contents(batch.column(key), kind)) for key in ("chosen", "rejected")))
+
+    return {"identical": identical, "empty": empty}
+
+
+def _is_blank(values: Any) -> Any:
+    import pyarrow.compute as pc
+
+    return pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0)
 
 
 def arrow_batches(dataset: Any, columns: list[str]) -> Iterator[tuple[int, Any]]:
@@ -103,18 +136,6 @@ def first_true(mask: Any) -> int | None:
 
     index = pc.index(pc.fill_null(mask, False), True).as_py()
     return None if index < 0 else index
-
-
-def text_kind(dataset: Any, column: str, where: RowNamer, needs: str) -> str:
-    """``text`` or ``chat``: what ``column`` holds. Raise when it is missing or holds anything else.
-
-    Decided from the Arrow type alone, except for a column of mixed values, which is read
-    row by row to name the first row that differs. ``needs`` completes the
-    missing-key message ("each example needs ...").
-    """
-    if column not in dataset.column_names:
-        raise DataError(f"{where(0)}: missing key '{column}' (each example needs {needs})")
-    return column_kind(dataset, column) or _check_python_values(dataset, column, where, needs)
 
 
 def check_rows(
@@ -217,48 +238,6 @@ def _first_bad_message(values: Any) -> tuple[int, int] | None:
     return row, flat - start
 
 
-def _check_python_values(dataset: Any, column: str, where: RowNamer, needs: str) -> str:
-    """Row-by-row check of a column Arrow could not type as text or chat (mixed or wrong values)."""
-    first_kind: str | None = None
-    offset = 0
-    for batch in dataset.select_columns([column]).iter(batch_size=BATCH_ROWS):
-        for index, value in enumerate(batch[column]):
-            row = offset + index
-            if value is None:
-                raise DataError(f"{where(row)}: missing key '{column}' (each example needs {needs})")
-            kind = value_kind(value, column, True, lambda row=row: where(row))
-            if first_kind is None:
-                first_kind = kind
-            elif kind != first_kind:
-                raise DataError(
-                    f"{where(row)}: '{column}' is {describe_kind(kind)} here but {describe_kind(first_kind)} in "
-                    "earlier rows; use one kind of value per key"
-                )
-        offset += len(batch[column])
-    if first_kind is None:
-        raise DataError(f"{where(0)}: missing key '{column}' (each example needs {needs})")
-    return first_kind
-
-
-def value_kind(value: Any, column: str, allow_empty: bool, where: Callable[[], str]) -> str:
-    """``text`` or ``chat`` for one value; raise naming ``where()`` when it is neither."""
-    if isinstance(value, str):
-        if not allow_empty and not value.strip():
-            raise DataError(f"{where()}: '{column}' is empty")
-        return TEXT
-    if isinstance(value, list) and value:
-        for index, message in enumerate(value):
-            if (
-                not isinstance(message, dict)
-                or not isinstance(message.get("role"), str)
-                or not isinstance(message.get("content"), str)
-            ):
-                raise DataError(f"{where()}: '{column}'[{index}] must be a message like {MESSAGE_EXAMPLE}")
-        return CHAT
-    described = "an empty list" if isinstance(value, list) else type(value).__name__
-    raise DataError(f"{where()}: '{column}' must be a string or a list of chat messages, not {described}")
-
-
 def check_labels(dataset: Any, column: str, where: RowNamer, needs: str) -> None:
     """Raise ``DataError`` naming the first row whose ``column`` is missing or not a boolean."""
     import pyarrow as pa
@@ -289,11 +268,6 @@ def check_labels(dataset: Any, column: str, where: RowNamer, needs: str) -> None
         for index, value in enumerate(values.to_pylist()):  # not a boolean column: name the first bad row
             if not isinstance(value, bool):
                 raise bad(where(offset + index), value)
-
-
-def describe_kind(kind: str) -> str:
-    """``text`` -> "a string", ``chat`` -> "a chat message list", other type names -> "a NAME"."""
-    return {TEXT: "a string", CHAT: "a chat message list", "number": "a number"}.get(kind, f"a {kind}")
 
 
 # ----------------------------------------------------------------- counts for warnings

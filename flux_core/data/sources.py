@@ -1,4 +1,4 @@
-"""Read training data from wherever users keep it into an Arrow-backed ``datasets.Dataset``.
+"""Stage 1 of loading data: read it from wherever users keep it into an Arrow-backed ``datasets.Dataset``.
 
 Sources (see :func:`read_source`): a JSONL/JSON/Parquet/CSV file or a glob of shards, a
 directory written by ``save_to_disk`` (or a folder of data files), a hub dataset id with
@@ -6,8 +6,11 @@ optional subset ``name`` and ``split``, a ``datasets.Dataset``/``DatasetDict``, 
 of dicts. Files go through ``datasets.load_dataset``, so rows stay memory-mapped on disk
 and a second load of the same file comes from the ``datasets`` cache.
 
-Every source knows how to name a row in an error (:class:`RowNamer`): ``file.jsonl:LINE``
-for JSON lines, ``file.parquet row N`` for other files, ``data list item N`` for lists.
+Hands the next stage (:mod:`flux_core.data.shapes`, through :mod:`flux_core.data.load`)
+the dataset and a :class:`RowNamer` that names a row in errors the way its user knows
+it: ``file.jsonl:LINE`` for JSON lines, ``file.parquet row N`` for other files, ``data
+list item N`` for lists. A file ``datasets`` cannot read is scanned line by line here,
+to name the first unreadable line.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection
 
+from flux_core.data.formats import describe_kind, value_kind
 from flux_core.errors import DataError
 
 # File suffix -> the ``datasets`` builder that reads it.
@@ -203,8 +207,6 @@ def scan_json_lines(path: Path, text_columns: Collection[str] = ()) -> None:
     key a value of another type than earlier lines did (``text_columns`` must hold
     strings or chat message lists). Returns quietly when no line is.
     """
-    from flux_core.data.checks import describe_kind, value_kind
-
     if path.suffix.lower() != ".jsonl":
         return
     first_seen: dict[str, tuple[str, int]] = {}  # key -> (kind of value, line it was first seen on)

@@ -170,7 +170,7 @@ def reward_model(
     """
     import torch
 
-    model, tokenizer = _load_reward_model(path)
+    model, tokenizer = load_reward_model(path)
     texts = [_reward_model_text(tokenizer, prompt, completion) for prompt, completion in zip(prompts, completions)]
     device = next(model.parameters()).device
     scores: list[float] = []
@@ -201,7 +201,12 @@ def _reward_model_text(tokenizer: Any, prompt: Any, completion: Any) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_reward_model(path: str):
+def load_reward_model(path: str):
+    """The frozen reward model at ``path`` and its tokenizer, loaded once per process (cached).
+
+    Its ``pad_token_id`` is set (the score is read at the last non-pad token); it runs on the
+    GPU when there is one. The ``reward_model`` reward and PPO's token-level scorer share it.
+    """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -219,6 +224,9 @@ def _load_reward_model(path: str):
     if torch.cuda.is_available():
         model.to("cuda")
     return model, tokenizer
+
+
+_load_reward_model = load_reward_model  # the name before it was public (same cache)
 
 
 def _check_pattern(reward: str):

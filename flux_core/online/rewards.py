@@ -45,7 +45,6 @@ from flux_core.errors import FluxError, close_match
 REWARD_MODEL = "reward_model"
 
 
-
 class RewardSpec(StrictModel):
     """One entry of ``algorithm.rewards``: which reward, its weight and its settings."""
 

@@ -39,6 +39,7 @@ from typing import Any
 from flux_core.errors import FluxError
 from flux_core.online.rollout import Rollout, SamplingParams
 from flux_core.online.tokens import encode_prompt, eos_token_ids
+from flux_core.run.layout import SGLANG_WEIGHTS_DIR
 
 BACKOFF_SECONDS = 0.5  # first retry delay; doubles per retry
 MAX_BACKOFF_SECONDS = 8.0
@@ -100,7 +101,7 @@ class SGLangBackend:
     def from_config(cls, config: Any, model: Any, tokenizer: Any) -> SGLangBackend:
         """The backend a run's ``sglang:`` block describes."""
         settings = config.sglang
-        weights_dir = settings.weights_dir or str(Path(config.output_dir) / "sglang_weights")
+        weights_dir = settings.weights_dir or str(Path(config.output_dir) / SGLANG_WEIGHTS_DIR)
         return cls(
             settings.base_url,
             tokenizer,
@@ -176,7 +177,9 @@ class SGLangBackend:
     def generate(self, prompts: Sequence[Any], n: int, sampling: SamplingParams) -> list[Rollout]:
         if n < 1:
             raise FluxError(f"n (completions per prompt) must be at least 1, not {n}")
-        jobs = [(index, encode_prompt(self.tokenizer, prompt)) for index, prompt in enumerate(prompts) for _ in range(n)]
+        jobs = [
+            (index, encode_prompt(self.tokenizer, prompt)) for index, prompt in enumerate(prompts) for _ in range(n)
+        ]
         if not jobs:
             return []
         size = -(-len(jobs) // self.max_concurrency)  # ceil: at most max_concurrency requests

@@ -16,10 +16,12 @@ from typing import Any
 import yaml
 
 from flux_core.errors import FluxError
+from flux_core.modeling import sequence_classifier_class
+from flux_core.run.layout import ADAPTER_DIR, CARD_FILE, CONFIG_FILE, METRICS_FILE
 
-CARD_FILE = "README.md"
 TAIL_BYTES = 1 << 16  # the step being saved is the last line of metrics.jsonl
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_LORA_NOTE = f" (a LoRA adapter, merged into these weights; the adapter alone is in {ADAPTER_DIR}/)"
 
 
 def _is_hub_id(value: str | None) -> bool:
@@ -28,7 +30,7 @@ def _is_hub_id(value: str | None) -> bool:
 
 def _last_metrics(output_dir: Path, step: int | None) -> dict[str, float]:
     """The metrics of ``step`` from ``output_dir/metrics.jsonl``: its last lines (read from the end)."""
-    metrics_file = output_dir / "metrics.jsonl"
+    metrics_file = output_dir / METRICS_FILE
     if step is None or not metrics_file.exists():
         return {}
     with metrics_file.open("rb") as handle:
@@ -44,9 +46,7 @@ def _last_metrics(output_dir: Path, step: int | None) -> dict[str, float]:
     return {}
 
 
-def card_text(
-    config: Any, meta: dict[str, Any], metrics: dict[str, float], name: str, classifier: bool = False
-) -> str:
+def card_text(config: Any, meta: dict[str, Any], metrics: dict[str, float], name: str, classifier: bool = False) -> str:
     """The ``README.md`` of one checkpoint; ``classifier``: the model is a sequence classifier
     (a reward model), which gets its own pipeline tag and loading code."""
     algorithm = config.algorithm.name
@@ -73,7 +73,7 @@ def card_text(
         f"# {name}",
         "",
         f"{algorithm.upper()} fine-tune of {base}, trained with Flux on Hugging Face TRL"
-        f"{' (a LoRA adapter, merged into these weights; the adapter alone is in adapter/)' if config.lora else ''}.",
+        f"{_LORA_NOTE if config.lora else ''}.",
         "",
         f"- checkpoint: `{name}` at step {meta.get('step')} of {config.num_steps}"
         + (f"; {meta.get('score_name')} {score:.4f}" if isinstance(score, (int, float)) else ""),
@@ -91,7 +91,7 @@ def card_text(
         "",
         *(_classifier_loading() if classifier else _causal_lm_loading()),
         "",
-        "## Training config (`flux_config.yaml`)",
+        f"## Training config (`{CONFIG_FILE}`)",
         "",
         "```yaml",
         config.to_yaml().strip(),
@@ -130,8 +130,6 @@ def _classifier_loading() -> list[str]:
 def write_card(directory: Path, config: Any, meta: dict[str, Any], name: str) -> None:
     """Write ``directory/README.md`` for the checkpoint ``name`` (``directory`` may be its staging dir beside it;
     the model is saved there first, so its ``config.json`` says what kind of model the card describes)."""
-    from flux_core.modeling import sequence_classifier_class
-
     metrics = _last_metrics(directory.parent, meta.get("step"))  # the run's output_dir holds metrics.jsonl
     classifier = sequence_classifier_class(directory) is not None
     (directory / CARD_FILE).write_text(card_text(config, meta, metrics, name, classifier))

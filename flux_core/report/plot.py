@@ -14,6 +14,7 @@ from pathlib import Path
 
 from flux_core.errors import FluxError
 from flux_core.report.diagnostics import read_metrics
+from flux_core.run.layout import BEST_DIR, CHECKPOINT_PREFIX, META_FILE, METRICS_FILE, PLOT_FILE, checkpoint_step
 
 PREFERENCE_PANELS = (
     ("loss", ("loss",)),
@@ -52,12 +53,12 @@ def smoothed(values: list[float | None]) -> list[float | None]:
 def saved_steps(output_dir: Path) -> tuple[list[int], int | None]:
     """Steps of the ``checkpoint-N`` directories, and the step ``best/`` holds."""
     checkpoints = sorted(
-        int(path.name.removeprefix("checkpoint-"))
-        for path in output_dir.glob("checkpoint-*")
-        if path.is_dir() and path.name.removeprefix("checkpoint-").isdigit()
+        step
+        for path in output_dir.glob(f"{CHECKPOINT_PREFIX}*")
+        if (step := checkpoint_step(path)) is not None and path.is_dir()
     )
     best = None
-    meta = output_dir / "best" / "flux_checkpoint.json"
+    meta = output_dir / BEST_DIR / META_FILE
     if meta.exists():
         best = json.loads(meta.read_text()).get("step")
     return checkpoints, best
@@ -66,14 +67,14 @@ def saved_steps(output_dir: Path) -> tuple[list[int], int | None]:
 def plot_run(output_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the run's picture (default ``output_dir/metrics.png``) and return its path."""
     output_dir = Path(output_dir)
-    metrics_file = output_dir / "metrics.jsonl"
+    metrics_file = output_dir / METRICS_FILE
     if not metrics_file.exists():
-        raise FluxError(f"{output_dir}: no metrics.jsonl (is this a Flux output_dir?)")
+        raise FluxError(f"{output_dir}: no {METRICS_FILE} (is this a Flux output_dir?)")
     rows = read_metrics(metrics_file)
     if not rows:
         raise FluxError(f"{metrics_file}: no steps recorded yet")
     panels = PREFERENCE_PANELS if any("reward_margin" in row for row in rows) else ONLINE_PANELS
-    out = Path(out) if out else output_dir / "metrics.png"
+    out = Path(out) if out else output_dir / PLOT_FILE
 
     import matplotlib
 

@@ -13,6 +13,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from flux_core.run.layout import TRACKER_DIR
+
 # report_to name -> (module to import, package to install)
 TRACKERS = {
     "tensorboard": ("tensorboard", "tensorboard"),
@@ -47,7 +49,7 @@ class StepTrackers:
     def __init__(self, config: Any):
         from accelerate.tracking import MLflowTracker, TensorBoardTracker, TrackioTracker, WandBTracker
 
-        name, logs = run_name_of(config), str(Path(config.output_dir) / "runs")
+        name, logs = run_name_of(config), str(Path(config.output_dir) / TRACKER_DIR)
         build = {
             "tensorboard": lambda: TensorBoardTracker(name, logs),
             "wandb": lambda: WandBTracker(name, dir=config.output_dir),

@@ -21,6 +21,9 @@ exponential moving average (weight 0.9 on the past, bias-corrected, as TensorBoa
 smoothing). ``best`` holds the save point with the lowest score; ties keep the earlier.
 A NaN/Inf loss never enters the average, a non-finite score never becomes ``best``, and
 a model with a non-finite weight is never written (:mod:`flux_core.run.nonfinite`).
+
+File names come from :mod:`flux_core.run.layout`, shared with :mod:`flux_core.run.resume`,
+which reads what this module writes.
 """
 
 from __future__ import annotations
@@ -35,15 +38,21 @@ from typing import Any, Callable
 from flux_core.errors import FluxError
 from flux_core.report.model_card import write_card
 from flux_core.run.directory import is_main_process
+from flux_core.run.fsdp import gathered_for_save, is_sharded
+from flux_core.run.layout import (
+    ADAPTER_DIR,
+    BEST_DIR,
+    CONFIG_FILE,
+    FINAL_DIR,
+    HISTORY_FILE,
+    META_FILE,
+    STATE_FILE,
+    aside_path,
+    aside_pattern,
+    checkpoint_name,
+    staged_path,
+)
 from flux_core.run.nonfinite import NonFiniteError, is_finite, json_safe, nonfinite_parameter
-
-CONFIG_FILE = "flux_config.yaml"
-META_FILE = "flux_checkpoint.json"
-ADAPTER_DIR = "adapter"
-
-
-def _aside(path: Path, tag: str) -> Path:
-    return path.parent / f".{path.name}.{tag}-{os.getpid()}"
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -78,10 +87,10 @@ def _swap_into_place(staged: Path, path: Path) -> None:
         shutil.rmtree(staged, ignore_errors=True)  # now the previous checkpoint
     else:
         if path.exists():
-            os.replace(path, _aside(path, "old"))
+            os.replace(path, aside_path(path))
         os.replace(staged, path)
     # The new checkpoint is in place: drop the previous one and any a crash left aside.
-    for leftover in path.parent.glob(f".{path.name}.old-*"):
+    for leftover in path.parent.glob(aside_pattern(path.name)):
         shutil.rmtree(leftover, ignore_errors=True)
 
 
@@ -118,8 +127,6 @@ def save_model(model: Any, tokenizer: Any, directory: Path) -> None:
     import torch
     from peft import PeftModel
 
-    from flux_core.run.fsdp import gathered_for_save, is_sharded
-
     if is_sharded(model):  # FSDP: write the gathered full weights, not this process's shards
         model.save_pretrained(directory, state_dict=gathered_for_save(model))
     elif isinstance(model, PeftModel):
@@ -146,7 +153,7 @@ def write_checkpoint(
     more files (the resume state) before it is renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staged = _aside(path, "tmp")
+    staged = staged_path(path)
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir()
     try:
@@ -166,15 +173,13 @@ def write_checkpoint(
 def copy_checkpoint(source: Path, path: Path, meta_update: dict[str, Any], config: Any = None) -> Path:
     """Atomically copy a complete checkpoint to ``path`` (used for ``best``), weights only:
     the resume files a ``checkpoint-N`` lists in ``flux_state.json`` stay behind."""
-    from flux_core.run.resume import STATE_FILE
-
     state_file = source / STATE_FILE
     resume_files = set(json.loads(state_file.read_text())["resume_files"]) if state_file.is_file() else set()
 
     def top_level_resume_files(directory: str, names: list[str]) -> set[str]:
         return resume_files & set(names) if Path(directory) == source else set()
 
-    staged = _aside(path, "tmp")
+    staged = staged_path(path)
     shutil.rmtree(staged, ignore_errors=True)
     shutil.copytree(source, staged, ignore=top_level_resume_files)
     meta = json.loads((staged / META_FILE).read_text())
@@ -203,7 +208,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if (path / "config.json").exists():
         return path
-    aside = sorted(path.parent.glob(f".{path.name}.old-*")) if path.parent.exists() else []
+    aside = sorted(path.parent.glob(aside_pattern(path.name))) if path.parent.exists() else []
     if aside and (aside[-1] / "config.json").exists():
         return aside[-1]
     if path.exists():
@@ -247,8 +252,8 @@ class CheckpointManager:
         self.train_score_name, self.eval_score_name = score_names
         self.checkpoint_paths: list[str] = []
         self.best_score: float | None = None
-        self.best_path = self.output_dir / "best"
-        self.final_path = self.output_dir / "final"
+        self.best_path = self.output_dir / BEST_DIR
+        self.final_path = self.output_dir / FINAL_DIR
         self._ema = 0.0
         self._ema_steps = 0
         self._has_best = False
@@ -297,7 +302,7 @@ class CheckpointManager:
             score, rule = self._score()
             better = self._update_best(step, score)
             meta = {"step": step, "score": score, "score_name": rule}
-            path = self._write(self.output_dir / f"checkpoint-{step}", step, model, meta, resumable=True)
+            path = self._write(self.output_dir / checkpoint_name(step), step, model, meta, resumable=True)
             if better:
                 copy_checkpoint(path, self.best_path, {"best": True, "score": score, "score_name": rule}, self.config)
         elif step == self.save_for_resume_at:
@@ -307,7 +312,7 @@ class CheckpointManager:
         """Write ``checkpoint-N`` for step N off the ``save_steps`` cadence (on preemption):
         resume state included, not scored, so ``best`` does not change (an uninterrupted
         run would not have scored this step either)."""
-        path = self.output_dir / f"checkpoint-{step}"
+        path = self.output_dir / checkpoint_name(step)
         if str(path) not in self.checkpoint_paths:
             self._write(path, step, model, {"step": step, "score": None, "score_name": "none"}, resumable=True)
 
@@ -323,8 +328,6 @@ class CheckpointManager:
         return write_checkpoint(path, model, self.tokenizer, self.config, meta, extra)
 
     def _write_resume_state(self, directory: Path, step: int) -> None:
-        from flux_core.run.resume import HISTORY_FILE, STATE_FILE
-
         before = set(os.listdir(directory))
         self.state_writer(directory)
         history = self.output_dir / HISTORY_FILE

@@ -1,7 +1,7 @@
 """RunContext: what ``FluxTrainer.fit`` hands an algorithm runner besides config and data.
 
 A runner's ``fit(dataset, eval_dataset, callbacks, run=None)`` passes ``run`` on to the
-core pieces it builds (:class:`~flux_core.run.results.StepReporter`,
+core pieces it builds (:class:`~flux_core.run.reporter.StepReporter`,
 :class:`~flux_core.run.checkpoint.CheckpointManager`,
 :func:`~flux_core.trl_based.callbacks.train_and_checkpoint`); ``None`` means a fresh run with the
 config's settings.

@@ -19,23 +19,31 @@ model loads:
    those (renaming each to a hidden temp name first, so a kill part-way never leaves a
    half-deleted checkpoint under a real name); other files, such as the DPO
    reference cache ``.flux-cache/``, stay.
+
+Every name above is spelled in :mod:`flux_core.run.layout`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
 from flux_core.errors import FluxError
+from flux_core.run.layout import (
+    BEST_DIR,
+    CACHE_DIR,
+    FINAL_DIR,
+    LEFTOVER_NAME,
+    LOCK_FILE,
+    METRICS_FILE,
+    STAGED_TAG,
+    checkpoint_step,
+    staged_path,
+)
 
-LOCK_FILE = ".flux.lock"
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
-# `.NAME.tmp-PID` (being written) and `.NAME.old-PID` (the previous NAME, set aside).
-LEFTOVER_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)$")
-CACHE_DIR = ".flux-cache"
+# What a previous run leaves besides its checkpoint-N directories.
+PREVIOUS_RUN_OUTPUTS = (BEST_DIR, FINAL_DIR, METRICS_FILE)
 
 
 class OutputDirBusy(FluxError):
@@ -51,24 +59,18 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def checkpoint_step(path: Path) -> int | None:
-    """N for a directory named ``checkpoint-N``, else None."""
-    match = CHECKPOINT_NAME.match(path.name)
-    return int(match.group(1)) if match else None
-
-
 def previous_run_entries(output_dir: Path) -> list[str]:
     """Names of a previous run's outputs in ``output_dir``, sorted (checkpoints by step)."""
     if not output_dir.is_dir():
         return []
     names = []
     for entry in output_dir.iterdir():
-        if entry.name in ("best", "final", METRICS_FILE) or (checkpoint_step(entry) is not None and entry.is_dir()):
+        if entry.name in PREVIOUS_RUN_OUTPUTS or (checkpoint_step(entry) is not None and entry.is_dir()):
             names.append(entry.name)
 
     def order(name: str) -> tuple[int, int, str]:
-        step = CHECKPOINT_NAME.match(name)
-        return (0, int(step.group(1)), "") if step else (1, 0, name)
+        step = checkpoint_step(name)
+        return (0, step, "") if step is not None else (1, 0, name)
 
     return sorted(names, key=order)
 
@@ -129,7 +131,7 @@ class RunDirectory:
                 match = LEFTOVER_NAME.match(entry.name)
                 if match is None:
                     continue
-                if match.group("kind") == "tmp":
+                if match.group("kind") == STAGED_TAG:
                     _remove(entry)
                     done.append(f"removed {entry.name}")
                 else:
@@ -166,7 +168,7 @@ class RunDirectory:
         """Remove ``entries``: each is first renamed to a hidden temp name, then deleted."""
         for name in entries:
             entry = self.path / name
-            trash = self.path / f".{name}.tmp-{os.getpid()}"
+            trash = staged_path(entry)
             _remove(trash)
             os.replace(entry, trash)
             _remove(trash)

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from flux_core.errors import FluxError
+from flux_core.run.layout import checkpoint_name
 
 EXIT_STATUS = 128 + signal.SIGTERM  # 143
 
@@ -34,7 +35,7 @@ class Preempted(FluxError):
     """The run stopped on SIGTERM after writing ``checkpoint-N``; resume continues it."""
 
     def __init__(self, step: int):
-        super().__init__(f"preempted at step {step}; checkpoint-{step} holds the run; continue it with resume")
+        super().__init__(f"preempted at step {step}; {checkpoint_name(step)} holds the run; continue it with resume")
         self.step = step
 
 

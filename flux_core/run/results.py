@@ -1,19 +1,13 @@
-"""StepResult / FitResult and StepReporter: every algorithm's per-step metrics, on their way to step callbacks.
+"""What a run hands back: each step's :class:`StepResult` (to step callbacks) and the :class:`FitResult`.
 
-TRL-wrapping runners reach the reporter through :mod:`flux_core.trl_based.callbacks`."""
+Plain data with no Flux imports, so anything may import it. The steps are produced by
+:class:`~flux_core.run.reporter.StepReporter`."""
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from flux_core.errors import FluxError
-from flux_core.run.context import RunContext
-from flux_core.run.nonfinite import json_safe
 
 StepCallback = Callable[["StepResult"], Any]
 
@@ -68,109 +62,3 @@ class FitResult:
     def metric(self, name: str) -> list[float]:
         """The values of one metric over all steps (steps without it are skipped)."""
         return [result.metrics[name] for result in self.history if name in result.metrics]
-
-
-def rename_metrics(logs: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, float]:
-    """TRL log keys -> Flux metric names; unmapped keys keep their name with '/' -> '_'."""
-    metrics = {}
-    for key, value in logs.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            continue
-        metrics[names.get(key, key.replace("/", "_"))] = float(value)
-    return metrics
-
-
-def merge_plugin_metrics(step: int, metrics: dict[str, float], config: Any) -> dict[str, float]:
-    """Add every ``step_metrics`` plugin's metrics; a name clash is an error naming both sides."""
-    from flux_core.plugins import get_plugin_manager
-
-    manager = get_plugin_manager()
-    owners = {name: "built-in metrics" for name in metrics}
-    merged = dict(metrics)
-    for impl in reversed(manager.hook.step_metrics.get_hookimpls()):  # registration order
-        extra = impl.function(step=step, metrics=dict(metrics), config=config)
-        for name, value in (extra or {}).items():
-            if name in owners:
-                raise FluxError(
-                    f"step metric '{name}' from plugin '{impl.plugin_name}' clashes with {owners[name]}; rename it"
-                )
-            owners[name] = f"plugin '{impl.plugin_name}'"
-            merged[name] = float(value)
-    return merged
-
-
-class StepReporter:
-    """Turns each training log into a StepResult: history, ``metrics.jsonl``, callbacks, progress bar.
-
-    Algorithm runners feed it from a ``transformers.TrainerCallback`` (see
-    :func:`make_trl_callback`) or directly from their own loop. NaN/Inf metrics stay
-    NaN/Inf in the StepResult and are written to ``metrics.jsonl`` as ``null``.
-    """
-
-    def __init__(
-        self,
-        config: Any,
-        callbacks: list[StepCallback],
-        metric_names: Mapping[str, str],
-        progress_metrics: tuple[str, ...] = ("loss",),
-        show_progress: bool = True,
-        on_step: Callable[[StepResult, Any], None] | None = None,
-        run: RunContext | None = None,
-    ):
-        self.run = run or RunContext.fresh(config)
-        self.config = config
-        self.callbacks = callbacks
-        self.metric_names = metric_names
-        self.progress_metrics = progress_metrics
-        self.show_progress = show_progress
-        self.on_step = on_step
-        # A resumed run starts from its checkpoint's history (metrics.jsonl was rewritten to it).
-        resumed = self.run.resume
-        self.history: list[StepResult] = list(resumed.history) if resumed else []
-        self._bar = None
-        self.metrics_file = Path(config.output_dir) / "metrics.jsonl"
-        self._metrics_started = resumed is not None
-
-    def report(self, step: int, logs: Mapping[str, Any], model: Any = None) -> StepResult:
-        metrics = rename_metrics(logs, self.metric_names)
-        metrics.update(self.run.guard.extra_metrics())
-        metrics = merge_plugin_metrics(step, metrics, self.config)
-        result = StepResult(step=step, metrics=metrics)
-        self.history.append(result)
-        self._append_metrics(result)
-        self._update_progress(result)
-        for callback in self.callbacks:
-            callback(result)
-        if self.on_step is not None:
-            self.on_step(result, model)
-        return result
-
-    def _append_metrics(self, result: StepResult) -> None:
-        """One JSON line per step in ``output_dir/metrics.jsonl`` (started afresh by a new run,
-        continued by a resumed one)."""
-        if not self._metrics_started:
-            self.metrics_file.parent.mkdir(parents=True, exist_ok=True)
-            self.metrics_file.write_text("")
-            self._metrics_started = True
-        with self.metrics_file.open("a") as handle:
-            handle.write(json.dumps(json_safe({"step": result.step, **result.metrics}), allow_nan=False) + "\n")
-
-    def _update_progress(self, result: StepResult) -> None:
-        if not self.show_progress:
-            return
-        if self._bar is None:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=self.config.num_steps, desc=f"flux {self.config.algorithm.name}", unit="step")
-        shown = {
-            name: f"{result.metrics[name]:.4f}"
-            for name in self.progress_metrics
-            if name in result.metrics and math.isfinite(result.metrics[name])
-        }
-        self._bar.set_postfix(shown, refresh=False)
-        self._bar.update(result.step - self._bar.n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None

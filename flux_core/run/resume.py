@@ -25,6 +25,9 @@ checking that the config is the checkpoint's own: only ``num_steps``,
 may change (a longer or shorter ``num_steps`` also changes a decaying learning-rate
 schedule from there on). ``metrics.jsonl`` is rewritten to the checkpoint's steps, so
 the finished run's file holds each step exactly once.
+
+File names come from :mod:`flux_core.run.layout`, shared with :mod:`flux_core.run.checkpoint`,
+which writes what this module reads.
 """
 
 from __future__ import annotations
@@ -39,10 +42,10 @@ from typing import Any
 import yaml
 
 from flux_core.errors import ConfigError, FluxError
-
-STATE_FILE = "flux_state.json"
-HISTORY_FILE = "metrics.jsonl"
-TRAINER_STATE_FILE = "trainer_state.json"  # transformers' TRAINER_STATE_NAME
+from flux_core.run.directory import RunDirectory
+from flux_core.run.layout import ADAPTER_DIR, CONFIG_FILE, HISTORY_FILE, STATE_FILE, TRAINER_STATE_FILE, staged_path
+from flux_core.run.nonfinite import json_safe
+from flux_core.run.results import StepResult
 
 # Keys a resumed run may change; any other difference from the checkpoint's config is refused.
 RESUMABLE_CHANGES = ("num_steps", "checkpoint.save_steps", "output_dir", "on_nonfinite", "max_skipped_steps")
@@ -66,7 +69,7 @@ class ResumePoint:
     path: Path
     step: int
     state: dict[str, Any]
-    history: list[Any] = field(default_factory=list)
+    history: list[StepResult] = field(default_factory=list)
 
 
 def is_resumable(path: Path) -> bool:
@@ -76,8 +79,6 @@ def is_resumable(path: Path) -> bool:
 def find_resume_point(output_dir: Path, resume: bool | str | Path) -> Path | None:
     """The checkpoint ``resume`` asks for: a path, or (``True``) the newest resumable
     ``checkpoint-N`` in ``output_dir``; ``None`` when there is none yet."""
-    from flux_core.run.directory import RunDirectory
-
     if resume is True:
         checkpoints = RunDirectory(output_dir).checkpoints()
         resumable = [path for path in checkpoints if is_resumable(path)]
@@ -100,8 +101,6 @@ def find_resume_point(output_dir: Path, resume: bool | str | Path) -> Path | Non
 
 def load_resume_point(path: Path, config: Any, num_examples: int | None) -> ResumePoint:
     """Read ``path``'s state and history, refusing a changed config or training set."""
-    from flux_core.run.results import StepResult
-
     state = json.loads((path / STATE_FILE).read_text())
     check_same_config(path, config)
     recorded = state.get("num_examples")
@@ -136,8 +135,6 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 def check_same_config(path: Path, config: Any) -> None:
     """Raise ConfigError naming every key (other than :data:`RESUMABLE_CHANGES`) that differs
     from the checkpoint's ``flux_config.yaml``. Keys the checkpoint does not know are ignored."""
-    from flux_core.run.checkpoint import CONFIG_FILE
-
     saved = _flatten(yaml.safe_load((path / CONFIG_FILE).read_text()) or {})
     current = _flatten(config.model_dump(mode="json"))
     changed = []
@@ -153,12 +150,10 @@ def check_same_config(path: Path, config: Any) -> None:
         )
 
 
-def rewrite_history(output_dir: Path, history: list[Any]) -> None:
+def rewrite_history(output_dir: Path, history: list[StepResult]) -> None:
     """Atomically replace ``output_dir/metrics.jsonl`` with ``history`` (the resumed steps)."""
-    from flux_core.run.nonfinite import json_safe
-
     target = output_dir / HISTORY_FILE
-    staged = output_dir / f".{HISTORY_FILE}.tmp-{os.getpid()}"
+    staged = staged_path(target)
     lines = [json.dumps(json_safe({"step": r.step, **r.metrics}), allow_nan=False) + "\n" for r in history]
     staged.write_text("".join(lines))
     os.replace(staged, target)
@@ -184,8 +179,6 @@ def restore_adapter(model: Any, checkpoint: Path) -> None:
     a peft model; the adapter beside them is what the run trains.
     """
     from peft import PeftModel, load_peft_weights, set_peft_model_state_dict
-
-    from flux_core.run.checkpoint import ADAPTER_DIR
 
     if not isinstance(model, PeftModel):
         return

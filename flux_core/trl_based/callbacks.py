@@ -6,7 +6,11 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from flux_core.run.results import FitResult, StepReporter
+from flux_core.run.preemption import Preempted
+from flux_core.run.reporter import StepReporter
+from flux_core.run.results import FitResult
+from flux_core.run.resume import restore_adapter, write_trl_state
+from flux_core.trl_based.memory import out_of_memory_fallback
 
 
 def make_trl_callback(reporter: StepReporter):
@@ -100,10 +104,6 @@ def train_and_checkpoint(
     checkpointing on and runs the step again when ``gradient_checkpointing: auto`` had it
     off; otherwise it is a one-line error (:func:`flux_core.trl_based.memory.out_of_memory_fallback`).
     """
-    from flux_core.run.preemption import Preempted
-    from flux_core.run.resume import restore_adapter, write_trl_state
-    from flux_core.trl_based.memory import out_of_memory_fallback
-
     run = reporter.run
     trainer.add_callback(run.guard.trl_callback(trainer))
     trainer.add_callback(run.preemption.trl_callback(trainer, checkpoints))

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from flux_core.run.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
-from flux_core.run.results import FitResult, StepCallback, StepReporter
+from flux_core.run.reporter import StepReporter
+from flux_core.run.results import FitResult, StepCallback
 from flux_core.trl_based.callbacks import SavePointEvaluator, make_trl_callback, train_and_checkpoint
 
 if TYPE_CHECKING:

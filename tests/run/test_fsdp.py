@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from paths import REPO
 
 BIN = Path(sys.executable).parent
 
@@ -91,7 +92,6 @@ def run_sharded(tmp_path: Path, model_dir: Path, processes: int) -> list[dict]:
 FORCE_FSDP_ON_CPU = """
 import accelerate.state
 from accelerate.utils import DistributedType
-from paths import REPO
 
 _init = accelerate.state.AcceleratorState.__init__
 

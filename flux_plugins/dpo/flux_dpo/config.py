@@ -6,8 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from flux_core.config import AlgorithmConfig
-from flux_core.trl_based.settings import SHARED_OWNED_TRL_FIELDS
+from flux_core import SHARED_OWNED_TRL_FIELDS, AlgorithmConfig
 
 # DPOConfig fields that Flux sets from its own keys; a `trl:` block may not set them.
 FLUX_OWNED_TRL_FIELDS = {
@@ -67,8 +66,7 @@ class DPOAlgorithmConfig(AlgorithmConfig):
     @field_validator("loss")
     @classmethod
     def _known_loss(cls, loss: str) -> str:
-        from flux_core.errors import FluxError
-        from flux_core.registry import get_registry
+        from flux_core import FluxError, get_registry
 
         try:
             get_registry().get_loss(loss, "dpo")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
+from flux_core import EVAL_SCRATCH_PREFIX
 from flux_dpo.runner import METRIC_NAMES, DPORunner
 
 
@@ -15,7 +16,7 @@ def evaluate_preferences(config: Any, checkpoint: str, dataset: Any) -> dict[str
     Accuracy is the share of pairs whose implicit reward (``beta`` x the log-ratio of policy and
     reference) is higher for ``chosen`` than for ``rejected``; the base model scores 0 by construction.
     """
-    with tempfile.TemporaryDirectory(prefix="flux-eval-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=EVAL_SCRATCH_PREFIX) as scratch:
         algorithm = config.algorithm.model_copy(update={"reference_policy": "copy"})
         scoring = config.model_copy(
             update={

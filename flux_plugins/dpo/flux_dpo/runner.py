@@ -5,14 +5,20 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from flux_core.config import FluxConfig
-from flux_core.errors import FluxError
-from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
-from flux_core.plugins import get_plugin_manager
-from flux_core.reference import BUILT_IN_POLICIES, ReferenceLogpsProvider
-from flux_core.registry import get_registry
-from flux_core.trl_based.runner import TRLRunner
-from flux_core.trl_based.settings import build_trl_config
+from flux_core import (
+    BUILT_IN_POLICIES,
+    FluxConfig,
+    FluxError,
+    ReferenceLogpsProvider,
+    TRLRunner,
+    build_trl_config,
+    get_plugin_manager,
+    get_registry,
+    load_model,
+    load_tokenizer,
+    peft_config,
+    resolve_precision,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset

@@ -25,9 +25,7 @@ from trl import DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
-from flux_core.data.checks import update_digest
-from flux_core.errors import FluxError
-from flux_core.reference import ReferenceLogpsProvider
+from flux_core import FluxError, ReferenceLogpsProvider, reference_cache_file, staged_path, update_digest
 from flux_dpo.collators import sequence_sums
 from flux_dpo.inputs import PreferenceLogps
 
@@ -97,7 +95,7 @@ class FluxDPOTrainer(DPOTrainer):
         update_digest(digest, dataset, ["prompt_ids", "chosen_ids", "rejected_ids"])  # a batch at a time
         settings = (name, self.args.max_length, self.args.truncation_mode, self.args.bf16, self.args.fp16)
         digest.update(repr(settings).encode())
-        return Path(self.args.output_dir) / ".flux-cache" / f"ref-logps-{digest.hexdigest()[:20]}.pt"
+        return reference_cache_file(self.args.output_dir, digest.hexdigest()[:20])
 
     def _reference_logps(self, inputs: dict[str, torch.Tensor]):
         if self.flux_reference_policy == "none":
@@ -294,6 +292,6 @@ def _with_reference_columns(dataset, chosen, rejected):
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    staged = staged_path(path)
     torch.save(obj, staged)
     os.replace(staged, path)

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from paths import REPO
 
 RUN = """
 import json, sys
 import torch.nn.functional as F
 from flux import FluxConfig, FluxTrainer
 from flux_core.registry import get_registry
-from paths import REPO
 
 loss = get_registry().get_loss("margin_sigmoid", "dpo")
 config = FluxConfig.from_dict(json.loads(sys.argv[1]))

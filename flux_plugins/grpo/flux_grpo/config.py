@@ -11,11 +11,14 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from flux_core.config import AlgorithmConfig
-from flux_core.errors import ConfigError
-from flux_core.online.rewards import RewardSpec, check_unique_labels
-from flux_core.online.rollout import rollout_warnings
-from flux_core.trl_based.settings import SHARED_OWNED_TRL_FIELDS
+from flux_core import (
+    SHARED_OWNED_TRL_FIELDS,
+    AlgorithmConfig,
+    ConfigError,
+    RewardSpec,
+    check_unique_labels,
+    rollout_warnings,
+)
 
 # Every loss TRL 1.16's GRPOTrainer implements (GRPOConfig.loss_type).
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")

@@ -5,8 +5,7 @@ lists or loads plugins. Rewards come from ``register_rewards`` (built-ins live i
 ``flux_core.online.builtin_rewards``), shared with PPO.
 """
 
-from flux_core.hookspecs import hookimpl
-from flux_core.registry import Algorithm
+from flux_core import Algorithm, hookimpl
 from flux_grpo.config import GRPOAlgorithmConfig
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from flux_core.online.rollout import RolloutBackend, SamplingParams
+from flux_core import RolloutBackend, SamplingParams
 
 
 class SyncingRolloutFunc:
@@ -193,7 +193,7 @@ class AsyncGRPORollouts:
         }
 
     def install(self, trainer: Any) -> None:
-        from flux_core.errors import FluxError
+        from flux_core import FluxError
 
         args = trainer.args
         if trainer.accelerator.num_processes > 1:
@@ -228,7 +228,7 @@ class AsyncGRPORollouts:
         def generate_and_score(inputs):
             output = original_score(inputs)
             if trainer.model.training and "old_per_token_logps" in output and "sampling_per_token_logps" in output:
-                from flux_core.online.async_rollout import importance_drift
+                from flux_core import importance_drift
 
                 mean, clipped = importance_drift(
                     output["old_per_token_logps"],
@@ -250,7 +250,7 @@ class AsyncGRPORollouts:
 
         from transformers import TrainerCallback
 
-        from flux_core.online.async_rollout import StepMeasurement
+        from flux_core import StepMeasurement
 
         rollouts = self
 

@@ -6,14 +6,21 @@ import copy
 import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
-from flux_core.config import FluxConfig
-from flux_core.errors import FluxError
-from flux_core.modeling import load_model, load_tokenizer, peft_config, resolve_precision
-from flux_core.online.backends import create_backend
-from flux_core.online.rewards import RewardFunction, build_reward_functions
-from flux_core.online.rollout import RolloutBackend, SamplingParams
-from flux_core.trl_based.runner import TRLRunner
-from flux_core.trl_based.settings import build_trl_config
+from flux_core import (
+    FluxConfig,
+    FluxError,
+    RewardFunction,
+    RolloutBackend,
+    SamplingParams,
+    TRLRunner,
+    build_reward_functions,
+    build_trl_config,
+    create_backend,
+    load_model,
+    load_tokenizer,
+    peft_config,
+    resolve_precision,
+)
 from flux_grpo.config import check_run
 
 if TYPE_CHECKING:
@@ -99,7 +106,7 @@ def build_grpo_args(config: FluxConfig, precision: str, reward_functions: list[R
 
 def make_async_rollouts(config: FluxConfig, backend: RolloutBackend, sampling: SamplingParams) -> AsyncGRPORollouts:
     """The adaptive-async ``rollout_func`` of a run (``adaptive_async`` settings, the clip range as drift test)."""
-    from flux_core.online.async_rollout import RolloutProducer, StalenessController
+    from flux_core import RolloutProducer, StalenessController
     from flux_grpo.rollouts import AsyncGRPORollouts
 
     settings, algorithm = config.adaptive_async, config.algorithm

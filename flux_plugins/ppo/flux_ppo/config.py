@@ -6,8 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
-from flux_core.config import AlgorithmConfig
-from flux_core.online.rewards import RewardSpec, check_unique_labels
+from flux_core import AlgorithmConfig, FluxError, RewardSpec, check_unique_labels, get_registry
 
 
 class PPOAlgorithmConfig(AlgorithmConfig):
@@ -145,9 +144,6 @@ class PPOAlgorithmConfig(AlgorithmConfig):
     @field_validator("loss")
     @classmethod
     def _registered_loss(cls, loss: str) -> str:
-        from flux_core.errors import FluxError
-        from flux_core.registry import get_registry
-
         try:
             get_registry().get_loss(loss, "ppo")
         except FluxError as error:  # as a ValueError it is reported as `file:line: algorithm.loss: ...`

@@ -1,4 +1,5 @@
-"""The networks of a PPO run: policy log-probs, the value model and the reference.
+"""The networks of a PPO run: policy log-probs, the value model and the reference, and
+loading them from a run's config (:func:`load_policy`, :func:`load_critic`).
 
 All three score the same padded batch: prompts left-padded, completions right-padded
 after them, so every completion starts at the same column and
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flux_core.errors import FluxError
+from flux_core import REWARD_MODEL, FluxConfig, FluxError, get_plugin_manager, load_model, peft_config
 
 
 def position_ids_from(attention_mask: Tensor) -> Tensor:
@@ -139,6 +140,19 @@ def completion_values(
         return head(hidden.to(dtype)).squeeze(-1).float()
 
 
+class CriticForward(nn.Module):
+    """The critic's per-token values as one module ``forward``, so that DDP (which only
+    reduces gradients of parameters used through its wrapper's forward) can wrap it:
+    :func:`completion_values` calls the value model's trunk and head apart."""
+
+    def __init__(self, value_model: nn.Module):
+        super().__init__()
+        self.value_model = value_model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, completion_length: int) -> Tensor:
+        return completion_values(self.value_model, input_ids, attention_mask, completion_length)
+
+
 # ---------------------------------------------------------------------- reference
 
 
@@ -192,3 +206,73 @@ def disable_dropout(model: Any) -> None:
     from trl.trainer.utils import disable_dropout_in_model
 
     disable_dropout_in_model(model)
+
+
+# ---------------------------------------------------------------------- loading a run's networks
+
+REFERENCE_POLICIES = ("copy", "adapter", "none")
+
+
+def reference_policy_kind(config: FluxConfig) -> str:
+    """Where the reference log-probs come from: one of :data:`REFERENCE_POLICIES`, as
+    ``algorithm.reference_policy`` or a plugin's ``reference_policy`` hook decides."""
+    use_lora = config.lora is not None
+    # num_examples=None: PPO scores fresh completions, so no policy may precompute.
+    policy = get_plugin_manager().hook.reference_policy(config=config, use_lora=use_lora, num_examples=None)
+    if policy == "precompute":
+        raise FluxError(
+            "algorithm.reference_policy: PPO scores fresh completions every step, so reference log-probs "
+            "cannot be precomputed; use copy, adapter (with lora:) or none"
+        )
+    if policy not in REFERENCE_POLICIES:
+        raise FluxError(f"reference policy {policy!r} is not one of {', '.join(REFERENCE_POLICIES)}")
+    if policy == "adapter" and not use_lora:
+        raise FluxError("algorithm.reference_policy: adapter needs a lora: block (there is no adapter to disable)")
+    return policy
+
+
+def load_policy(config: FluxConfig, reference_kind: str, device: torch.device) -> tuple[nn.Module, ReferencePolicy]:
+    """The policy, fp32 (with its LoRA adapter when ``lora:`` is set), and its reference."""
+    from peft import get_peft_model
+
+    policy = load_model(config.model_path, "fp32").to(device)
+    disable_dropout(policy)
+    if config.lora is not None:
+        policy = get_peft_model(policy, peft_config(config.lora))
+    reference_model = freeze(load_model(config.model_path, "fp32").to(device)) if reference_kind == "copy" else None
+    reference = ReferencePolicy(reference_kind, model=reference_model, policy=policy)
+    if config.algorithm.fp32_lm_head:  # a no-op in fp32; under autocast the logits stay full precision
+        for model in filter(None, (policy, reference_model)):
+            compute_logits_in_fp32(model)
+    return policy, reference
+
+
+def value_model_source(config: FluxConfig) -> tuple[str, str]:
+    """Where the critic starts, and the setting that chose it (for error messages).
+
+    ``value_model: null`` with exactly one reward, a reward model, starts from that reward
+    model, head included (InstructGPT, TRL's PPO example): its value estimates begin on the
+    score's scale. Otherwise: the policy's trunk with a new scalar head.
+    """
+    algorithm = config.algorithm
+    if algorithm.value_model:
+        return algorithm.value_model, "algorithm.value_model"
+    specs = algorithm.reward_specs
+    if len(specs) == 1 and specs[0].name == REWARD_MODEL:
+        return specs[0].kwargs["path"], "algorithm.reward_model"
+    return config.model_path, "model_path"
+
+
+def load_critic(config: FluxConfig, pad_token_id: int, device: torch.device) -> nn.Module:
+    """The value model (see :func:`value_model_source`), fp32, through a LoRA adapter with ``value_lora``."""
+    from peft import get_peft_model
+
+    value_path, value_key = value_model_source(config)
+    value_model = load_value_model(value_path, torch.float32, key=value_key).to(device)
+    value_model.config.pad_token_id = pad_token_id
+    disable_dropout(value_model)
+    if config.algorithm.value_lora and config.lora is not None:
+        lora = peft_config(config.lora)
+        lora.task_type = "SEQ_CLS"  # keeps the scalar `score` head fully trainable
+        value_model = get_peft_model(value_model, lora)
+    return value_model

@@ -4,8 +4,7 @@ Importing this module must stay cheap (no torch, no TRL): it runs whenever Flux
 lists or loads plugins.
 """
 
-from flux_core.hookspecs import hookimpl
-from flux_core.registry import Algorithm
+from flux_core import Algorithm, hookimpl
 from flux_ppo.config import PPOAlgorithmConfig
 
 

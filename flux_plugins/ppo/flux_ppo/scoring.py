@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from flux_core.online.rewards import REWARD_MODEL, RewardFunction
+from flux_core import REWARD_MODEL, RewardFunction, load_reward_model
 
 
 class TokenRewardModel:
@@ -38,9 +38,7 @@ class TokenRewardModel:
     """
 
     def __init__(self, path: str, stop_token_ids: Sequence[int], batch_size: int = 16):
-        from flux_core.online.builtin_rewards import _load_reward_model
-
-        self.model, self.tokenizer = _load_reward_model(path)  # the text path's cached copy: loaded once
+        self.model, self.tokenizer = load_reward_model(path)  # the text path's cached copy: loaded once
         self.pad_token_id = self.model.config.pad_token_id
         self.eos_token_id = self.tokenizer.eos_token_id
         self.stop_token_ids = set(stop_token_ids)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from flux_ppo.advantages import masked_mean, token_level_rewards
+from flux_ppo.experience import collate_rollouts
 from flux_ppo.losses import PolicyLossInputs, clipped_policy_loss
 from flux_ppo.models import completion_logprobs, completion_values, load_value_model
-from flux_ppo.runner import collate_rollouts
 from transformers import AutoModelForCausalLM
 
 from flux_core.online.rollout import Rollout

@@ -99,6 +99,7 @@ def test_with_a_pad_other_than_the_eos_the_eos_is_scored(tiny_model_dir, reward_
     import flux_ppo.runner as runner_module
     from transformers import AutoTokenizer
 
+    from flux_core import eos_token_ids
     from flux_core.online.builtin_rewards import _load_reward_model
 
     padded_dir = tmp_path / "reward-model-padded"
@@ -114,7 +115,7 @@ def test_with_a_pad_other_than_the_eos_the_eos_is_scored(tiny_model_dir, reward_
     eos = tokenizer.eos_token_id
     prompt_ids = runner.tokenizer("Explain tides.")["input_ids"]
     other_stop = 2  # the tiny model's generation config stops at 0 (its EOS) and 2
-    assert {eos, other_stop} <= set(runner_module._eos_token_ids(runner.model, runner.tokenizer))
+    assert {eos, other_stop} <= set(eos_token_ids(runner.model, runner.tokenizer))
     # the second was cut without a stop; the third stopped at the other stop id
     completions = [[300, 301, 302, eos], [7, 8, 9, 10, 11], [40, 41, other_stop]]
     rollouts = [Rollout(0, prompt_ids, ids, "", ids[-1] not in (eos, other_stop)) for ids in completions]

@@ -130,11 +130,11 @@ def test_first_step_kl_is_zero_against_a_frozen_copy(ppo_config, prompt_records)
 
 
 def test_reference_policy_none_loads_no_reference_and_has_no_kl(ppo_config, prompt_records, monkeypatch):
-    import flux_ppo.runner as runner_module
+    import flux_ppo.models as models_module  # load_policy looks load_model up there
 
     loads = []
-    real_load_model = runner_module.load_model
-    monkeypatch.setattr(runner_module, "load_model", lambda *a, **k: loads.append(a) or real_load_model(*a, **k))
+    real_load_model = models_module.load_model
+    monkeypatch.setattr(models_module, "load_model", lambda *a, **k: loads.append(a) or real_load_model(*a, **k))
     with pytest.warns(UserWarning, match="kl_coef has no effect"):
         config = ppo_config({"reference_policy": "none"}, num_steps=2)
     _, result = fit(config, prompt_records)
@@ -218,12 +218,13 @@ def test_adaptive_kl_moves_the_coefficient(ppo_config, prompt_records):
 
 
 def test_lora_reference_is_the_disabled_adapter_and_value_model_can_use_lora(ppo_config, prompt_records, monkeypatch):
+    import flux_ppo.models as models_module  # load_policy looks load_model up there
     import flux_ppo.runner as runner_module
     from peft import PeftModel
 
     loads = []
-    real_load_model = runner_module.load_model
-    monkeypatch.setattr(runner_module, "load_model", lambda *a, **k: loads.append(a) or real_load_model(*a, **k))
+    real_load_model = models_module.load_model
+    monkeypatch.setattr(models_module, "load_model", lambda *a, **k: loads.append(a) or real_load_model(*a, **k))
     # fp32: the merged-vs-live logits below are compared to 1e-4, which bf16 cannot hold
     config = ppo_config(
         {"value_lora": True}, num_steps=3, lora={"r": 4, "alpha": 8}, learning_rate=5e-3, precision="fp32"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
+from flux_core import EVAL_SCRATCH_PREFIX
 from flux_rm.runner import METRIC_NAMES, RewardModelRunner
 
 
@@ -12,7 +13,7 @@ def evaluate_pairs(config: Any, checkpoint: str, dataset: Any) -> dict[str, floa
     """Loss, ``accuracy`` (share of pairs scored higher for ``chosen``), reward margin and reward
     range of the reward model in ``checkpoint`` on preference pairs, as RewardTrainer's ``evaluate``
     computes them in training."""
-    with tempfile.TemporaryDirectory(prefix="flux-eval-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=EVAL_SCRATCH_PREFIX) as scratch:
         scoring = config.model_copy(
             update={"model_path": str(checkpoint), "lora": None, "num_steps": 1, "output_dir": scratch}
         )

@@ -40,7 +40,7 @@ def load_reward_model(model_path: str, precision: str, seed: int, pad_token_id: 
     from transformers import AutoModelForSequenceClassification, set_seed
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-    from flux_core.modeling import check_weight_files, looks_local, torch_dtype
+    from flux_core import check_weight_files, looks_local, torch_dtype
 
     path = model_path
     if looks_local(model_path):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flux_core import DataError
-from flux_core.data.checks import CHAT, TEXT, check_rows, describe_kind, text_kind
+from flux_core import CHAT, TEXT, DataError, check_rows, describe_kind, text_kind
 
 NEEDS = "messages, or prompt and completion, or text"
 

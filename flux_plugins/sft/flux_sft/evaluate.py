@@ -5,13 +5,14 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
+from flux_core import EVAL_SCRATCH_PREFIX
 from flux_sft.runner import SFTRunner
 
 
 def evaluate_examples(config: Any, checkpoint: str, dataset: Any) -> dict[str, float]:
     """Loss (on the tokens the run trains on: completions, assistant turns or all text) and
     ``mean_token_accuracy`` of ``checkpoint`` on ``dataset``, as SFTTrainer's ``evaluate`` computes them."""
-    with tempfile.TemporaryDirectory(prefix="flux-eval-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=EVAL_SCRATCH_PREFIX) as scratch:
         scoring = config.model_copy(
             update={"model_path": str(checkpoint), "lora": None, "num_steps": 1, "output_dir": scratch}
         )
