@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Wheels for a CUDA machine without package access (see /work/shared/MEASURED.md, "On a GPU").
+# Wheels for a CUDA machine without package access (as the H100/H200 images Flux was measured on: torch,
+# transformers, accelerate, peft, pluggy, pyyaml, safetensors and tqdm installed, no `pip` script).
 #
 # Run on a machine WITH PyPI access, from the repository, after `make install`:
 #
@@ -12,7 +13,7 @@
 # It downloads wheels, at the exact versions installed in this checkout's environment, of the
 # packages a stock CUDA image lacked (trl, datasets, pydantic, pydantic-core, annotated-types,
 # typing-inspection, dill, multiprocess), builds deepspeed's wheel without compiled ops
-# (DS_BUILD_OPS=0; it is an sdist), builds Flux's own wheels (flux-core and every
+# (DS_BUILD_OPS=0; it is an sdist), builds Flux's own wheels (flux-train and every
 # flux_plugins/* package), and prints the command that installs them all on the offline machine.
 #
 # Environment: PYTHON (default .venv/bin/python), OUT (default dist/gpu-wheels), TARGET_PYTHON
@@ -102,13 +103,13 @@ run env DS_BUILD_OPS=0 "$PYTHON" -m pip wheel --quiet --no-deps --no-build-isola
 #    stale build/lib would put modules deleted since into the next wheel.
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-sources=("$stage/flux-core")
+sources=("$stage/flux-train")
 for plugin in "${plugins[@]}"; do
     sources+=("$stage/$(basename "$plugin")")
 done
 if [[ $dry_run == 0 ]]; then
-    mkdir "$stage/flux-core"
-    cp -r pyproject.toml README.md flux flux_core "$stage/flux-core/"
+    mkdir "$stage/flux-train"
+    cp -r pyproject.toml README.md LICENSE MANIFEST.in flux flux_core "$stage/flux-train/"
     for plugin in "${plugins[@]}"; do
         name=$(basename "$plugin")
         cp -r "$plugin" "$stage/$name"

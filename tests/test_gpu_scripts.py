@@ -52,7 +52,7 @@ def test_gpu_wheels_dry_run_pins_the_installed_versions_for_the_gpu_image(tmp_pa
     assert deepspeed.startswith("env DS_BUILD_OPS=0 ") and " deepspeed==" in deepspeed
     plugins = sorted(p.name for p in (REPO / "flux_plugins").iterdir() if (p / "pyproject.toml").exists())
     built = [Path(source).name for source in flux.split("--wheel-dir")[1].split()[1:]]
-    assert built == ["flux-core", *plugins]  # Flux's own packages, each built from a copy
+    assert built == ["flux-train", *plugins]  # Flux's own packages, each built from a copy
     assert f"python3 -m pip install --no-index --no-deps {out}/*.whl" in result.stdout
     assert not out.exists()  # a dry run downloads and writes nothing
 
