@@ -9,16 +9,19 @@ A text column holds plain strings or chat message lists (``[{"role", "content"}]
 Columns Arrow could type as one of those two are checked with vectorised ``pyarrow``
 kernels, a batch at a time, so a million rows are checked without ever becoming
 Python objects. (Columns holding values of mixed kinds, which ``datasets`` keeps as
-JSON, were already read row by row when their shape was detected.)
+JSON, were already read row by row when their shape was detected; conversations with tool
+calls, stored as JSON messages, are read row by row here.) Last, one warning names the
+columns training never reads (:func:`warn_unused_columns`).
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from typing import Any, Callable, Collection, Iterator, Mapping
+from typing import Any, Callable, Collection, Mapping
 
-from flux_core.data.formats import BATCH_ROWS, MESSAGE_EXAMPLE, TEXT, DataFormat
+from flux_core.data.arrow import arrow_batches, first_true, one_array
+from flux_core.data.formats import MESSAGE_EXAMPLE, TEXT, DataFormat, is_message
 from flux_core.data.shapes import Shape
 from flux_core.errors import DataError
 
@@ -68,52 +71,6 @@ def _is_blank(values: Any) -> Any:
     return pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0)
 
 
-def arrow_batches(dataset: Any, columns: list[str]) -> Iterator[tuple[int, Any]]:
-    """``(offset, pyarrow.Table)`` batches of ``columns``; memory stays one batch.
-
-    A dataset that is one Arrow file on disk (what ``load_dataset`` and ``map`` make) is
-    read with plain file reads rather than through its memory map, so checking a
-    million rows does not leave every page of the file in the process's resident memory.
-    """
-    path = _single_arrow_file(dataset)
-    if path is None:
-        view = dataset.select_columns(columns).with_format("arrow")
-        offset = 0
-        for batch in view.iter(batch_size=BATCH_ROWS):
-            yield offset, batch
-            offset += batch.num_rows
-        return
-    yield from _streamed_batches(path, [dataset.column_names.index(column) for column in columns], columns)
-
-
-def _single_arrow_file(dataset: Any) -> str | None:
-    """The Arrow file holding exactly ``dataset``'s rows in order, if there is one."""
-    import pyarrow as pa
-    from datasets.table import MemoryMappedTable
-
-    if dataset._indices is not None or not isinstance(dataset.data, MemoryMappedTable):
-        return None
-    with pa.OSFile(dataset.data.path) as source:
-        file_types = pa.ipc.open_stream(source).schema.types
-    # Column operations replayed on the map (renames keep order and types; a drop does not).
-    return dataset.data.path if file_types == dataset.data.schema.types else None
-
-
-def _streamed_batches(path: str, positions: list[int], names: list[str]) -> Iterator[tuple[int, Any]]:
-    import pyarrow as pa
-
-    offset, pending = 0, []
-    with pa.OSFile(path) as source:
-        for record_batch in pa.ipc.open_stream(source):
-            pending.append(record_batch.select(positions).rename_columns(names))
-            if sum(batch.num_rows for batch in pending) >= BATCH_ROWS:
-                table = pa.Table.from_batches(pending)
-                yield offset, table
-                offset, pending = offset + table.num_rows, []
-    if pending:
-        yield offset, pa.Table.from_batches(pending)
-
-
 def update_digest(digest: Any, dataset: Any, columns: list[str]) -> None:
     """Feed ``columns`` of ``dataset`` to a ``hashlib`` digest, one Arrow IPC batch at a time."""
     import pyarrow as pa
@@ -123,19 +80,6 @@ def update_digest(digest: Any, dataset: Any, columns: list[str]) -> None:
         with pa.ipc.new_stream(sink, batch.schema) as writer:
             writer.write_table(batch)
         digest.update(sink.getvalue())
-
-
-def one_array(values: Any) -> Any:
-    """A ``pyarrow.Array`` from a (possibly chunked) column."""
-    return values.combine_chunks() if hasattr(values, "combine_chunks") else values
-
-
-def first_true(mask: Any) -> int | None:
-    """Index of the first true value of a boolean array (nulls count as false)."""
-    import pyarrow.compute as pc
-
-    index = pc.index(pc.fill_null(mask, False), True).as_py()
-    return None if index < 0 else index
 
 
 def check_rows(
@@ -219,6 +163,8 @@ def _first_bad_message(values: Any) -> tuple[int, int] | None:
     import pyarrow.compute as pc
 
     messages = pc.list_flatten(values)
+    if isinstance(messages.type, pa.JsonType):
+        return _first_bad_json_message(values)
     struct_type = messages.type
     names = {struct_type.field(i).name: struct_type.field(i).type for i in range(struct_type.num_fields)}
     if len(messages) == 0:
@@ -236,6 +182,15 @@ def _first_bad_message(values: Any) -> tuple[int, int] | None:
     row = rows[flat].as_py()
     start = values.offsets[row].as_py() - values.offsets[0].as_py()
     return row, flat - start
+
+
+def _first_bad_json_message(values: Any) -> tuple[int, int] | None:
+    """The same for JSON messages (conversations with tool calls: few, so read row by row)."""
+    for row, conversation in enumerate(values.to_pylist()):
+        for position, message in enumerate(conversation or ()):
+            if not is_message(json.loads(message) if isinstance(message, str) else message):
+                return row, position
+    return None
 
 
 def check_labels(dataset: Any, column: str, where: RowNamer, needs: str) -> None:
@@ -274,7 +229,7 @@ def check_labels(dataset: Any, column: str, where: RowNamer, needs: str) -> None
 
 
 def rendered(values: Any, kind: str) -> Any:
-    """One string per row: the text itself, or a chat list's roles and contents joined."""
+    """One string per row: the text itself, or a chat list's roles and contents joined (JSON messages: their JSON)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -282,18 +237,51 @@ def rendered(values: Any, kind: str) -> Any:
     if kind == TEXT:
         return values
     messages = pc.list_flatten(values)
-    turns = pc.binary_join_element_wise(messages.field("role"), messages.field("content"), "\x00")
+    if isinstance(messages.type, pa.JsonType):
+        turns = messages.storage
+    else:
+        turns = pc.binary_join_element_wise(messages.field("role"), messages.field("content"), "\x00")
     offsets = pc.subtract(values.offsets, values.offsets[0])
     return pc.binary_join(pa.ListArray.from_arrays(offsets, turns), "\x01")
 
 
 def contents(values: Any, kind: str) -> Any:
-    """One string per row: the text, or every message's content concatenated."""
+    """One string per row: the text, or every message's content concatenated (a tool call counts as content)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     values = one_array(values)
     if kind == TEXT:
         return values
+    messages = pc.list_flatten(values)
+    if isinstance(messages.type, pa.JsonType):
+        parsed = (json.loads(message) for message in messages.storage.to_pylist())
+        messages = pa.array([message.get("content") or json.dumps(message.get("tool_calls")) for message in parsed])
+    else:
+        messages = messages.field("content")
     offsets = pc.subtract(values.offsets, values.offsets[0])
-    return pc.binary_join(pa.ListArray.from_arrays(offsets, pc.list_flatten(values).field("content")), "")
+    return pc.binary_join(pa.ListArray.from_arrays(offsets, messages), "")
+
+
+# ----------------------------------------------------------------- columns training never reads
+
+
+def warn_unused_columns(dataset: Any, fmt: DataFormat, shape: str | None, trained_by: str, where: RowNamer) -> None:
+    """One warning naming the columns of ``dataset`` that training on ``fmt`` never reads (``trained_by``: who
+    trains on it; ``shape``: what was detected), so that no column is dropped silently. Formats that hand
+    every column on (prompts: to reward functions) have none."""
+    if fmt.also_used is None:
+        return
+    used = set(fmt.text_keys + fmt.alternative_keys + fmt.label_keys + fmt.also_used)
+    unused = [column for column in dataset.column_names if column not in used]
+    if not unused:
+        return
+    named = ", ".join(f"'{column}'" for column in unused)
+    subject = f"column {named} is" if len(unused) == 1 else f"columns {named} are"
+    detected = f" (shape: {shape})" if shape else ""
+    warnings.warn(
+        f"{where.name}: {subject} not used by {trained_by}{detected}; training ignores "
+        f"{'it' if len(unused) == 1 else 'them'} (map a column that holds training text with data.columns)",
+        UserWarning,
+        stacklevel=3,
+    )

@@ -8,7 +8,9 @@ this module imports nothing from Flux but its errors: owning formats must not im
 the pipeline.
 
 A text column holds ``text`` (strings) or ``chat`` (chat message lists,
-``[{"role", "content"}]``), the same kind in every row.
+``[{"role", "content"}]``), the same kind in every row. Chat messages are Arrow structs,
+or JSON values (``datasets.Json``) in conversations with tool calls, where an assistant
+message holds ``tool_calls`` instead of ``content`` (see :mod:`flux_core.data.messages`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from flux_core.errors import DataError
 TEXT, CHAT = "text", "chat"
 MESSAGE_EXAMPLE = '{"role": "user", "content": "..."}'
 BATCH_ROWS = 50_000  # rows a stage reads at a time: memory stays one batch, whatever the dataset's size
+# Columns TRL's trainers pass to the chat template besides the conversation (tool schemas, template options).
+TEMPLATE_COLUMNS = ("tools", "chat_template_kwargs")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,9 @@ class DataFormat:
     # (e.g. SFT's messages, prompt + completion, or text): it detects the shape, checks the rows with
     # ``flux_core.text_kind`` and ``flux_core.check_rows`` and normalises them, instead of core's stages.
     normalize: str | None = None
+    # Columns besides the text, alternative and label keys that reach training; the load warns, in one line, about
+    # any other column. None: every column does (e.g. prompts: reward functions get them by name).
+    also_used: tuple[str, ...] | None = TEMPLATE_COLUMNS
 
 
 BUILTIN_DATA_FORMATS = {
@@ -55,6 +62,7 @@ BUILTIN_DATA_FORMATS = {
         ("prompt",),
         "prompts (string or chat message list, or a messages conversation); extra keys reach reward functions",
         alternative_keys=("messages",),
+        also_used=None,
     ),
 }
 
@@ -66,11 +74,20 @@ def column_kind(dataset: Any, column: str) -> str | None:
     arrow_type = dataset.data.schema.field(column).type
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         return TEXT
-    if (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)) and pa.types.is_struct(
-        arrow_type.value_type
+    if (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)) and (
+        pa.types.is_struct(arrow_type.value_type) or isinstance(arrow_type.value_type, pa.JsonType)
     ):
         return CHAT
     return None
+
+
+def is_message(value: Any) -> bool:
+    """Whether ``value`` is a chat message: a string ``role`` and a string ``content``, or an assistant
+    message's ``tool_calls`` list in place of the content."""
+    if not isinstance(value, dict) or not isinstance(value.get("role"), str):
+        return False
+    content = value.get("content")
+    return isinstance(content, str) or (isinstance(value.get("tool_calls"), list) and content is None)
 
 
 def value_kind(value: Any, column: str, allow_empty: bool, where: Callable[[], str]) -> str:
@@ -81,11 +98,7 @@ def value_kind(value: Any, column: str, allow_empty: bool, where: Callable[[], s
         return TEXT
     if isinstance(value, list) and value:
         for index, message in enumerate(value):
-            if (
-                not isinstance(message, dict)
-                or not isinstance(message.get("role"), str)
-                or not isinstance(message.get("content"), str)
-            ):
+            if not is_message(message):
                 raise DataError(f"{where()}: '{column}'[{index}] must be a message like {MESSAGE_EXAMPLE}")
         return CHAT
     described = "an empty list" if isinstance(value, list) else type(value).__name__

@@ -6,23 +6,39 @@ the rows are in, and what each column it reads holds (``text`` or ``chat``). Det
 reads the Arrow schema, not the rows, except for a column of mixed values, which is read
 row by row to name the first row that differs.
 
-``SHAPES`` lists each format's detectors, tried in order; the first that matches wins:
+Detection runs twice. First ``LAYOUTS``, the row layouts practitioners' tools write, which
+:func:`flux_core.data.normalise.normalise_layout` turns into the columns every format knows,
+for every format (its messages were already brought to ``{"role", "content"}`` by
+:mod:`flux_core.data.messages`):
 
-- preferences: implicit prompt (no ``prompt``; Anthropic HH-RLHF,
-  trl-lib/ultrafeedback_binarized), a string prompt with full conversations
+- ShareGPT (FastChat, LLaMA-Factory, Axolotl): ``conversations`` (+ ``system``, ``tools``)
+  -> ``messages``;
+- Alpaca (Stanford Alpaca, LLaMA-Factory): ``instruction`` + ``input`` (+ ``system``,
+  ``history``) -> ``prompt``; ``output`` -> ``completion`` for formats that train on one;
+  ``chosen``/``rejected`` stay (preference pairs).
+
+Then ``SHAPES``, each format's own detectors, tried in order; the first that matches wins:
+
+- preferences: reply messages (``chosen``/``rejected`` one message each, the prompt in
+  ``messages``: LLaMA-Factory's ShareGPT pairs), implicit prompt (no ``prompt``; Anthropic
+  HH-RLHF, trl-lib/ultrafeedback_binarized), a string prompt with full conversations
   (HuggingFaceH4/ultrafeedback_binarized), explicit pairs (canonical);
 - prompts: a ``messages`` conversation, a ``prompt`` (canonical);
-- any other (a plugin's) format: its text keys, all strings or all chat (canonical).
+- any other (a plugin's) format: ``messages`` where it trains on prompt + completion and
+  takes ``messages`` as an alternative key (the last assistant turn is the completion:
+  KTO's conversations), or its text keys, all strings or all chat (canonical).
 
-A new shape is one detector here and one normaliser in ``normalise.NORMALISERS`` under the
-same name.
+A row that two layouts read differently (``messages`` and ``conversations``, ``prompt`` and
+``instruction``) is an error naming it. A new shape is one detector here and one normaliser
+in ``normalise.NORMALISERS`` under the same name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
+from flux_core.data.arrow import arrow_batches, first_true, one_array
 from flux_core.data.formats import BATCH_ROWS, CHAT, TEXT, DataFormat, column_kind, describe_kind, value_kind
 from flux_core.errors import DataError
 
@@ -33,10 +49,23 @@ EXPLICIT_PAIRS = "explicit pairs"
 MESSAGES = "messages"
 PROMPT = "prompt"
 TEXT_KEYS = "text keys"
+SHAREGPT = "sharegpt"
+ALPACA = "alpaca"
+REPLY_MESSAGES = "reply messages"
+MESSAGES_COMPLETION = "messages, last assistant turn as completion"
 
 COMPLETIONS = ("chosen", "rejected")
+# The columns practitioners' layouts are read from (``data.columns`` can map onto them too).
+LAYOUT_COLUMNS = ("conversations", "system", "instruction", "input", "output", "history")
 # Completes "each example needs ..." in errors; other formats need their text and label keys.
 NEEDS = {"prompts": "prompt (or messages)"}
+# A column that says which layout a row is in, and what it says: two in one row are two readings of it.
+READINGS = {
+    "messages": "a chat conversation",
+    "conversations": "a ShareGPT conversation",
+    "instruction": "an Alpaca instruction",
+    "prompt": "a prompt",
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +77,7 @@ class Shape:
     needs: str  # completes "each example needs ..." in errors
     canonical: bool = True  # the format's own columns already: nothing to normalise
     allow_empty: tuple[str, ...] = ()  # columns where an empty string is a warning, not an error
+    found: Mapping[str, Any] = field(default_factory=dict)  # what else its normaliser needs to know
 
 
 class Columns:
@@ -78,6 +108,12 @@ def detect_shape(dataset: Any, fmt: DataFormat, where: Any) -> Shape:
     raise AssertionError(f"no shape detector matched format '{fmt.name}'")  # each list ends in a catch-all
 
 
+def detect_layout(dataset: Any, fmt: DataFormat, where: Any) -> Shape | None:
+    """The practitioners' layout ``dataset`` is in (ShareGPT, Alpaca), or None for the format's own columns."""
+    columns = Columns(dataset, where, needs_of(fmt))
+    return next((shape for detector in LAYOUTS if (shape := detector(columns, fmt)) is not None), None)
+
+
 def needs_of(fmt: DataFormat) -> str:
     return NEEDS.get(fmt.name) or ", ".join(fmt.text_keys + fmt.label_keys)
 
@@ -87,6 +123,93 @@ def gives_preference_pairs(dataset: Any, fmt: DataFormat) -> bool:
     own = set(fmt.text_keys + fmt.label_keys) - {"prompt"}
     columns = set(dataset.column_names)
     return bool(fmt.from_preferences) and set(COMPLETIONS) <= columns and not own & columns
+
+
+# ----------------------------------------------------------------- practitioners' layouts
+
+
+def sharegpt(columns: Columns, fmt: DataFormat) -> Shape | None:
+    """ShareGPT: a ``conversations`` message list, an optional ``system`` string."""
+    if "conversations" not in columns:
+        return None
+    refuse_two_readings(columns, "conversations", ("messages", "instruction", "prompt"))
+    if columns.kinds(("conversations",))["conversations"] != CHAT:
+        raise DataError(f"{columns.where(0)}: 'conversations' must be a list of chat messages")
+    _require_strings(columns, ("system",))
+    return Shape(SHAREGPT, {"conversations": CHAT}, "conversations", canonical=False)
+
+
+def alpaca(columns: Columns, fmt: DataFormat) -> Shape | None:
+    """Alpaca: ``instruction``, optional ``input``, ``system`` and ``history``; ``output`` for formats
+    trained on a completion, ``chosen`` and ``rejected`` for preference pairs."""
+    if "instruction" not in columns:
+        return None
+    refuse_two_readings(columns, "instruction", ("prompt", "messages", "conversations"))
+    completion = "completion" in fmt.text_keys
+    pairs = set(COMPLETIONS) <= set(fmt.text_keys)
+    read = ("instruction", "output") if completion else ("instruction", *COMPLETIONS) if pairs else ("instruction",)
+    needs = "Alpaca's " + (" and ".join((", ".join(read[:-1]), read[-1])) if len(read) > 1 else read[0])
+    columns = Columns(columns.dataset, columns.where, needs)
+    kinds = columns.kinds(read)
+    for column, kind in kinds.items():
+        if kind != TEXT:
+            raise DataError(f"{columns.where(0)}: '{column}' must be a string (Alpaca data)")
+    _require_strings(columns, ("input", "system"))
+    chat = _any_set(columns, "system") or _any_set(columns, "history")
+    found = {"chat": chat, "completion": completion, "pairs": pairs}
+    return Shape(ALPACA, kinds, columns.needs, canonical=False, allow_empty=COMPLETIONS, found=found)
+
+
+def refuse_two_readings(columns: Columns, column: str, others: tuple[str, ...]) -> None:
+    """Raise, naming the row, when a row holds ``column`` and one of ``others`` (two layouts at once)."""
+    import pyarrow.compute as pc
+
+    for other in others:
+        if other not in columns:
+            continue
+        first_theirs = None
+        for offset, batch in arrow_batches(columns.dataset, [column, other]):
+            mine, theirs = pc.is_valid(batch.column(column)), pc.is_valid(batch.column(other))
+            both = first_true(one_array(pc.and_(mine, theirs)))
+            if both is not None:
+                raise DataError(
+                    f"{columns.where(offset + both)}: '{column}' ({READINGS[column]}) and '{other}' "
+                    f"({READINGS[other]}) are two readings of this example; keep one of the two columns "
+                    "(or map one away with data.columns)"
+                )
+            if first_theirs is None and (row := first_true(one_array(theirs))) is not None:
+                first_theirs = offset + row
+        if first_theirs is not None:
+            raise DataError(
+                f"{columns.where(first_theirs)}: '{other}' ({READINGS[other]}) here but '{column}' "
+                f"({READINGS[column]}) in other rows; use one layout per file"
+            )
+
+
+def _require_strings(columns: Columns, optional: tuple[str, ...]) -> None:
+    """Optional columns hold strings where they are set."""
+    import pyarrow as pa
+
+    for column in optional:
+        if column in columns:
+            arrow_type = columns.dataset.data.schema.field(column).type
+            if not (pa.types.is_null(arrow_type) or column_kind(columns.dataset, column) == TEXT):
+                raise DataError(f"{columns.where(0)}: '{column}' must be a string")
+
+
+def _any_set(columns: Columns, column: str) -> bool:
+    """Whether any row holds a non-empty ``column`` (a string or a list)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column not in columns or pa.types.is_null(columns.dataset.data.schema.field(column).type):
+        return False
+    for _, batch in arrow_batches(columns.dataset, [column]):
+        values = batch.column(column)
+        length = pc.utf8_length if pa.types.is_string(values.type) else pc.list_value_length
+        if pc.any(pc.greater(length(values), 0)).as_py():
+            return True
+    return False
 
 
 # ----------------------------------------------------------------- preference pairs
@@ -101,6 +224,33 @@ def _pair_kinds(columns: Columns, keys: tuple[str, ...]) -> dict[str, str]:
             f"{columns.where(0)}: 'prompt' is a chat message list but chosen and rejected are strings; use one kind"
         )
     return kinds
+
+
+def reply_messages(columns: Columns, fmt: DataFormat) -> Shape | None:
+    """``chosen`` and ``rejected`` one message each (LLaMA-Factory), the prompt a ``messages`` conversation
+    (ShareGPT, read as its layout) or ``prompt``."""
+    if not all(column in columns and holds_single_messages(columns.dataset, column) for column in COMPLETIONS):
+        return None
+    if "messages" in columns:
+        refuse_two_readings(columns, "messages", ("prompt",))
+    source = "messages" if "messages" in columns else "prompt"
+    return Shape(REPLY_MESSAGES, columns.kinds((source,)), columns.needs, canonical=False)
+
+
+def holds_single_messages(dataset: Any, column: str) -> bool:
+    """Whether ``column`` holds one message per row (an Arrow struct, or JSON objects), not a message list."""
+    import pyarrow as pa
+
+    arrow_type = dataset.data.schema.field(column).type
+    if pa.types.is_struct(arrow_type):
+        return True
+    if not isinstance(arrow_type, pa.JsonType):
+        return False
+    for batch in dataset.select_columns([column]).iter(batch_size=BATCH_ROWS):
+        first = next((value for value in batch[column] if value is not None), None)
+        if first is not None:
+            return isinstance(first, dict)
+    return False
 
 
 def implicit_prompt(columns: Columns, fmt: DataFormat) -> Shape | None:
@@ -144,6 +294,20 @@ def prompt(columns: Columns, fmt: DataFormat) -> Shape:
 # ----------------------------------------------------------------- a plugin's format
 
 
+def messages_completion(columns: Columns, fmt: DataFormat) -> Shape | None:
+    """A ``messages`` conversation for a format trained on prompt + completion (KTO): the last assistant
+    turn is the completion, the turns before it the prompt."""
+    if not {"prompt", "completion"} <= set(fmt.text_keys) or "messages" not in fmt.alternative_keys:
+        return None
+    if "messages" not in columns:
+        return None
+    if "prompt" in columns or "completion" in columns:
+        return None
+    if columns.kinds(("messages",))["messages"] != CHAT:
+        raise DataError(f"{columns.where(0)}: 'messages' must be a list of chat messages")
+    return Shape(MESSAGES_COMPLETION, {"messages": CHAT}, columns.needs, canonical=False)
+
+
 def text_keys(columns: Columns, fmt: DataFormat) -> Shape:
     """Every text key present, non-empty, strings or chat message lists, one kind in all of them."""
     kinds = columns.kinds(fmt.text_keys)
@@ -158,11 +322,12 @@ def text_keys(columns: Columns, fmt: DataFormat) -> Shape:
 
 
 Detector = Callable[[Columns, DataFormat], "Shape | None"]
+LAYOUTS: tuple[Detector, ...] = (sharegpt, alpaca)
 SHAPES: dict[str, tuple[Detector, ...]] = {
-    "preferences": (implicit_prompt, prompt_string_with_conversations, explicit_pairs),
+    "preferences": (reply_messages, implicit_prompt, prompt_string_with_conversations, explicit_pairs),
     "prompts": (messages_conversation, prompt),
 }
-PLUGIN_SHAPES: tuple[Detector, ...] = (text_keys,)
+PLUGIN_SHAPES: tuple[Detector, ...] = (messages_completion, text_keys)
 
 
 # ----------------------------------------------------------------- what a column holds

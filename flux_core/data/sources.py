@@ -1,10 +1,23 @@
 """Stage 1 of loading data: read it from wherever users keep it into an Arrow-backed ``datasets.Dataset``.
 
-Sources (see :func:`read_source`): a JSONL/JSON/Parquet/CSV file or a glob of shards, a
-directory written by ``save_to_disk`` (or a folder of data files), a hub dataset id with
-optional subset ``name`` and ``split``, a ``datasets.Dataset``/``DatasetDict``, or a list
-of dicts. Files go through ``datasets.load_dataset``, so rows stay memory-mapped on disk
-and a second load of the same file comes from the ``datasets`` cache.
+Sources (see :func:`read_source`): a JSONL/JSON/Parquet/CSV file (JSON and CSV also
+compressed: ``.gz``, ``.bz2``, ``.xz``, ``.zst``) or a glob of shards, a directory written
+by ``save_to_disk`` (or a folder of data files), a hub dataset id with optional subset
+``name`` and ``split``, a ``datasets.Dataset``/``DatasetDict``, or a list of dicts. Files
+go through ``datasets.load_dataset`` (which decompresses them through fsspec), so rows stay
+memory-mapped on disk and a second load of the same file comes from the ``datasets`` cache.
+
+Local files are read content-true: ``datasets`` keys its cache by path and mtime, so a file
+rewritten under the same mtime (``cp -p``, ``rsync -t``) would be served stale. Flux adds a
+digest of the files' bytes (xxhash, streamed) to the cache key and makes it the dataset's
+fingerprint: a changed file is read again, the loaded dataset's fingerprint changes with
+its bytes and nothing else (not with the path or the mtime), and every later ``map`` is
+cached under a fingerprint derived from it (the training data's fingerprint that a
+checkpoint records, :func:`flux_core.data.load.training_data_identity`).
+
+A ``.json`` file holding one object is one row, as ``datasets`` reads it, except an object
+of columns (every value a list, none of them chat messages: ``{"prompt": [...], "chosen":
+[...]}``), which becomes one row per list item.
 
 Hands the next stage (:mod:`flux_core.data.shapes`, through :mod:`flux_core.data.load`)
 the dataset and a :class:`RowNamer` that names a row in errors the way its user knows
@@ -25,9 +38,13 @@ from typing import Any, Collection
 
 from flux_core.data.formats import describe_kind, value_kind
 from flux_core.errors import DataError
+from flux_core.paths import COMPRESSION_SUFFIXES, looks_like_path
 
 # File suffix -> the ``datasets`` builder that reads it.
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+# Builders whose files may be compressed (fsspec infers the codec from the suffix). Parquet
+# compresses inside the file already, and ``datasets`` cannot read a compressed one.
+COMPRESSIBLE = {"json", "csv"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _GLOB_CHARS = set("*?[")
 PROGRESS_BYTES = 64 * 2**20  # smaller files load in about a second: no progress bars for them
@@ -51,19 +68,26 @@ class RowNamer:
     def _line_of(self, index: int) -> int:
         """1-based line of the ``index``-th non-blank line (blank lines hold no row)."""
         if not self._line_numbers:  # only on the error path: one scan of the file
-            with self.jsonl_path.open("rb") as handle:
+            with open_data_file(self.jsonl_path) as handle:
                 self._line_numbers = [number for number, line in enumerate(handle, 1) if line.strip()]
         return self._line_numbers[index] if index < len(self._line_numbers) else index + 1
 
 
 def read_source(
-    source: Any, *, name: str | None = None, split: str | None = None, text_columns: Collection[str] = ()
+    source: Any,
+    *,
+    name: str | None = None,
+    split: str | None = None,
+    text_columns: Collection[str] = (),
+    what: str = "data",
 ) -> tuple[Any, RowNamer]:
     """The Arrow-backed dataset behind ``source`` and a namer for its rows.
 
     ``name`` (a hub subset) and ``split`` apply to path-like sources; ``split``
     also picks a split of a ``DatasetDict`` (default ``train``). ``text_columns``
     name the columns that must hold text, for errors about unreadable JSON lines.
+    ``what`` is the config key the source came from (``data``, ``eval_data``,
+    ``data[1]``), for errors about the path itself.
     """
     from datasets import Dataset, DatasetDict
 
@@ -74,7 +98,7 @@ def read_source(
     if isinstance(source, list):
         return _from_list(source), RowNamer("data list", unit="item")
     if isinstance(source, (str, Path)):
-        return _read_path(str(source), name, split, text_columns)
+        return _read_path(str(source), name, split, text_columns, what)
     raise DataError(
         "data must be a file path, a glob, a saved dataset directory, a hub dataset id, a datasets.Dataset "
         f"or DatasetDict, or a list of dicts, not {type(source).__name__}"
@@ -110,50 +134,170 @@ def _from_list(items: list) -> Any:
         return Dataset.from_list(items, features=Features({key: Json() for key in keys}))
 
 
-def _read_path(path: str, name: str | None, split: str | None, text_columns: Collection[str]) -> tuple[Any, RowNamer]:
-    local = Path(path)
+def _read_path(
+    path: str, name: str | None, split: str | None, text_columns: Collection[str], what: str
+) -> tuple[Any, RowNamer]:
+    local = Path(path).expanduser()
     if local.is_dir():
         return _read_directory(local, name, split)
     if local.is_file():
         return _read_files(path, [local], split, text_columns)
     if _GLOB_CHARS & set(path):
-        files = sorted(Path(match) for match in glob.glob(path, recursive=True) if Path(match).is_file())
+        files = sorted(Path(match) for match in glob.glob(str(local), recursive=True) if Path(match).is_file())
         if not files:
-            raise DataError(f"{path}: no files match this pattern")
+            raise DataError(f"{what}: {path}: no files match this pattern")
         return _read_files(path, files, split, text_columns)
-    if local.suffix.lower() in FILE_BUILDERS or path.startswith((".", "/", "~")) or not _HUB_ID.match(path):
-        raise DataError(f"{path}: file not found")
+    if looks_like_path(path) or not _HUB_ID.match(path):  # never a hub id: no half minute of hub retries
+        raise DataError(f"{what}: {path}: file not found")
     return _read_hub(path, name, split)
 
 
+def data_suffix(path: Path) -> tuple[str, str | None]:
+    """The suffix that names a file's format, and its compression suffix if any:
+    ``a.jsonl.gz`` -> ``(".jsonl", ".gz")``, ``a.csv`` -> ``(".csv", None)``."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSION_SUFFIXES:
+        return (suffixes[-2] if len(suffixes) > 1 else ""), suffixes[-1]
+    return (suffixes[-1] if suffixes else ""), None
+
+
+def open_data_file(path: Path) -> Any:
+    """``path`` opened for reading bytes, line by line, decompressed as its suffix says (as ``datasets`` reads it)."""
+    import io
+
+    import fsspec
+
+    # A buffered reader on top: zstandard's stream reads blocks but has no lines.
+    return io.BufferedReader(fsspec.open(str(path), "rb", compression="infer").open())
+
+
 def _builder_for(path: str, files: list[Path]) -> str:
-    suffixes = {file.suffix.lower() for file in files}
-    builders = {FILE_BUILDERS.get(suffix) for suffix in suffixes}
+    kinds = {data_suffix(file) for file in files}
+    builders = {FILE_BUILDERS.get(suffix) for suffix, _ in kinds}
     if None in builders or len(builders) != 1:
         known = ", ".join(sorted(FILE_BUILDERS))
-        raise DataError(f"{path}: cannot read {', '.join(sorted(suffixes))} files as one dataset; use one of {known}")
-    return builders.pop()
+        found = ", ".join(sorted(suffix + (compression or "") for suffix, compression in kinds))
+        raise DataError(
+            f"{path}: cannot read {found} files as one dataset; use one of {known} "
+            f"(JSON and CSV may be compressed: {', '.join(COMPRESSION_SUFFIXES)})"
+        )
+    builder = builders.pop()
+    compressed = sorted({compression for _, compression in kinds if compression})
+    if compressed and builder not in COMPRESSIBLE:
+        raise DataError(
+            f"{path}: {builder} files compress their own contents and cannot be read {compressed[0]}-compressed; "
+            "decompress it"
+        )
+    return builder
 
 
 def _read_files(path: str, files: list[Path], split: str | None, text_columns: Collection[str]) -> tuple[Any, RowNamer]:
     builder = _builder_for(path, files)
-    one_jsonl = len(files) == 1 and files[0].suffix.lower() == ".jsonl"
-    namer = RowNamer(str(path), jsonl_path=files[0] if one_jsonl else None)
+    one_file_suffix = data_suffix(files[0])[0] if len(files) == 1 else None
+    namer = RowNamer(str(path), jsonl_path=files[0] if one_file_suffix == ".jsonl" else None)
+    digest = files_digest(files)
     try:
         with quiet_datasets(show_progress=sum(file.stat().st_size for file in files) >= PROGRESS_BYTES):
-            dataset = _load_dataset(builder, data_files=[str(file) for file in files], split="train")
+            dataset = _load_dataset(
+                builder, data_files=[str(file) for file in files], split="train", description=_cache_key(digest)
+            )
     except Exception as error:
+        _name_the_bad_line(files, builder, text_columns)
         if all(_is_blank(file) for file in files):
             from datasets import Dataset
 
             return Dataset.from_dict({}), namer  # reported as "no examples found"
-        if builder == "json":
-            for file in files:
-                scan_json_lines(file, text_columns)  # names the first bad line, if there is one
         raise DataError(f"{path}: cannot read as {builder}: {_cause(error)}") from None
     if split not in (None, "train"):
         raise DataError(f"{path}: a data file has one split ('train'), not '{split}'; use eval_fraction to carve one")
+    dataset = with_fingerprint(dataset, f"{builder}-{digest}")
+    if one_file_suffix == ".json" and len(dataset) == 1:
+        dataset = _rows_of_column_object(dataset, path)
     return dataset, namer
+
+
+def _name_the_bad_line(files: list[Path], builder: str, text_columns: Collection[str]) -> None:
+    """After ``datasets`` failed to read ``files``: raise naming the first unreadable JSON line, if any."""
+    if builder != "json":
+        return
+    for file in files:
+        try:
+            scan_json_lines(file, text_columns)
+        except DataError:
+            raise
+        except Exception:  # not even decompressible: datasets' own error says why
+            return
+
+
+def files_digest(files: list[Path]) -> str:
+    """A digest of the bytes of ``files``, in order (xxhash, read a block at a time)."""
+    import xxhash
+
+    digest = xxhash.xxh3_128()
+    for file in files:
+        one = xxhash.xxh3_128()
+        with file.open("rb") as handle:
+            while block := handle.read(1 << 22):
+                one.update(block)
+        digest.update(one.digest())
+    return digest.hexdigest()
+
+
+def _cache_key(digest: str) -> str:
+    """What goes into the ``datasets`` cache key beside the path and mtime ``datasets`` puts there.
+
+    ``description`` is a field of every builder config and so part of the config id that
+    names the cache directory; a file whose bytes changed is read again, whatever its mtime.
+    """
+    return f"flux content digest {digest}"
+
+
+def with_fingerprint(dataset: Any, fingerprint: str) -> Any:
+    """``dataset`` (the same memory-mapped table) under a fingerprint of its content.
+
+    ``datasets`` derives the fingerprint of a loaded file from its cache directory, so from
+    the path and mtime; this one changes with the bytes read and nothing else, and every
+    ``map`` after it caches under a fingerprint derived from it.
+    """
+    from datasets import Dataset
+    from datasets.fingerprint import Hasher
+
+    return Dataset(dataset.data, info=dataset.info, split=dataset.split, fingerprint=Hasher.hash(fingerprint))
+
+
+def _rows_of_column_object(dataset: Any, path: str) -> Any:
+    """The rows of a ``.json`` file holding one object of columns (``{"prompt": [...], ...}``).
+
+    ``datasets`` reads one JSON object as one row. When every value is a list and none is a
+    list of chat messages (one conversation stays one row), the object is a dataset by
+    columns: list item ``i`` of every column makes row ``i``.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = dataset.data.table
+    fields = list(table.schema)
+    if not fields or not all(pa.types.is_list(f.type) or pa.types.is_large_list(f.type) for f in fields):
+        return dataset
+    if any(pa.types.is_struct(field.type.value_type) for field in fields):
+        return dataset
+    lengths = {field.name: pc.list_value_length(table.column(field.name))[0].as_py() for field in fields}
+    if len(set(lengths.values())) != 1:
+        sizes = ", ".join(f"'{name}' {length}" for name, length in lengths.items())
+        raise DataError(
+            f"{path}: one JSON object of columns whose lists differ in length ({sizes}); give every column one "
+            "value per row, or write one JSON object per row (JSON lines)"
+        )
+    with quiet_datasets(show_progress=False):
+        rows = dataset.with_format("arrow").map(_column_lists_to_rows, batched=True, desc="Reading columns")
+    return rows.with_format(None)
+
+
+def _column_lists_to_rows(table: Any) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pa.table({name: pc.list_flatten(table.column(name)) for name in table.column_names})
 
 
 def _read_directory(directory: Path, name: str | None, split: str | None) -> tuple[Any, RowNamer]:
@@ -169,12 +313,19 @@ def _read_directory(directory: Path, name: str | None, split: str | None) -> tup
             return pick_split(loaded, split, str(directory)), namer
         return loaded, namer
     # A folder of data files (e.g. a downloaded copy of a hub dataset repository).
+    files = sorted(
+        file
+        for file in directory.rglob("*")
+        if file.is_file() and not any(part.startswith(".") for part in file.relative_to(directory).parts)
+    )
+    digest = files_digest(files)
     try:
         with quiet_datasets():
-            loaded = _load_dataset(str(directory), name=name)
+            loaded = _load_dataset(str(directory), name=name, description=_cache_key(digest))
     except Exception as error:
         raise DataError(f"{directory}: not a saved dataset nor a folder of data files: {_cause(error)}") from None
-    return pick_split(loaded, split, str(directory)), namer
+    dataset = pick_split(loaded, split, str(directory))
+    return with_fingerprint(dataset, f"folder-{digest}-{name}-{dataset.split}"), namer
 
 
 def _read_hub(dataset_id: str, name: str | None, split: str | None) -> tuple[Any, RowNamer]:
@@ -207,10 +358,10 @@ def scan_json_lines(path: Path, text_columns: Collection[str] = ()) -> None:
     key a value of another type than earlier lines did (``text_columns`` must hold
     strings or chat message lists). Returns quietly when no line is.
     """
-    if path.suffix.lower() != ".jsonl":
+    if data_suffix(path)[0] != ".jsonl":
         return
     first_seen: dict[str, tuple[str, int]] = {}  # key -> (kind of value, line it was first seen on)
-    with path.open("rb") as handle:
+    with open_data_file(path) as handle:
         for number, raw in enumerate(handle, start=1):
             where = f"{path}:{number}"
             try:
@@ -249,10 +400,13 @@ def scan_json_lines(path: Path, text_columns: Collection[str] = ()) -> None:
 
 def _is_blank(path: Path) -> bool:
     """Whether ``path`` holds nothing but whitespace (read a block at a time)."""
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            if block.strip():
-                return False
+    try:
+        with open_data_file(path) as handle:
+            while block := handle.read(1 << 20):
+                if block.strip():
+                    return False
+    except Exception:  # a compressed file that does not decompress is not blank
+        return False
     return True
 
 

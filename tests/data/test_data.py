@@ -113,8 +113,8 @@ def test_an_unreachable_hub_dataset_is_one_line():
 
 
 def test_missing_files_and_unsupported_sources(tmp_path):
-    assert error_of(str(tmp_path / "nope.jsonl")) == f"{tmp_path / 'nope.jsonl'}: file not found"
-    assert error_of(str(tmp_path / "*.parquet")) == f"{tmp_path / '*.parquet'}: no files match this pattern"
+    assert error_of(str(tmp_path / "nope.jsonl")) == f"data: {tmp_path / 'nope.jsonl'}: file not found"
+    assert error_of(str(tmp_path / "*.parquet")) == f"data: {tmp_path / '*.parquet'}: no files match this pattern"
     (tmp_path / "notes.txt").write_text("hello")
     assert "cannot read .txt files" in error_of(str(tmp_path / "notes.txt"))
     assert "not int" in error_of(42)

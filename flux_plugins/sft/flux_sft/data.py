@@ -1,4 +1,8 @@
-"""SFT data: one of three shapes, checked before any model loads; preference pairs -> prompt + chosen."""
+"""SFT data: one of three shapes, checked before any model loads; preference pairs -> prompt + chosen.
+
+Core brings practitioners' layouts to these shapes first (``flux_core.data.shapes.LAYOUTS``):
+ShareGPT ``conversations`` become ``messages``, Alpaca rows ``prompt`` + ``completion``.
+"""
 
 from __future__ import annotations
 
@@ -42,8 +46,9 @@ def check_examples(dataset: Any, where: Any, num_proc: int | None = None) -> Any
     else:
         present = ", ".join(sorted(columns)) or "none"
         raise DataError(
-            f"{where(0)}: no SFT columns: each example needs {NEEDS} (columns: {present}); "
-            "map yours with data: {path: ..., columns: {text: COLUMN}}"
+            f"{where(0)}: no SFT columns: each example needs {NEEDS}, or ShareGPT conversations, or Alpaca "
+            f"instruction and output (columns: {present}); map yours with data: "
+            "{path: ..., columns: {text: COLUMN}}"
         )
     check_rows(dataset, kinds, where, NEEDS)
     return dataset
