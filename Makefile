@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PLUGINS := $(wildcard flux_plugins/*)
 TINY_MODEL := .cache/tiny-model
 
-.PHONY: install test test-fast demo demo-grpo demo-ppo demo-rlhf bench gpu-check gpu-wheels clean
+.PHONY: install test test-fast demo demo-grpo demo-ppo demo-rlhf bench gpu-check gpu-wheels dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ install: $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[test]" $(foreach plugin,$(PLUGINS),-e $(plugin))
+	@# The core was the distribution `flux-core` before 0.1.0 was published as flux-train; PyPI's flux-core is
+	@# another project whose `flux` package would shadow Flux's. Either way it has to go (then flux-train's
+	@# `flux` command, which the uninstall removed too, is put back).
+	@if $(BIN)/pip show --quiet flux-core 2>/dev/null; then \
+		$(BIN)/pip uninstall --quiet --yes flux-core && $(BIN)/pip install --quiet --no-deps --force-reinstall -e .; fi
 	@$(BIN)/flux plugins
 
 # One worker per core (-n auto; 2 on CI: 7.3 min instead of ~13 serially); loadscope keeps each test
@@ -34,7 +39,7 @@ $(TINY_MODEL)/config.json:
 # Each demo starts fresh: Flux refuses to train over a previous run's checkpoints.
 demo: $(TINY_MODEL)/config.json
 	$(BIN)/python examples/make_preferences.py examples/preferences.jsonl --pairs 256
-	cp configs/dpo-demo.yaml examples/dpo-config.yaml
+	sed 's|^model_path: |model_path: ../|' configs/dpo-demo.yaml > examples/dpo-config.yaml  # the tutorial runs in examples/
 	rm -rf examples/outputs/dpo
 	cd examples && ../$(BIN)/python dpo_tutorial.py
 
@@ -67,6 +72,15 @@ gpu-check:
 # On a machine with PyPI access: wheels for a CUDA machine without it, into dist/gpu-wheels.
 gpu-wheels:
 	PYTHON=$(BIN)/python scripts/gpu_wheels.sh
+
+# An sdist and a wheel of flux-train and of every flux_plugins/* into dist/ (python -m build builds each
+# wheel from its sdist, in an isolated environment), then twine's check of what PyPI will show.
+# BUILD_FLAGS=--no-isolation builds with this venv's setuptools instead of downloading one.
+BUILD_FLAGS ?=
+dist:
+	rm -f dist/*.whl dist/*.tar.gz
+	$(foreach source,. $(PLUGINS),$(BIN)/python -m build --quiet $(BUILD_FLAGS) --outdir dist $(source) &&) true
+	$(BIN)/twine check --strict dist/*.whl dist/*.tar.gz
 
 clean:
 	rm -rf outputs examples/outputs .cache

@@ -3,7 +3,9 @@
 Every measurement is a fresh subprocess (so peak RSS is its own) on the same model,
 data and seed, with TRL's defaults on both sides unless a row says otherwise:
 
-1. overhead: same settings, median step time and peak memory (targets <= 1.02, <= 1.05);
+1. overhead: same settings, median step time and peak memory (targets <= 1.02, <= 1.05), and
+   the whole process: ``flux train`` against the raw TRL program for the same 120-step run,
+   interleaved, wall time (target <= 1.02);
 2. ``reference_policy: auto`` vs TRL's default, 3 epochs over 256 pairs: throughput
    (target >= 1.3x);
 3. LoRA vs full fine-tuning peak memory above the import baseline on a ~50M model
@@ -250,6 +252,97 @@ def bench_overhead(data: Path, steps: int, repeats: int, size: str = "tiny") -> 
         print(f"   GPU memory: raw TRL{_gpu_mib(runs['trl'])[1:]}; Flux{_gpu_mib(runs['flux'])[1:]}")
 
 
+def _raw_trl_dpo(spec: dict) -> None:
+    """The raw TRL program for the run ``flux train`` makes in :func:`bench_whole_process`: what a TRL
+    user writes for it (load the JSON lines with datasets, train, save the model)."""
+    import torch
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()  # Flux's precision: auto
+    args = DPOConfig(
+        output_dir=spec["output_dir"],
+        max_steps=spec["steps"],
+        per_device_train_batch_size=8,
+        learning_rate=5e-4,
+        max_length=128,
+        beta=0.1,
+        seed=42,
+        bf16=bf16,
+        use_cpu=not cuda,
+        gradient_checkpointing=False,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+    )
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.bfloat16 if bf16 else torch.float32),
+        args=args,
+        train_dataset=load_dataset("json", data_files=spec["data"], split="train"),
+        processing_class=AutoTokenizer.from_pretrained(spec["model"]),
+    )
+    trainer.train()
+    trainer.save_model(str(Path(spec["output_dir"]) / "final"))
+
+
+def _timed_process(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system, its children included) of one process, start to exit."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode != 0:
+        raise RuntimeError(f"{command[:3]} failed:\n{out.stderr[-3000:]}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def bench_whole_process(data: Path, steps: int, repeats: int, size: str = "tiny") -> None:
+    """``flux train`` vs the raw TRL program for the same run, each a whole process timed from start to
+    exit (imports, data, model, training, saving; Flux also writes best/, model cards and metrics.png),
+    in alternating order (ABBA), after one untimed 2-step run of each (warm caches)."""
+    model = _model(size)
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    env.setdefault("OMP_NUM_THREADS", "2")
+    flux = str(Path(sys.executable).with_name("flux"))
+    times: dict[str, list[tuple[float, float]]] = {"trl": [], "flux": []}
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def command(kind: str, run_steps: int, name: str) -> list[str]:
+            output_dir = Path(tmp) / name
+            if kind == "trl":
+                spec = {"model": str(model), "data": str(data), "steps": run_steps, "output_dir": str(output_dir)}
+                return [sys.executable, __file__, "--raw-trl", json.dumps(spec)]
+            config = Path(tmp) / f"{name}.yaml"
+            config.write_text(
+                f"model_path: {model}\noutput_dir: {output_dir}\nnum_steps: {run_steps}\nbatch_size: 8\n"
+                "learning_rate: 5.0e-4\nmax_length: 128\ngradient_checkpointing: false\n"
+                "algorithm: {name: dpo, beta: 0.1, reference_policy: copy}\n"
+            )
+            return [flux, "train", str(config), "--data", str(data), "--no-progress"]
+
+        for kind in ("trl", "flux"):
+            _timed_process(command(kind, 2, f"warm-{kind}"), env)
+        for repeat in range(repeats):
+            order = ("trl", "flux") if repeat % 2 == 0 else ("flux", "trl")
+            for kind in order:
+                times[kind].append(_timed_process(command(kind, steps, f"{kind}-{repeat}"), env))
+    walls = {kind: [wall for wall, _ in runs] for kind, runs in times.items()}
+    cpus = {kind: [cpu for _, cpu in runs] for kind, runs in times.items()}
+    print(f"\n1b. Whole process, same settings ({size} model, batch 8, {steps} steps, copy reference, checkpointing")
+    print(f"    off; `flux train` vs the raw TRL program, alternating, median of {repeats} each)")
+    for kind, label in (("trl", "raw TRL"), ("flux", "flux train")):
+        runs = ", ".join(f"{wall:.1f}" for wall in walls[kind])
+        wall, cpu = statistics.median(walls[kind]), statistics.median(cpus[kind])
+        print(f"    {label:11} wall {wall:6.1f} s ({runs})   CPU {cpu:6.1f} s")
+    wall_ratio = statistics.median(walls["flux"]) / statistics.median(walls["trl"])
+    cpu_ratio = statistics.median(cpus["flux"]) / statistics.median(cpus["trl"])
+    print(f"    flux/TRL  wall {wall_ratio:.3f} (target <= 1.02)   CPU {cpu_ratio:.3f}")
+
+
 def bench_auto_reference(data: Path, repeats: int, size: str = "small") -> None:
     model = _model(size)
     steps = 3 * 256 // 8  # three epochs over 256 pairs
@@ -358,6 +451,7 @@ def main(quick: bool = False, model_size: str | None = None) -> None:
             bench_packing(variable, steps=10 if quick else 20, size=model_size)
             return
         bench_overhead(pairs, steps=20 if quick else 40, repeats=1 if quick else 3)
+        bench_whole_process(pairs, steps=40 if quick else 120, repeats=1 if quick else 3)
         bench_auto_reference(pairs, repeats=1)
         bench_lora_memory(pairs)
         bench_packing(variable, steps=10 if quick else 20)
@@ -368,6 +462,7 @@ def main(quick: bool = False, model_size: str | None = None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--raw-trl", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and steps")
     parser.add_argument(
         "--model-size",
@@ -378,5 +473,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))))
+    elif args.raw_trl:
+        _raw_trl_dpo(json.loads(args.raw_trl))
     else:
         main(quick=args.quick, model_size=args.model_size)

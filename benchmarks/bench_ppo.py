@@ -144,7 +144,7 @@ def main(repeats: int = 1) -> None:
 
 TRL112_PYTHON = REPO / "benchmarks" / ".venv-trl112" / "bin" / "python"
 # lr 3e-3, the PPO demo's: at 3e-4 neither TRL 1.12 nor Flux moves the score in 128 steps
-# (docs/ppo.md has both); at 3e-3 TRL 1.12 climbs from about -0.5 to 4-7, MEASURED.md's "-0.8 -> 6-9".
+# (docs/ppo.md has both); at 3e-3 TRL 1.12 climbs from about -0.5 to 4-7, as the issue's "-0.8 -> 6-9" did.
 RM_STEPS, RM_BATCH, RM_LR, RM_LENGTH = 128, 8, 3e-3, 16
 RM_HEAD_STD = 0.3
 RM_SEED = 1  # random completions score about -0.3 +- 2.5 (the issue: -0.84 at the start), the best ~+5

@@ -20,7 +20,8 @@ def main() -> None:
     config = FluxConfig.from_yaml(sys.argv[1] if len(sys.argv) > 1 else "configs/grpo-demo.yaml")
     trainer = FluxTrainer(config, show_progress=False)
     prompt = "Explain photosynthesis."
-    sample = dict(max_new_tokens=config.algorithm.max_completion_length, do_sample=True, temperature=1.0)
+    # raw: the prompt as training sees it (text prompts go to the model without the chat template)
+    sample = dict(max_new_tokens=config.algorithm.max_completion_length, temperature=1.0, raw=True)
     print(f"before: {trainer.generate(prompt, **sample)!r}")
     window = []
 

@@ -69,7 +69,9 @@ def main() -> None:
     print(f"          mean reward: first {count} steps {first:+.3f} -> last {count} steps {last:+.3f}")
     trainer = FluxTrainer(config, show_progress=False)
     trainer.load_checkpoint(result.final_path)
-    sample = trainer.generate("Explain black holes.", max_new_tokens=config.algorithm.max_completion_length)
+    sample = trainer.generate(  # raw: as PPO saw its text prompts, without the chat template
+        "Explain black holes.", max_new_tokens=config.algorithm.max_completion_length, raw=True
+    )
     print(f"          sample after PPO (a tiny random model: expect text only the reward model likes): {sample!r}")
     print(f"demo-rlhf: done in {time.perf_counter() - total:.0f}s")
 

@@ -15,7 +15,9 @@ from typing import Any
 
 from flux_core.hookspecs import hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place flux-train's version is written (pyproject.toml reads it)
+# The distribution this package is installed as (`flux-core` on PyPI is an unrelated project).
+DISTRIBUTION = "flux-train"
 
 # name -> the module that defines it. Grouped by what a plugin uses them for.
 _PLUGIN_API = {
@@ -27,6 +29,10 @@ _PLUGIN_API = {
     "get_registry": "flux_core.registry",
     "get_plugin_manager": "flux_core.plugins",
     "Loss": "flux_core.registry",
+    "PlotPanel": "flux_core.registry",
+    # what an algorithm relies on in TRL (Algorithm.trl_relies_on), checked when a run starts
+    "TRLReliance": "flux_core.compat",
+    "TESTED_TRL": "flux_core.compat",
     # checking and fingerprinting a plugin's own data shapes (flux-sft's formats, flux-dpo's cache key)
     "TEXT": "flux_core.data.formats",
     "CHAT": "flux_core.data.formats",
@@ -34,6 +40,13 @@ _PLUGIN_API = {
     "check_rows": "flux_core.data.checks",
     "describe_kind": "flux_core.data.formats",
     "update_digest": "flux_core.data.checks",
+    # whether the model's chat template renders the data's tool calls and tool schemas (before TRL tokenizes)
+    "check_template_renders": "flux_core.data.rendering",
+    # showing rows as the trainer tokenizes them (Algorithm.preview, `flux data`)
+    "TrainingView": "flux_core.data.views",
+    "pair_view": "flux_core.data.views",
+    "sequence_view": "flux_core.data.views",
+    "prompt_view": "flux_core.data.views",
     # errors users see as one line
     "FluxError": "flux_core.errors",
     "ConfigError": "flux_core.errors",
@@ -49,6 +62,8 @@ _PLUGIN_API = {
     "CheckpointManager": "flux_core.run.checkpoint",
     "REWARD_SCORE_NAMES": "flux_core.run.checkpoint",
     "NonFiniteGuard": "flux_core.run.nonfinite",
+    "with_resolved_steps": "flux_core.run.steps",
+    "resolved_num_steps": "flux_core.run.steps",
     "optimizer_learning_rate": "flux_core.run.nonfinite",
     "Preempted": "flux_core.run.preemption",
     "ResumeError": "flux_core.run.resume",
@@ -68,6 +83,8 @@ _PLUGIN_API = {
     "looks_local": "flux_core.modeling",
     "check_weight_files": "flux_core.modeling",
     "build_trl_config": "flux_core.trl_based.settings",
+    # one line on stderr per phase before the first step ("flux: tokenizing 256 rows")
+    "announce_phase": "flux_core.report.phases",
     "SHARED_OWNED_TRL_FIELDS": "flux_core.trl_based.settings",
     "ReferenceLogpsProvider": "flux_core.reference",
     "BUILT_IN_POLICIES": "flux_core.reference",

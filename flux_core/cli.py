@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from flux_core.run.layout import CONFIG_FILE, EVAL_FILE, METRICS_FILE, PLOT_FILE
 
@@ -43,20 +43,62 @@ def _temperature(text: str) -> float:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="flux",
-        description="Flux: plugin-based post-training (DPO, GRPO, PPO) on top of Hugging Face TRL.",
-    )
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+def _top_p(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], not {text}")
+    return value
 
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _add_generation_options(parser: argparse.ArgumentParser) -> None:
+    """The sampling options ``flux generate`` and ``flux chat`` share."""
+    parser.add_argument("--max-new-tokens", type=_positive_int, default=64, help="tokens to generate (default 64)")
+    parser.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy (default); > 0 samples")
+    parser.add_argument("--top-p", type=_top_p, help="nucleus sampling: keep the likeliest tokens up to this mass")
+    parser.add_argument("--top-k", type=_positive_int, help="sample among the k likeliest tokens only")
+    parser.add_argument(
+        "--repetition-penalty", type=_positive_float, help="> 1 discourages repeating tokens (1 = off, the default)"
+    )
+    parser.add_argument("--system", metavar="TEXT", help="a system prompt (through the chat template)")
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: read from package metadata when asked, so building the parser stays cheap."""
+
+    def __init__(self, option_strings, dest, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from flux_core.installation import version_report
+
+        print(version_report())
+        parser.exit(0)
+
+
+def _add_train_command(commands: argparse._SubParsersAction) -> None:
+    """``flux train`` and its options."""
     train = commands.add_parser("train", help="train with a YAML config", description="Train with a YAML config.")
     train.add_argument("config", help="path to the YAML config")
     train.add_argument(
         "--data",
-        help="training data: a JSONL/JSON/Parquet/CSV file, a glob, a save_to_disk directory or a hub dataset id; "
-        "defaults to the config's data: key",
+        action="append",
+        metavar="SOURCE",
+        help="training data: a JSONL/JSON/Parquet/CSV file (JSON and CSV may be .gz/.bz2/.xz/.zst), a glob, a "
+        "save_to_disk directory or a hub dataset id; repeat it to concatenate several (weights: a data: list in the "
+        "config); defaults to the config's data: key",
     )
     train.add_argument("--eval-data", help="held-out data in the same format; best/ is then picked by eval loss")
     train.add_argument(
@@ -75,7 +117,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="CHECKPOINT",
         help="continue the run in output_dir from its newest checkpoint-N (or from CHECKPOINT), with the same "
-        "config (num_steps and checkpoint.save_steps may change)",
+        "config (num_steps or num_epochs and checkpoint.save_steps may change)",
+    )
+    train.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="with --resume: go on although the training data differs from the checkpoint's (another file, the same "
+        "file rewritten, other weights), which is refused otherwise",
     )
     train.add_argument(
         "--overwrite",
@@ -88,11 +136,46 @@ def _parser() -> argparse.ArgumentParser:
         help="run under `accelerate launch --config_file FILE` (multi-GPU, DeepSpeed, FSDP; see configs/accelerate/)",
     )
 
-    generate = commands.add_parser("generate", help="generate text from a checkpoint")
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="flux",
+        # No list of algorithms: they are plugins, and loading them made --help 4-5x slower (0.35-0.6 s, not 0.1 s).
+        description="Flux: plugin-based post-training on top of Hugging Face TRL. Algorithms are plugins: "
+        "`flux plugins` lists the installed ones.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action=_VersionAction, help="print the versions of Flux, its plugins and TRL")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _add_train_command(commands)
+
+    generate = commands.add_parser(
+        "generate",
+        help="generate text from a checkpoint",
+        description="Answer PROMPT with the model at CHECKPOINT. The prompt goes through the model's chat template "
+        "as a user message when its tokenizer has one (--raw: the text as it is, e.g. for a model trained on "
+        "raw-text prompts). Greedy unless --temperature is above 0.",
+    )
     generate.add_argument("checkpoint", help="checkpoint directory (e.g. outputs/dpo/best) or model path")
     generate.add_argument("prompt", help="prompt text")
-    generate.add_argument("--max-new-tokens", type=_positive_int, default=64, help="tokens to generate (default 64)")
-    generate.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy (default); > 0 samples")
+    _add_generation_options(generate)
+    generate.add_argument(
+        "--num-samples", type=_positive_int, default=1, help="how many samples to print (needs --temperature > 0)"
+    )
+    generate.add_argument("--raw", action="store_true", help="feed the prompt as it is, without the chat template")
+
+    chat = commands.add_parser(
+        "chat",
+        help="talk to a checkpoint in the terminal, turn by turn",
+        description="An interactive conversation with the model at CHECKPOINT through its chat template: each reply "
+        "is generated from the whole conversation and printed as it comes. /reset forgets the conversation, "
+        "/exit or Ctrl-D ends.",
+    )
+    chat.add_argument("checkpoint", help="checkpoint directory (e.g. outputs/dpo/best) or model path")
+    _add_generation_options(chat)
+
+    _add_data_command(commands)
 
     plot = commands.add_parser(
         "plot",
@@ -142,6 +225,44 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_data_command(commands: argparse._SubParsersAction) -> None:
+    """``flux data``: the first examples as the algorithm will train on them (flux_core.data.preview)."""
+    data = commands.add_parser(
+        "data",
+        help="show the first examples as the algorithm will train on them, and token lengths",
+        description="Load the data as `flux train` would (shape detection, normalising, checks), tokenize it as the "
+        "algorithm's trainer does (chat template, EOS, prompt/completion split; only the tokenizer is loaded) and "
+        "print the first examples with the trained tokens marked, token-length percentiles, the rows longer than "
+        "max_length and the rows the trainer drops.",
+    )
+    data.add_argument("config", help="path to the YAML config")
+    data.add_argument(
+        "--data", metavar="FILE", help="the data to show (any source flux train --data takes); default: the config's"
+    )
+    data.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set max_length=512 (repeatable)",
+    )
+    data.add_argument(
+        "-n", dest="num_examples", metavar="N", type=_positive_int, default=3, help="examples to show (default 3)"
+    )
+    data.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object per example, then {"summary": ...}: no colour, nothing else on stdout',
+    )
+    data.add_argument(
+        "--color",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="mark trained tokens in colour (auto: on a terminal, unless NO_COLOR is set) or with [[brackets]]",
+    )
+
+
 def _relaunch_under_accelerate(config_file: str, argv: list[str]) -> int:
     """Re-run this same command, minus --accelerate-config, under ``accelerate launch``."""
     import os
@@ -180,9 +301,10 @@ def _resume_command(args: argparse.Namespace) -> str:
     import shlex
 
     command = ["flux", "train", args.config]
-    for option, value in (("--data", args.data), ("--eval-data", args.eval_data)):
-        if value:
-            command += [option, value]
+    for source in args.data or ():
+        command += ["--data", source]
+    if args.eval_data:
+        command += ["--eval-data", args.eval_data]
     for override in args.overrides:
         command += ["--set", override]
     if args.no_progress:
@@ -197,12 +319,18 @@ def _train(args: argparse.Namespace) -> int:
     config = FluxConfig.from_yaml(args.config, overrides=args.overrides)
     if args.accelerate_config:
         return _relaunch_under_accelerate(args.accelerate_config, _without_option(args.argv, "--accelerate-config"))
+    from flux_core.report.background import PlotHelper
     from flux_core.run.preemption import EXIT_STATUS, Preempted
 
+    plot_helper = PlotHelper() if _is_main_process() else None  # imports matplotlib while the run starts
     trainer = FluxTrainer(config, show_progress=not args.no_progress)
     try:
         result = trainer.fit(
-            prompts=args.data or config.data, eval_data=args.eval_data, resume=args.resume, overwrite=args.overwrite
+            prompts=(args.data[0] if len(args.data) == 1 else args.data) if args.data else config.data,
+            eval_data=args.eval_data,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            allow_data_change=args.allow_data_change,
         )
     except Preempted as preempted:  # SIGTERM: checkpoint-N is written; say how to go on
         if _is_main_process():
@@ -214,16 +342,17 @@ def _train(args: argparse.Namespace) -> int:
         f"flux: trained {result.steps} steps, final loss {result.final_loss:.4f}; "
         f"best: {result.best_path}; final: {result.final_path}"
     )
-    _report_run(config.output_dir)
+    _report_run(config.output_dir, plot_helper=plot_helper, algorithm=config.algorithm.name)
     return 0
 
 
-def _report_run(output_dir: str, out: str | None = None) -> None:
-    """Draw ``metrics.jsonl``, say where the picture is, and print the tutorial's warning signs."""
+def _report_run(output_dir: str, out: str | None = None, plot_helper: Any = None, algorithm: str | None = None) -> None:
+    """Draw ``metrics.jsonl`` (in ``plot_helper``'s process when given), say where the picture is, and print
+    the tutorial's warning signs."""
     from flux_core.report.diagnostics import diagnose, read_metrics
     from flux_core.report.plot import plot_run
 
-    picture = plot_run(output_dir, out)
+    picture = plot_helper.draw(output_dir, out, algorithm) if plot_helper else plot_run(output_dir, out, algorithm)
     print(f"flux: plot: {picture}")
     for warning in diagnose(read_metrics(Path(output_dir) / METRICS_FILE)):
         print(f"flux: warning: {warning}", file=sys.stderr)
@@ -245,33 +374,65 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    from flux_core.config import FluxConfig
+    from flux_core.data.preview import preview_data, render_json, render_terminal, wants_colour
+
+    config = FluxConfig.from_yaml(args.config, overrides=args.overrides)
+    preview = preview_data(config, args.data or config.data, args.num_examples)
+    print(render_json(preview) if args.json else render_terminal(preview, wants_colour(args.color, sys.stdout)))
+    return 0
+
+
 def _plot(args: argparse.Namespace) -> int:
     _report_run(args.output_dir, args.out)
     return 0
 
 
-def _generate(args: argparse.Namespace) -> int:
-    from flux_core.modeling import (
-        check_model_directory,
-        generate_text,
-        load_model,
-        load_tokenizer,
-        looks_local,
-        resolve_precision,
-    )
+def _load_for_generation(checkpoint: str):
+    """The tokenizer and model at ``checkpoint`` (a run's checkpoint directory, a model directory or a hub id)."""
+    from flux_core.modeling import check_model_directory, load_model, load_tokenizer, looks_local, resolve_precision
     from flux_core.run.checkpoint import resolve_checkpoint
 
-    path = args.checkpoint
+    path = checkpoint
     if looks_local(path):
         path = str(resolve_checkpoint(path))
         check_model_directory(Path(path))  # before the seconds spent importing transformers
     from flux_core.quiet import quiet_libraries
 
     with quiet_libraries():
-        tokenizer = load_tokenizer(path)
-        model = load_model(path, resolve_precision("auto"))
-    sampling = {"do_sample": True, "temperature": args.temperature} if args.temperature > 0 else {}
-    print(generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens, **sampling))
+        return load_tokenizer(path), load_model(path, resolve_precision("auto"))
+
+
+def _sampling_options(args: argparse.Namespace) -> dict:
+    """The options of ``_add_generation_options`` that ``flux_core.generation.generation_settings`` takes."""
+    names = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty")
+    return {name: getattr(args, name) for name in names}
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from flux_core.generation import check_prompt, generate_samples, generation_settings
+
+    options = {**_sampling_options(args), "num_samples": args.num_samples}
+    check_prompt(args.prompt)  # these fail before the seconds spent loading the model
+    generation_settings(**options)
+    tokenizer, model = _load_for_generation(args.checkpoint)
+    samples = generate_samples(model, tokenizer, args.prompt, raw=args.raw, system=args.system, **options)
+    for number, sample in enumerate(samples, start=1):
+        if len(samples) > 1:
+            print(f"--- sample {number} of {len(samples)} ---")
+        print(sample)
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from flux_core.chat import chat
+    from flux_core.generation import generation_settings
+
+    options = _sampling_options(args)
+    generation_settings(**options)  # before the seconds spent loading the model
+    tokenizer, model = _load_for_generation(args.checkpoint)
+    chat(model, tokenizer, system=args.system, **options)
     return 0
 
 
@@ -326,10 +487,12 @@ def _tiny_model(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "data": _data,
     "eval": _eval,
     "plot": _plot,
     "train": _train,
     "generate": _generate,
+    "chat": _chat,
     "plugins": _plugins,
     "serve": _serve,
     "tiny-model": _tiny_model,
@@ -342,6 +505,10 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from flux_core.installation import flux_package_problem
+
+    if shadowed := flux_package_problem():  # PyPI's unrelated flux-core also installs a `flux` package
+        print(f"flux: warning: {shadowed}", file=sys.stderr)
     args = _parser().parse_args(argv)
     args.argv = argv
     if args.command is None:

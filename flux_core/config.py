@@ -9,19 +9,22 @@ path and, for a misspelled key, the closest valid one.
 from __future__ import annotations
 
 import dataclasses
+import typing
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     SerializeAsAny,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -30,6 +33,9 @@ from pydantic import (
 
 from flux_core.config_checks import check_not_bool_for_number, checked_trl_value, parse_yaml, read_config_text
 from flux_core.errors import ConfigError, FluxError, close_match
+
+# Optimizer steps of a run that sets neither num_steps nor num_epochs.
+DEFAULT_NUM_STEPS = 1000
 
 
 class StrictModel(BaseModel):
@@ -50,7 +56,7 @@ class AlgorithmConfig(StrictModel):
 
     A subclass may also declare ``flux_owned_trl_fields`` (TRL config fields its runner
     sets from Flux keys: ``trl:`` may not set them, and the message says which Flux key
-    to use) and override :meth:`warnings_for`.
+    to use) and override :meth:`warnings_for` and :meth:`steps_per_epoch`.
     """
 
     name: str = Field(description="Which installed algorithm to run (dpo, grpo, ppo, ...).")
@@ -60,6 +66,18 @@ class AlgorithmConfig(StrictModel):
     def warnings_for(self, config: Any) -> list[str]:
         """One-line warnings about settings of ``config`` this algorithm ignores or overrides."""
         return []
+
+    def steps_per_epoch(self, config: Any, num_examples: int, world_size: int) -> int:
+        """Optimizer steps in one pass over ``num_examples`` training rows: what ``num_epochs`` counts.
+
+        The default is transformers' count for a ``Trainer``: ``batch_size`` rows per process
+        and batch, ``trl.gradient_accumulation_steps`` batches per step, ``world_size``
+        processes. An algorithm whose steps consume rows otherwise overrides it (GRPO counts
+        prompts per generation batch).
+        """
+        from flux_core.run.steps import batched_steps_per_epoch
+
+        return batched_steps_per_epoch(config, num_examples, world_size)
 
 
 class SGLangConfig(StrictModel):
@@ -133,13 +151,81 @@ class DataSource(StrictModel):
     split: str | None = Field(default=None, description="Which split to read (default: train, or the only split).")
     columns: dict[str, str] = Field(
         default_factory=dict,
-        description="Flux column -> the dataset's own column, e.g. {prompt: question, chosen: good, rejected: bad}.",
+        description="Flux column -> the dataset's own column, e.g. {prompt: question, chosen: good, rejected: bad}; "
+        "also onto the ShareGPT and Alpaca columns (conversations, system, instruction, input, output, history).",
+    )
+    message_keys: dict[Literal["role", "content"], str] = Field(
+        default_factory=dict,
+        description="Chat message key -> the key your messages use for it, e.g. {role: speaker, content: text} "
+        "(role/content and ShareGPT's from/value are read without it).",
+    )
+    roles: dict[Literal["system", "user", "assistant", "tool_call", "tool"], list[str]] = Field(
+        default_factory=dict,
+        description="Chat role -> the role names your messages use for it, on top of the built-in ones (user: "
+        "human; assistant: gpt, model, bot; tool_call: function_call; tool: observation), e.g. "
+        "{user: [customer], assistant: [agent]}.",
+    )
+    weight: PositiveFloat | None = Field(
+        default=None,
+        description="In a list of sources (a mixture): this source's share; each next example is drawn from it with "
+        "probability weight / sum of weights (seeded by seed) until every source was used whole at least once. "
+        "Give every source a weight, or none (then the sources are concatenated).",
+    )
+    rows: PositiveInt | None = Field(
+        default=None,
+        description="Take the first this many rows of this source (an error when it has fewer); not together with "
+        "weights.",
     )
 
     @model_validator(mode="before")
     @classmethod
     def _short_form(cls, value: Any) -> Any:
-        return {"path": str(value)} if isinstance(value, (str, Path)) else value
+        if isinstance(value, (str, Path)):
+            return {"path": str(value)}
+        if not isinstance(value, (dict, DataSource)):
+            kind = type(value).__name__
+            raise ValueError(f"expected a path, glob or hub id, a {{path: ...}} mapping, or a list of them, not {kind}")
+        return value
+
+
+def _one_or_many(value: Any) -> str:
+    return _SOURCE_LIST if isinstance(value, list) else _ONE_SOURCE
+
+
+# `data:` and `eval_data:` take one source or a list of them, a mixture (flux_core.data.mixture). The
+# discriminator validates a list as a list (and anything else as one source), so an error names one branch.
+_ONE_SOURCE, _SOURCE_LIST = "source", "sources"
+DataSources = Annotated[
+    Union[Annotated[DataSource, Tag(_ONE_SOURCE)], Annotated[list[DataSource], Tag(_SOURCE_LIST)]],
+    Discriminator(_one_or_many),
+]
+
+
+def mixture_problem(value: Any, needs_path: bool = True) -> tuple[tuple[Any, ...], str] | None:
+    """The first rule a ``data:``/``eval_data:`` value breaks, as (its key path, what is wrong), else None.
+
+    Each source of a list needs a path (and so does one source, with ``needs_path``); a
+    ``weight`` belongs to a list, on every source or none; weights and ``rows`` do not mix.
+    """
+    path_required = "required: a file, glob, saved dataset directory or hub dataset id"
+    if isinstance(value, DataSource):
+        if needs_path and value.path is None:
+            return ("path",), path_required
+        if value.weight is not None:
+            return ("weight",), "only in a list of sources (a mixture), where it is this source's share"
+        return None
+    if not value:
+        return (), "an empty list; give one source or more"
+    for index, source in enumerate(value):
+        if source.path is None:
+            return (index, "path"), path_required
+    weighted = [source.weight is not None for source in value]
+    if any(weighted) and not all(weighted):
+        return (weighted.index(False), "weight"), "give every source of a mixture a weight, or none"
+    limited = [index for index, source in enumerate(value) if source.rows is not None]
+    if any(weighted) and limited:
+        return (limited[0], "rows"), "give the sources weights or rows, not both"
+    return None
 
 
 class LoraConfig(StrictModel):
@@ -158,13 +244,28 @@ class FluxConfig(StrictModel):
     model_path: str = Field(description="Hub model id (e.g. Qwen/Qwen3-8B) or a local model directory.")
     output_dir: str = Field(default="./outputs", description="Where checkpoint-N/, best/ and final/ are written.")
     sglang: SGLangConfig = Field(default_factory=SGLangConfig, description="Inference server for rollouts.")
-    num_steps: PositiveInt = Field(default=1000, description="Number of optimizer steps to train.")
+    num_steps: PositiveInt | None = Field(
+        default=None,
+        description=f"Number of optimizer steps to train ({DEFAULT_NUM_STEPS} when num_epochs is not set either).",
+    )
+    num_epochs: PositiveFloat | None = Field(
+        default=None,
+        description="Train this many passes over the training data instead of num_steps (fractions allowed); the "
+        "step count is computed once the data is loaded, from its rows, batch_size, trl.gradient_accumulation_steps "
+        "and the number of processes.",
+    )
     batch_size: PositiveInt = Field(default=8, description="Examples per optimizer step (per process).")
     learning_rate: float = Field(default=1e-6, gt=0, description="Peak learning rate.")
     max_length: PositiveInt | None = Field(
         default=1024, description="Truncate prompt+completion to this many tokens (None: no truncation)."
     )
     seed: int = Field(default=42, description="Random seed for model init (LoRA), data order and sampling.")
+    chat_template: str | None = Field(
+        default=None,
+        description="Chat template that renders chat-message data and generate() prompts: a built-in name "
+        "(chatml, llama-2, llama-3, llama-3.1, gemma, qwen2.5, qwen3), a .jinja file, or a model directory or hub "
+        "id to take the template from; unset: the tokenizer's own. Checkpoints save it with the tokenizer.",
+    )
     gradient_checkpointing: Literal["auto"] | bool = Field(
         default="auto",
         description=(
@@ -184,12 +285,12 @@ class FluxConfig(StrictModel):
             "measured."
         ),
     )
-    data: DataSource | None = Field(
+    data: DataSources | None = Field(
         default=None,
-        description="Training data: a path, glob or hub id, or {path, name, split, columns} (fit(prompts=...) and "
-        "--data override it).",
+        description="Training data: a path, glob or hub id, or {path, name, split, columns}, or a list of them (a "
+        "mixture: each with an optional weight or rows) (fit(prompts=...) and --data override it).",
     )
-    eval_data: DataSource | None = Field(
+    eval_data: DataSources | None = Field(
         default=None,
         description="Optional held-out data in the training data format (same forms as data); picks best/ by eval loss.",
     )
@@ -297,10 +398,34 @@ class FluxConfig(StrictModel):
                     )
         return self
 
+    @field_validator("chat_template")
+    @classmethod
+    def _chat_template_form(cls, value: str | None) -> str | None:
+        from flux_core.chat_templates import check_chat_template_setting
+
+        if value is not None:
+            check_chat_template_setting(value)
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_or_epochs(cls, data: Any) -> Any:
+        """Exactly one of num_steps and num_epochs; neither means num_steps: DEFAULT_NUM_STEPS."""
+        if isinstance(data, dict):
+            if data.get("num_steps") is not None and data.get("num_epochs") is not None:
+                raise _KeyError(("num_epochs",), "give num_steps or num_epochs, not both")
+            if data.get("num_steps") is None and data.get("num_epochs") is None:
+                data = {**data, "num_steps": DEFAULT_NUM_STEPS}
+        return data
+
     @model_validator(mode="after")
     def _check_data_sources(self) -> "FluxConfig":
-        if self.data is not None and self.data.path is None:
-            raise _KeyError(("data", "path"), "required: a file, glob, saved dataset directory or hub dataset id")
+        for key, value in (("data", self.data), ("eval_data", self.eval_data)):
+            problem = mixture_problem(value, needs_path=key == "data") if value is not None else None
+            if problem is not None:
+                raise _KeyError((key, *problem[0]), problem[1])
+        if isinstance(self.data, list) and isinstance(self.eval_data, DataSource) and self.eval_data.path is None:
+            raise _KeyError(("eval_data", "path"), "required when data is a list of sources")
         if self.eval_data is not None and self.eval_fraction is not None:
             raise _KeyError(("eval_fraction",), "give eval_data or eval_fraction, not both")
         return self
@@ -349,7 +474,9 @@ class FluxConfig(StrictModel):
             raise ConfigError(format_validation_error(error, source, yaml_node, data, overrides)) from None
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        """The config as YAML; an epoch-based run keeps num_epochs, not the step count a run derived from it."""
+        exclude = {"num_steps"} if self.num_epochs is not None else None
+        return yaml.safe_dump(self.model_dump(mode="json", exclude=exclude), sort_keys=False)
 
 
 class _KeyError(ValueError):
@@ -387,6 +514,10 @@ def _line_of(node: Any, loc: tuple) -> int | None:
     """1-based line of the YAML key at ``loc`` (or of its deepest existing parent)."""
     line = None
     for part in loc:
+        if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]  # an item of a list (a source of a mixture)
+            line = node.start_mark.line + 1
+            continue
         if not isinstance(node, yaml.MappingNode):
             break
         for key_node, value_node in node.value:
@@ -406,15 +537,22 @@ def _model_at(loc: tuple, root: type[BaseModel], data_root: Any) -> type[BaseMod
         if model is FluxConfig and part == "algorithm":
             model = _algorithm_schema(data_root) or AlgorithmConfig
             continue
+        if isinstance(part, int):  # an item of a list of models: the same model
+            continue
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return None
-        annotation = field.annotation
-        candidates = getattr(annotation, "__args__", (annotation,))
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        model = _model_in(field.annotation)
         if model is None:
             return None
     return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds, through ``Optional``, ``list`` and ``Annotated`` unions."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((model for arg in typing.get_args(annotation) if (model := _model_in(arg)) is not None), None)
 
 
 def _override_of(loc: tuple, overrides: dict[tuple[str, ...], str]) -> str | None:
@@ -449,6 +587,8 @@ def format_validation_error(
     """
     first = error.errors(include_url=False)[0]
     loc = tuple(first["loc"])
+    if len(loc) > 1 and loc[0] in ("data", "eval_data") and loc[1] in (_ONE_SOURCE, _SOURCE_LIST):
+        loc = loc[:1] + loc[2:]  # the union's tag is no key of the config
     context_error = (first.get("ctx") or {}).get("error")
     if isinstance(context_error, _KeyError):
         loc = context_error.loc

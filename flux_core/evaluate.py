@@ -53,7 +53,7 @@ def evaluate_prompts(config: Any, checkpoint: str, dataset: Any, reward_names: l
         raise FluxError("flux eval on prompts needs rewards: the config's algorithm.rewards, or --reward NAME")
     reward_functions = build_reward_functions(specs)
     model = load_model(checkpoint, resolve_precision(config.precision))
-    backend = LocalBackend(model, load_tokenizer(checkpoint), max_batch_size=config.batch_size)
+    backend = LocalBackend(model, load_tokenizer(checkpoint, config.chat_template), max_batch_size=config.batch_size)
     length = getattr(config.algorithm, "max_completion_length", 64)
     temperature = getattr(config.algorithm, "temperature", 1.0) or 1.0
     prompts = dataset["prompt"]

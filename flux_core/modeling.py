@@ -1,4 +1,4 @@
-"""Loading models and tokenizers, precision choice, LoRA setup and generation.
+"""Loading models and tokenizers, precision choice and LoRA setup (generation: ``flux_core.generation``).
 
 ``model_path`` is a local directory or a hub id (e.g. ``Qwen/Qwen3-8B``): both go
 through ``from_pretrained``, so the hub path is the real transformers code path. A local
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flux_core.errors import FluxError
+from flux_core.paths import looks_like_path
 
 
 def resolve_precision(precision: str) -> str:
@@ -34,8 +35,18 @@ def torch_dtype(precision: str):
 
 
 def looks_local(model_path: str) -> bool:
-    """A filesystem path rather than a hub id (``org/name``)."""
-    return model_path.startswith((".", "/", "~")) or Path(model_path).exists()
+    """A filesystem path rather than a hub id (``org/name``): it exists, or it can only be a
+    path (:func:`flux_core.paths.looks_like_path`: ``./x``, ``a/b/c``, ``model.safetensors``)."""
+    return looks_like_path(model_path) or Path(model_path).expanduser().exists()
+
+
+def check_model_path(model_path: str, key: str = "model_path") -> None:
+    """Raise at once when ``model_path`` is a local path (see :func:`looks_local`) that is not a
+    directory: a typo is an error now, not after the data loads or the hub retries."""
+    path = Path(model_path).expanduser()
+    if looks_local(model_path) and not path.is_dir():
+        what = "a file, not a model directory" if path.exists() else "directory not found"
+        raise FluxError(f"{key} '{model_path}': {what}")
 
 
 # Files that hold a tokenizer's vocabulary (fast tokenizers, BPE, WordPiece, SentencePiece).
@@ -44,7 +55,11 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model
 WEIGHT_FILE_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "*.pt", "*.pth")
 
 
-def load_tokenizer(model_path: str):
+def load_tokenizer(model_path: str, chat_template: str | None = None):
+    """The tokenizer at ``model_path``, with a pad token (its EOS when it has none) and the chat template
+    that the ``chat_template`` setting names (``None``: its own; see :mod:`flux_core.chat_templates`)."""
+    from flux_core.chat_templates import set_chat_template
+
     path = _checked_path(model_path)
     if looks_local(model_path):
         check_tokenizer_files(Path(path))
@@ -56,7 +71,7 @@ def load_tokenizer(model_path: str):
         raise FluxError(f"cannot load tokenizer from '{model_path}': {_first_line(error)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return set_chat_template(tokenizer, chat_template, model_path)
 
 
 def load_model(model_path: str, precision: str = "fp32", attn_implementation: str | None = None):
@@ -80,10 +95,8 @@ def load_model(model_path: str, precision: str = "fp32", attn_implementation: st
 
 def _checked_path(model_path: str) -> str:
     if looks_local(model_path):
-        path = Path(model_path).expanduser()
-        if not path.is_dir():
-            raise FluxError(f"model_path '{model_path}': directory not found")
-        return str(path)
+        check_model_path(model_path)
+        return str(Path(model_path).expanduser())
     return model_path  # a hub id: transformers resolves (and caches) it
 
 
@@ -198,31 +211,3 @@ def peft_config(lora: Any):
         target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
     )
-
-
-def generate_text(model: Any, tokenizer: Any, prompt: str | list[dict[str, str]], **generate_kwargs: Any) -> str:
-    """Generate a completion for one prompt; greedy unless sampling is asked for.
-
-    A string prompt is tokenized as raw text and a list of chat messages goes through
-    the tokenizer's chat template, exactly as in training.
-    """
-    import torch
-
-    if isinstance(prompt, str):
-        input_ids = tokenizer(prompt, return_tensors="pt").input_ids
-    else:
-        input_ids = tokenizer.apply_chat_template(
-            prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        ).input_ids
-    device = next(model.parameters()).device
-    input_ids = input_ids.to(device)
-    settings = {"max_new_tokens": 64, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
-    settings.update(generate_kwargs)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            output = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), **settings)
-    finally:
-        model.train(was_training)
-    return tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)

@@ -3,7 +3,8 @@
 Entry points load lazily, on first use, so ``import flux`` and ``flux --help`` stay
 fast. ``FLUX_LOAD_PLUGINS=a,b`` limits which entry points load (empty string: none);
 built-in defaults always load. A plugin that fails to import is reported by name
-and skipped: one broken package never takes down the others. A hook implementation
+and skipped: one broken package never takes down the others. So is a plugin written for
+a plugin API this core does not speak (:data:`PLUGIN_API_VERSION`). A hook implementation
 that raises is reported by name too: ``plugin 'my-plugin' hook step_metrics failed:
 ValueError: ...`` (a :class:`~flux_core.errors.FluxError` it raises on purpose passes
 through unchanged).
@@ -26,6 +27,16 @@ from flux_core.errors import FluxError
 
 ENTRY_POINT_GROUP = "flux"
 DEFAULT_PLUGINS = ("flux_core.default_plugins", "flux_core.online.builtin_rewards")
+
+# The plugin API (the names in flux_core.__all__ and the hook specifications) has a version of its own,
+# apart from the distribution's. A plugin's entry-point module says which one it is written for
+# (FLUX_PLUGIN_API = "1"), as a test suite names the pytest it needs in `minversion`, and core refuses,
+# at load, one written for a version it does not speak, as pluggy refuses a hook implementation that
+# matches no specification. A plugin that says nothing is taken as written for "1", the API as it was
+# before it had a version.
+PLUGIN_API_VERSION = "1"
+SUPPORTED_PLUGIN_API_VERSIONS = frozenset({"1"})
+PLUGIN_API_ATTRIBUTE = "FLUX_PLUGIN_API"
 
 
 class FluxPluginManager(pluggy.PluginManager):
@@ -106,16 +117,39 @@ def load_plugins() -> pluggy.PluginManager:
         distribution = entry_point.dist.name if entry_point.dist else "?"
         try:
             plugin = entry_point.load()
-            pm.register(plugin, name=entry_point.name)
+            incompatible = plugin_api_problem(plugin, entry_point)
+            if incompatible is None:
+                pm.register(plugin, name=entry_point.name)
         except Exception as error:  # a broken plugin must not break the others
-            failure = PluginFailure(entry_point.name, distribution, f"{type(error).__name__}: {error}")
-            failed_plugins.append(failure)
-            print(
-                f"flux: warning: plugin '{failure.name}' ({distribution}) failed to load and was skipped: "
-                f"{failure.error}",
-                file=sys.stderr,
-            )
+            _skip(PluginFailure(entry_point.name, distribution, f"{type(error).__name__}: {error}"), "failed to load")
+            continue
+        if incompatible is not None:
+            _skip(PluginFailure(entry_point.name, distribution, incompatible), "is incompatible")
     return pm
+
+
+def plugin_api_problem(plugin: Any, entry_point: importlib.metadata.EntryPoint) -> str | None:
+    """Why ``plugin`` (loaded from ``entry_point``) is written for a plugin API this core does not speak, or None."""
+    declared = str(getattr(plugin, PLUGIN_API_ATTRIBUTE, "1"))
+    if declared in SUPPORTED_PLUGIN_API_VERSIONS:
+        return None
+    from flux_core import DISTRIBUTION, __version__
+
+    dist = entry_point.dist
+    plugin_release = f"{dist.name} {dist.version}" if dist is not None else f"plugin '{entry_point.name}'"
+    return (
+        f"{plugin_release} is written for Flux plugin API {declared}, but {DISTRIBUTION} {__version__} speaks plugin "
+        f"API {PLUGIN_API_VERSION}: install a {DISTRIBUTION} for plugin API {declared}, or a release of "
+        f"{dist.name if dist is not None else 'the plugin'} for plugin API {PLUGIN_API_VERSION}"
+    )
+
+
+def _skip(failure: PluginFailure, what: str) -> None:
+    failed_plugins.append(failure)
+    print(
+        f"flux: warning: plugin '{failure.name}' ({failure.distribution}) {what} and was skipped: {failure.error}",
+        file=sys.stderr,
+    )
 
 
 def get_plugin_manager() -> pluggy.PluginManager:

@@ -4,7 +4,8 @@ Each part is built on first use by calling its hook on every plugin. Registering
 same name twice is an error that names both plugins, so a clash never silently swaps
 one implementation for another. Data formats are core's two
 (:data:`flux_core.data.formats.BUILTIN_DATA_FORMATS`) and those algorithms define
-(``Algorithm.data_format_spec``); the data pipeline asks :func:`get_data_format`.
+(``Algorithm.data_format_spec``); the data pipeline asks :func:`get_data_format`. Each algorithm
+also names the metrics ``flux plot`` draws for it (``Algorithm.plot_panels``, :class:`PlotPanel`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Callable
 
 from flux_core.data.formats import BUILTIN_DATA_FORMATS, DataFormat
 from flux_core.errors import DataError, FluxError, close_match
-from flux_core.plugins import get_plugin_manager
+from flux_core.plugins import failed_plugins, get_plugin_manager
 
 # Algorithms that Flux publishes as separate distributions: a missing one gets a
 # `pip install` hint instead of a bare "unknown algorithm".
@@ -27,6 +28,29 @@ KNOWN_ALGORITHM_PACKAGES = {
     "sft": "flux-sft",
     "reward_model": "flux-rm",
 }
+
+
+@dataclass(frozen=True)
+class PlotPanel:
+    """One panel of ``flux plot``'s picture: a title, the step metrics drawn in it and its y-axis label.
+
+    Metrics recorded at every step get faint points and a smoothed line; metrics recorded
+    at a few steps only (``eval_*`` at save points) get their points joined. A panel none
+    of whose metrics a run recorded is left out of that run's picture.
+    """
+
+    title: str
+    metrics: tuple[str, ...]
+    ylabel: str
+
+
+# What every algorithm records (StepReporter, TRL's logs): the panels of an algorithm that declares none.
+DEFAULT_PLOT_PANELS = (
+    PlotPanel("loss", ("loss", "eval_loss"), "loss"),
+    PlotPanel("gradient norm", ("grad_norm",), "L2 norm before clipping"),
+    PlotPanel("learning rate", ("learning_rate",), "learning rate"),
+    PlotPanel("throughput", ("tokens_per_second",), "tokens / second"),
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +73,15 @@ class Algorithm:
             evaluation of prompt data.
         data_format_spec: a ``flux_core.DataFormat`` named ``data_format`` that this plugin
             defines (core checks its columns generically); registered when the algorithm registers.
+        trl_relies_on: ``"module:attribute"`` of a tuple of :class:`flux_core.TRLReliance`: the pieces of
+            TRL the runner and evaluator rely on, checked (:func:`flux_core.compat.check_trl`) before
+            either is imported; ``None``: nothing to check.
+        preview: ``"module:attribute"`` of ``fn(config, tokenizer, dataset) -> flux_core.TrainingView``:
+            the rows tokenized as this algorithm's trainer tokenizes them, trained tokens marked
+            (``flux data``), or ``None`` for the default view of the data's columns
+            (:func:`flux_core.data.views.default_view`).
+        plot_panels: the panels ``flux plot`` draws for this algorithm's runs (:class:`PlotPanel`; default
+            :data:`DEFAULT_PLOT_PANELS`: loss, gradient norm, learning rate, throughput).
     """
 
     name: str
@@ -60,15 +93,34 @@ class Algorithm:
     takes_losses: bool = False
     evaluator: str | None = None
     data_format_spec: Any = None
+    trl_relies_on: str | None = None
+    preview: str | None = None
+    plot_panels: tuple[PlotPanel, ...] = DEFAULT_PLOT_PANELS
 
     def load_runner(self) -> type:
+        self.check_trl()
         return import_attribute(self.runner)
 
     def load_trl_config(self) -> type | None:
         return import_attribute(self.trl_config) if self.trl_config else None
 
     def load_evaluator(self) -> Callable[..., dict[str, Any]]:
+        self.check_trl()
         return import_attribute(self.evaluator)
+
+    def check_trl(self) -> None:
+        """Stop in one line if the installed TRL lacks a piece this algorithm relies on; warn once if
+        TRL is outside the tested versions (see :mod:`flux_core.compat`)."""
+        if self.trl_relies_on:
+            from flux_core.compat import check_trl
+
+            owner = KNOWN_ALGORITHM_PACKAGES.get(self.name, f"algorithm '{self.name}'")
+            check_trl(import_attribute(self.trl_relies_on), owner=owner)
+
+    def load_preview(self) -> Callable[..., Any]:
+        """The function ``flux data`` tokenizes this algorithm's rows with (the default view without ``preview``)."""
+        self.check_trl()
+        return import_attribute(self.preview or "flux_core.data.views:default_view")
 
 
 @dataclass(frozen=True)
@@ -121,6 +173,9 @@ class Registry:
         if name in self.algorithms:
             return self.algorithms[name]
         package = KNOWN_ALGORITHM_PACKAGES.get(name)
+        skipped = [failure for failure in failed_plugins if package and failure.distribution == package]
+        if skipped:
+            raise FluxError(f"algorithm '{name}': its plugin ({package}) was skipped: {skipped[0].error}")
         if package:
             raise FluxError(f"algorithm '{name}' is not installed: pip install {package}")
         installed = ", ".join(sorted(self.algorithms)) or "none"

@@ -1,5 +1,6 @@
 """FluxConfig: the tutorial's YAML loads, and every mistake is one line naming file, line and key."""
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -22,15 +23,33 @@ def error_of(path, overrides=None) -> str:
     return message
 
 
-def test_the_tutorial_config_loads_with_every_key(recwarn):
-    config = FluxConfig.from_yaml(REPO / "configs" / "dpo.yaml")
+def test_the_tutorial_config_loads_with_every_key():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the headline config runs clean
+        config = FluxConfig.from_yaml(REPO / "configs" / "dpo.yaml")
     assert config.model_path == "Qwen/Qwen3-8B"  # a hub id stays a hub id
     assert (config.num_steps, config.batch_size, config.learning_rate) == (1000, 8, 5e-7)
     assert (config.algorithm.name, config.algorithm.beta) == ("dpo", 0.1)
     assert config.algorithm.reference_free is False and config.algorithm.label_smoothing == 0.0
     assert config.sglang.base_url == "http://localhost:8000"
     assert config.adaptive_async.enabled is False and config.checkpoint.save_steps == 200
-    assert any("DPO has no rollouts" in str(w.message) for w in recwarn)
+
+
+def test_the_tutorial_config_on_a_local_model_builds_a_trainer_without_a_warning(tiny_model_dir):
+    from flux import FluxTrainer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config = FluxConfig.from_yaml(REPO / "configs" / "dpo.yaml", overrides=[f"model_path={tiny_model_dir}"])
+        FluxTrainer(config, show_progress=False)
+    assert config.model_path == str(tiny_model_dir)
+
+
+@pytest.mark.parametrize("algorithm", ["dpo", "sft", "kto", "reward_model"])
+def test_asking_an_offline_algorithm_for_async_rollouts_warns(tmp_path, algorithm):
+    path = write(tmp_path, f"model_path: m\nadaptive_async: {{enabled: true}}\nalgorithm: {{name: {algorithm}}}\n")
+    with pytest.warns(UserWarning, match=r"has no rollouts: adaptive_async.enabled is ignored"):
+        FluxConfig.from_yaml(path)
 
 
 def test_misspelled_key_names_file_line_and_closest_key(tmp_path):
@@ -166,3 +185,51 @@ def test_compile_in_a_ppo_run_warns_that_ppo_does_not_apply_it():
     }
     with pytest.warns(UserWarning, match="compile: true is not applied by PPO's own training loop"):
         FluxConfig.from_dict(data)
+
+
+# ---------------------------------------------------------------------- num_steps or num_epochs
+
+
+def test_a_run_is_num_steps_long_or_num_epochs_long_never_both(tmp_path):
+    neither = FluxConfig.from_yaml(write(tmp_path, "model_path: m\nalgorithm: {name: dpo}\n"))
+    assert (neither.num_steps, neither.num_epochs) == (1000, None)  # the default length stays 1000 steps
+    epochs = FluxConfig.from_yaml(write(tmp_path, "model_path: m\nnum_epochs: 2.5\nalgorithm: {name: dpo}\n"))
+    assert (epochs.num_steps, epochs.num_epochs) == (None, 2.5)
+
+    both = write(tmp_path, "model_path: m\nnum_steps: 100\nnum_epochs: 3\nalgorithm: {name: dpo}\n")
+    assert error_of(both) == f"{both}:3: num_epochs: give num_steps or num_epochs, not both"
+    steps_file = write(tmp_path, "model_path: m\nnum_steps: 100\nalgorithm: {name: dpo}\n")
+    assert error_of(steps_file, ["num_epochs=3"]) == (
+        "--set 'num_epochs=3': num_epochs: give num_steps or num_epochs, not both"
+    )
+    assert FluxConfig.from_yaml(steps_file, overrides=["num_epochs=3", "num_steps=null"]).num_epochs == 3
+    for bad, expected in (("0", "greater than 0"), ("true", "expected a number, not a boolean (true)")):
+        assert expected in error_of(steps_file, ["num_steps=null", f"num_epochs={bad}"])
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("trl.num_train_epochs=3", "trl.num_train_epochs: is set by Flux: use num_epochs"),
+        ("trl.max_steps=3", "trl.max_steps: is set by Flux: use num_steps"),
+        ("trl.save_strategy=steps", "trl.save_strategy: is set by Flux: it writes its own checkpoints; use "),
+        ("trl.save_total_limit=2", "trl.save_total_limit: has no effect: Flux writes its own checkpoints"),
+        ("trl.activation_checkpointing=true", "trl.activation_checkpointing: is set by Flux: use gradient_checkp"),
+        ("trl.disable_tqdm=false", "trl.disable_tqdm: is set by Flux: it shows its own progress bar"),
+        ("trl.push_to_hub=true", "trl.push_to_hub: is Flux's: use the top-level push_to_hub"),
+    ],
+)
+def test_a_trl_field_flux_sets_is_refused_naming_the_flux_key(tmp_path, override, expected):
+    """TRL would have run with Flux's value and ignored these silently (num_train_epochs: max_steps wins)."""
+    path = write(tmp_path, "model_path: m\nalgorithm: {name: dpo}\n")
+    assert error_of(path, [override]).startswith(f"--set '{override}': {expected}")
+
+
+def test_chat_template_names_are_checked_when_the_config_loads(tmp_path):
+    path = write(tmp_path, "model_path: m\nchat_template: llama3\nalgorithm: {name: dpo}\n")
+    assert error_of(path) == (
+        f"{path}:2: chat_template: 'llama3' is not a built-in name (chatml, llama-2, llama-3, llama-3.1, gemma, "
+        "qwen2.5, qwen3), a .jinja file, or a model directory or hub id (did you mean 'llama-3'?)"
+    )
+    for value in ("chatml", "templates/mine.jinja", "./models/base", "Qwen/Qwen3-8B", "{{ messages }}"):
+        assert FluxConfig.from_dict({"model_path": "m", "chat_template": value, "algorithm": {"name": "dpo"}})

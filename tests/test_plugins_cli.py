@@ -54,6 +54,16 @@ def test_help_does_not_import_torch():
     )
 
 
+def test_help_points_at_flux_plugins_for_the_algorithms_instead_of_a_stale_list():
+    code = (
+        "import sys; from flux_core.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('plugins loaded:', 'flux_core.registry' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "`flux plugins` lists the installed ones" in " ".join(out.split())
+    assert out.strip().endswith("plugins loaded: False")  # loading them would make --help 4-5x slower
+
+
 def test_flux_plugins_lists_plugins_versions_algorithms_and_losses():
     result = run("plugins")
     assert result.returncode == 0, result.stderr

@@ -21,6 +21,11 @@ YAML selects and weights rewards::
         - {name: exact_match, kwargs: {column: answer}}
         - {name: format_check, weight: 0.5, kwargs: {pattern: "^<answer>.*</answer>$"}}
         - {model: ./my-reward-model}        # a sequence-classification model directory
+        - {name: my_rewards:brevity, kwargs: {limit: 80}}   # a function by import path, no plugin
+
+A name that no plugin registered but that reads ``module:function`` (or, as TRL's CLI takes it,
+``module.function``) is imported when the config is validated, from any importable module or
+one in the working directory; its metrics are named after the function (``reward_brevity``).
 
 :func:`build_reward_functions` turns those specs into callables that TRL's trainers accept
 directly and that turn every misbehaving reward into a one-line :class:`FluxError`
@@ -31,13 +36,16 @@ score outside TRL (PPO).
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
+import os
+import sys
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any, Callable, Sequence
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from flux_core.config import StrictModel
 from flux_core.errors import FluxError, close_match
@@ -50,7 +58,8 @@ class RewardSpec(StrictModel):
 
     name: str | None = Field(
         default=None,
-        description="A registered reward (see `flux plugins`); may be omitted when `model` is given.",
+        description="A registered reward (see `flux plugins`), or a function by import path: `module:function` "
+        "(also `module.function`), importable or in the working directory; may be omitted when `model` is given.",
     )
     model: str | None = Field(
         default=None,
@@ -63,8 +72,11 @@ class RewardSpec(StrictModel):
     )
     label: str | None = Field(
         default=None,
-        description="Name shown in metrics (reward_<label>); defaults to `name`. Needed when one reward is listed twice.",
+        description="Name shown in metrics (reward_<label>); defaults to `name` (for an import path: the "
+        "function's name). Needed when one reward is listed twice.",
     )
+
+    _function_name: str | None = PrivateAttr(default=None)  # set for a reward given by import path
 
     @model_validator(mode="before")
     @classmethod
@@ -80,18 +92,26 @@ class RewardSpec(StrictModel):
             raise ValueError("give the reward model directory once: model: PATH or kwargs: {path: PATH}")
         return {**data, "name": REWARD_MODEL, "kwargs": kwargs}
 
+    @field_validator("name")
+    @classmethod
+    def _known_reward(cls, name: str | None) -> str | None:
+        if name is not None:
+            try:
+                resolve_reward(name)  # imports an import path now, so a bad one fails before the run
+            except FluxError as error:  # ValueError, so the config error names the file, line and key
+                raise ValueError(str(error)) from None
+        return name
+
     @model_validator(mode="after")
     def _check(self) -> "RewardSpec":
         if self.name is None:
             raise ValueError("each reward needs a name (a registered reward) or model (a reward model directory)")
         if not math.isfinite(self.weight):
             raise ValueError(f"weight must be a finite number, not {self.weight}")
-        from flux_core.registry import get_registry
-
-        try:
-            fn = get_registry().get_reward(self.name).fn
-        except FluxError as error:  # ValueError, so the config error names the file and line
-            raise ValueError(str(error)) from None
+        fn = resolve_reward(self.name)
+        path = _import_path(self.name)
+        if path is not None and not _is_registered(self.name):
+            self._function_name = path[1].rpartition(".")[2]
         check_settings(self.name, fn, self.kwargs)
         # A reward may check its settings' values too (e.g. that a regex compiles).
         validate = getattr(fn, "validate_settings", None)
@@ -105,7 +125,60 @@ class RewardSpec(StrictModel):
     @property
     def metric_name(self) -> str:
         """The name this reward has in metrics and error messages."""
-        return self.label or self.name  # type: ignore[return-value]
+        return self.label or self._function_name or self.name  # type: ignore[return-value]
+
+
+def resolve_reward(name: str) -> Callable[..., Any]:
+    """The function ``name`` selects: a registered reward, else a ``module:function`` (or
+    ``module.function``) import path. Raises a one-line ``FluxError`` naming the module and
+    what went wrong when it cannot be imported or is not callable."""
+    from flux_core.registry import get_registry
+
+    registry = get_registry()
+    path = _import_path(name)
+    if path is None or name in registry.rewards:
+        return registry.get_reward(name).fn  # an unknown plain name: the registry's error, with the closest name
+    module_name, attribute = path
+    unregistered = "" if ":" in name else f"no reward is registered as '{name}', and as module.function: "
+    if os.getcwd() not in sys.path:  # a module where flux runs, as TRL's CLI finds reward_funcs; appended, so
+        sys.path.append(os.getcwd())  # a directory named like a library (a trl/ checkout) does not shadow it
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as error:  # ImportError, or whatever the module raises while it is imported
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise FluxError(
+            f"reward '{name}': {unregistered}cannot import module '{module_name}': {type(error).__name__}: {detail}"
+        ) from None
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            public = [n for n in dir(target) if not n.startswith("_")]
+            raise FluxError(
+                f"reward '{name}': {unregistered}module '{module_name}' has no attribute '{attribute}'"
+                f"{close_match(part, public)}"
+            )
+        target = getattr(target, part)
+    if not callable(target):
+        raise FluxError(
+            f"reward '{name}': {module_name}:{attribute} is not callable ({type(target).__name__}); "
+            "point at a function taking (prompts, completions, **columns)"
+        )
+    return target
+
+
+def _import_path(name: str) -> tuple[str, str] | None:
+    """``(module, attribute)`` when ``name`` reads as ``module:function`` or ``module.function``."""
+    module, colon, attribute = name.partition(":")
+    if not colon:
+        module, _, attribute = name.rpartition(".")
+    if module and attribute and all(part.isidentifier() for part in (*module.split("."), *attribute.split("."))):
+        return module, attribute
+    return None
+
+
+def _is_registered(name: str) -> bool:
+    from flux_core.registry import get_registry
+
+    return name in get_registry().rewards
 
 
 def reward_settings(fn: Callable[..., Any]) -> dict[str, inspect.Parameter]:
@@ -138,7 +211,8 @@ def check_unique_labels(specs: Sequence[RewardSpec]) -> None:
     for spec in specs:
         if spec.metric_name in seen:
             raise ValueError(
-                f"reward '{spec.metric_name}' is listed twice; give each a distinct label: (e.g. label: {spec.metric_name}_2)"
+                f"reward '{spec.metric_name}' is listed twice; give each a distinct label: "
+                f"(e.g. label: {spec.metric_name}_2)"
             )
         seen.add(spec.metric_name)
 
@@ -219,8 +293,8 @@ class RewardFunction:
             value = float(value)
             if not math.isfinite(value):
                 raise FluxError(
-                    f"reward '{self.name}' returned {value} for completion {index} (prompt {_excerpt(prompts[index])}); "
-                    "rewards must be finite (return None where it does not apply)"
+                    f"reward '{self.name}' returned {value} for completion {index} "
+                    f"(prompt {_excerpt(prompts[index])}); rewards must be finite (return None where it does not apply)"
                 )
             checked.append(value)
         if checked and all(value is None for value in checked):
@@ -240,10 +314,7 @@ def build_reward_functions(specs: Sequence[RewardSpec | dict[str, Any]]) -> list
         check_unique_labels(specs)
     except ValueError as error:
         raise FluxError(str(error)) from None
-    from flux_core.registry import get_registry
-
-    registry = get_registry()
-    return [RewardFunction(spec, registry.get_reward(spec.name).fn) for spec in specs]  # type: ignore[arg-type]
+    return [RewardFunction(spec, resolve_reward(spec.name)) for spec in specs]  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

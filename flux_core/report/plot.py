@@ -1,44 +1,63 @@
-"""Draw a run's ``metrics.jsonl`` as one PNG: the panels the tutorial tells users to watch.
+"""Draw a run's ``metrics.jsonl`` as one PNG: the panels its algorithm declares.
 
-Preference runs (DPO) get loss, ``reward_margin``, chosen vs rejected reward and
-accuracy; online runs (GRPO, PPO) get reward, KL, entropy and completion length. Each
-panel shows the raw points faintly and a smoothed line over them (a bias-corrected
-moving average whose window grows with the run: about a tenth of its steps), with every
-``checkpoint-N`` step marked and the ``best`` step highlighted.
+Each algorithm names its panels (``Algorithm.plot_panels``, :class:`~flux_core.registry.PlotPanel`):
+DPO loss, reward margin, chosen vs rejected reward and accuracy; GRPO and PPO reward, KL,
+entropy and completion length; SFT loss and token accuracy; and so on. The algorithm is read
+from the config saved with the run's checkpoints; before the first checkpoint, the algorithm
+whose panels the recorded metrics fill best is drawn. Each panel shows the raw points faintly
+and a smoothed line over them (:func:`smoothed`), every ``checkpoint-N`` step dotted and the
+``best`` step green, all named in its legend; metrics recorded at a few steps only (``eval_*``
+at save points) are drawn as joined points.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from flux_core.errors import FluxError
-from flux_core.report.diagnostics import read_metrics
-from flux_core.run.layout import BEST_DIR, CHECKPOINT_PREFIX, META_FILE, METRICS_FILE, PLOT_FILE, checkpoint_step
+import yaml
 
-PREFERENCE_PANELS = (
-    ("loss", ("loss",)),
-    ("reward margin", ("reward_margin",)),
-    ("chosen vs rejected reward", ("chosen_reward", "rejected_reward")),
-    ("accuracy", ("accuracy",)),
+from flux_core.errors import FluxError
+from flux_core.registry import DEFAULT_PLOT_PANELS, PlotPanel, get_registry
+from flux_core.report.diagnostics import read_metrics
+from flux_core.run.layout import (
+    BEST_DIR,
+    CHECKPOINT_PREFIX,
+    CONFIG_FILE,
+    FINAL_DIR,
+    META_FILE,
+    METRICS_FILE,
+    PLOT_FILE,
+    checkpoint_step,
 )
-ONLINE_PANELS = (
-    ("reward", ("reward",)),
-    ("KL to the reference", ("kl",)),
-    ("entropy", ("entropy",)),
-    ("completion length", ("completion_length",)),
-)
+
 FIGURE_INCHES, DPI = (12, 8), 100  # 1200 x 800 pixels
+# Metric colours: matplotlib's first ones without green, which marks best/ alone.
+METRIC_COLORS = ("tab:blue", "tab:orange", "tab:purple", "tab:red", "tab:brown", "tab:pink", "tab:cyan")
+SPAN_FRACTION = 0.05  # the smoothing window: 5% of the run's steps...
+MIN_SPAN = 3  # ...and at least 3 steps (weight 0.5 on the past), so short runs are smoothed lightly
 
 
 def smoothing_weight(steps: int) -> float:
-    """Weight on the past: 0.6 (TensorBoard's default) for short runs, up to 0.99 for long ones."""
-    return min(0.99, max(0.6, 1 - 10 / max(steps, 1)))
+    """The moving average's weight on the past for a run of ``steps`` steps.
+
+    A span of :data:`SPAN_FRACTION` of the run (at least :data:`MIN_SPAN` steps), as pandas'
+    ``ewm(span=...)`` defines it: ``1 - 2 / (span + 1)``. The line then follows a change in the
+    metric to within 5% in about a tenth of the run (``weight ** (2 * span)`` is under 2%).
+    """
+    span = max(MIN_SPAN, SPAN_FRACTION * steps)
+    return 1 - 2 / (span + 1)
 
 
-def smoothed(values: list[float | None]) -> list[float | None]:
-    """Bias-corrected exponential moving average (see :func:`smoothing_weight`); gaps stay gaps."""
-    weight = smoothing_weight(len(values))
+def smoothed(values: Sequence[float | None], weight: float | None = None) -> list[float | None]:
+    """Exponential moving average, debiased as TensorBoard does (divided by ``1 - weight ** n`` after n
+    points, so it starts at the first value instead of ramping up from zero); gaps stay gaps.
+
+    ``weight``: on the past, default :func:`smoothing_weight` of ``len(values)``.
+    """
+    weight = smoothing_weight(len(values)) if weight is None else weight
     average, seen, out = 0.0, 0, []
     for value in values:
         if value is None:
@@ -64,8 +83,61 @@ def saved_steps(output_dir: Path) -> tuple[list[int], int | None]:
     return checkpoints, best
 
 
-def plot_run(output_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write the run's picture (default ``output_dir/metrics.png``) and return its path."""
+def saved_algorithm(output_dir: Path, checkpoints: Sequence[int]) -> str | None:
+    """``algorithm.name`` from the config saved in ``best/``, ``final/`` or the newest ``checkpoint-N``
+    (``None`` before the run's first save)."""
+    directories = [BEST_DIR, FINAL_DIR, *(f"{CHECKPOINT_PREFIX}{step}" for step in reversed(checkpoints))]
+    for directory in directories:
+        config_file = output_dir / directory / CONFIG_FILE
+        if config_file.is_file():
+            algorithm = (yaml.safe_load(config_file.read_text()) or {}).get("algorithm") or {}
+            return algorithm.get("name")
+    return None
+
+
+def _values(rows: Sequence[Mapping], name: str) -> list[float | None]:
+    """One metric at every step (``None`` where it was not recorded or not finite)."""
+    values = (row.get(name) for row in rows)
+    return [float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None for v in values]
+
+
+def _recorded(panel: PlotPanel, rows: Sequence[Mapping]) -> bool:
+    return any(value is not None for name in panel.metrics for value in _values(rows, name))
+
+
+def panels_for(rows: Sequence[Mapping], algorithm: str | None) -> list[PlotPanel]:
+    """The panels to draw: ``algorithm``'s declared ones that the run recorded. For an unknown algorithm
+    (``None``, or its plugin not installed), those of the installed algorithm whose panels ``rows``
+    fill best; when none fits, the panels every algorithm records (:data:`DEFAULT_PLOT_PANELS`)."""
+    algorithms = get_registry().algorithms
+    if algorithm in algorithms:
+        declared = algorithms[algorithm].plot_panels
+    else:
+
+        def fit(panels: Sequence[PlotPanel]) -> int:
+            recorded = sum(_recorded(panel, rows) for panel in panels)
+            return recorded - (len(panels) - recorded)
+
+        declared = max((a.plot_panels for a in algorithms.values()), key=fit, default=DEFAULT_PLOT_PANELS)
+    panels = [panel for panel in declared if _recorded(panel, rows)]
+    return panels or [panel for panel in DEFAULT_PLOT_PANELS if _recorded(panel, rows)]
+
+
+def plot_run(output_dir: str | Path, out: str | Path | None = None, algorithm: str | None = None) -> Path:
+    """Write the run's picture (default ``output_dir/metrics.png``) and return its path.
+
+    ``algorithm``: the run's ``algorithm.name`` (default: read from its saved config).
+    """
+    output_dir = Path(output_dir)
+    figure = run_figure(output_dir, algorithm)
+    out = Path(out) if out else output_dir / PLOT_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=DPI)
+    return out
+
+
+def run_figure(output_dir: str | Path, algorithm: str | None = None):
+    """The ``matplotlib.figure.Figure`` of the run in ``output_dir`` (see :func:`plot_run`)."""
     output_dir = Path(output_dir)
     metrics_file = output_dir / METRICS_FILE
     if not metrics_file.exists():
@@ -73,43 +145,58 @@ def plot_run(output_dir: str | Path, out: str | Path | None = None) -> Path:
     rows = read_metrics(metrics_file)
     if not rows:
         raise FluxError(f"{metrics_file}: no steps recorded yet")
-    panels = PREFERENCE_PANELS if any("reward_margin" in row for row in rows) else ONLINE_PANELS
-    out = Path(out) if out else output_dir / PLOT_FILE
-
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(2, 2, figsize=FIGURE_INCHES, dpi=DPI)
     checkpoints, best = saved_steps(output_dir)
+    algorithm = algorithm or saved_algorithm(output_dir, checkpoints)
+    panels = panels_for(rows, algorithm)
+    if not panels:
+        names = ", ".join(name for panel in DEFAULT_PLOT_PANELS for name in panel.metrics)
+        raise FluxError(f"{metrics_file}: nothing to plot: no step records any of {names}")
+    return draw_figure(rows, panels, checkpoints, best, title=_title(output_dir, algorithm, len(rows)))
+
+
+def _title(output_dir: Path, algorithm: str | None, steps: int) -> str:
+    run = output_dir.resolve().name
+    return f"{run}: {algorithm} ({steps} steps)" if algorithm else f"{run} ({steps} steps)"
+
+
+def draw_figure(
+    rows: Sequence[Mapping], panels: Sequence[PlotPanel], checkpoints: Sequence[int], best: int | None, title: str
+):
+    """The ``matplotlib.figure.Figure`` of ``panels`` over ``rows`` (drawn off-screen, not shown)."""
+    from matplotlib.figure import Figure  # a Figure of its own: no pyplot state, no display needed
+
+    columns = len(panels) if len(panels) <= 3 else 2 if len(panels) == 4 else 3
+    rows_of_panels = math.ceil(len(panels) / columns)
+    # Fixed margins: a "tight" layout measures every label by rendering the figure twice, doubling the cost.
+    figure = Figure(figsize=FIGURE_INCHES, dpi=DPI)
+    figure.subplots_adjust(left=0.07, right=0.98, bottom=0.07, top=0.91, wspace=0.25, hspace=0.32)
+    axes = list(figure.subplots(rows_of_panels, columns, squeeze=False).flat)
     steps = [row["step"] for row in rows]
-    for axis, (title, names) in zip(axes.flat, panels, strict=True):
-        _draw_panel(axis, title, names, steps, rows, checkpoints, best)
-    figure.suptitle(f"{output_dir}  ({len(rows)} steps)")
-    figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=DPI)
-    plt.close(figure)
-    return out
+    for axis, panel in zip(axes, panels):
+        _draw_panel(axis, panel, steps, rows, checkpoints, best)
+    for axis in axes[len(panels) :]:
+        axis.remove()  # a 5th panel in a 2 x 3 grid: no empty frame beside it
+    figure.suptitle(title)
+    return figure
 
 
-def _draw_panel(axis, title, names, steps, rows, checkpoints, best) -> None:
-    axis.set_title(title)
+def _draw_panel(axis, panel: PlotPanel, steps, rows, checkpoints, best) -> None:
+    axis.set_title(panel.title)
     axis.set_xlabel("step")
-    drawn = False
-    for name in names:
-        values = [row.get(name) for row in rows]
-        if all(value is None for value in values):
+    axis.set_ylabel(panel.ylabel, fontsize="small")
+    axis.set_prop_cycle(color=METRIC_COLORS)
+    for name in panel.metrics:
+        values = _values(rows, name)
+        points = [(step, value) for step, value in zip(steps, values) if value is not None]
+        if not points:
             continue
-        drawn = True
-        points = axis.plot(steps, values, ".", alpha=0.3, markersize=3)
-        axis.plot(steps, smoothed(values), "-", color=points[0].get_color(), label=name)
-    if not drawn:
-        axis.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=axis.transAxes)
-        return
-    for step in checkpoints:
-        axis.axvline(step, color="grey", linewidth=0.6, linestyle=":")
+        if 2 * len(points) < len(steps):  # recorded at a few steps (eval_* at save points): join them
+            axis.plot(*zip(*points), "o-", markersize=4, label=name)
+        else:
+            raw = axis.plot(steps, values, ".", alpha=0.3, markersize=3)
+            axis.plot(steps, smoothed(values), "-", color=raw[0].get_color(), label=name)
+    for index, step in enumerate(checkpoints):
+        axis.axvline(step, color="grey", linewidth=0.6, linestyle=":", label="checkpoint" if index == 0 else None)
     if best is not None:
         axis.axvline(best, color="tab:green", linewidth=1.2, label=f"best (step {best})")
     axis.legend(loc="best", fontsize="small")

@@ -1,10 +1,14 @@
 """Experiment trackers (``report_to``): which ones exist, what each needs, and logging from Flux's own loops.
 
-TRL-wrapped algorithms (DPO, GRPO) hand ``report_to`` and ``run_name`` to transformers'
-own integrations (``TrainingArguments.report_to``). Algorithms with their own loop
-(PPO) log each step's metrics, under the same names as ``metrics.jsonl``, through
-accelerate's tracker classes (:class:`StepTrackers`). TensorBoard writes under
-``output_dir/runs`` in both cases.
+TRL-wrapped algorithms (DPO, GRPO, SFT, ...) hand ``report_to`` and ``run_name`` to
+transformers' own integrations (``TrainingArguments.report_to``). Algorithms with their own
+loop (PPO) log each step's metrics, under the same names as ``metrics.jsonl``, through
+accelerate's tracker classes (:class:`StepTrackers`).
+
+TensorBoard writes to ``output_dir/runs/<run_name>`` in both cases (:func:`tensorboard_dir`), one
+folder per run: a resumed run continues it, and the steps after its checkpoint that the
+interrupted start had already logged are purged (``SummaryWriter(purge_step=...)``,
+:func:`first_logged_step`), so TensorBoard shows every step once.
 """
 
 from __future__ import annotations
@@ -43,15 +47,50 @@ def run_name_of(config: Any) -> str:
     return config.run_name or Path(config.output_dir).resolve().name
 
 
-class StepTrackers:
-    """A step callback logging every step's metrics to ``config.report_to`` (for loops without a Trainer)."""
+def tensorboard_dir(config: Any) -> Path:
+    """Where TensorBoard logs a run: ``output_dir/runs/<run_name>``, the same folder when it resumes."""
+    return Path(config.output_dir) / TRACKER_DIR / run_name_of(config)
 
-    def __init__(self, config: Any):
+
+def first_logged_step(run: Any) -> int:
+    """The first step this start of a run logs: 1, or N + 1 when it resumes from ``checkpoint-N``.
+
+    As TensorBoard's ``purge_step``, it hides the events at and after that step that an earlier
+    start wrote to the same folder: the steps an interrupted run logged after its last checkpoint
+    (trained again now), or all of an overwritten run's.
+    """
+    resume = getattr(run, "resume", None)
+    return resume.step + 1 if resume is not None else 1
+
+
+def continue_tensorboard_run(trainer: Any, config: Any, run: Any) -> None:
+    """Point transformers' TensorBoard callback on ``trainer`` at :func:`tensorboard_dir` with
+    ``purge_step`` :func:`first_logged_step` (by default it opens a new timestamped folder per start)."""
+    if "tensorboard" not in config.report_to or not trainer.is_world_process_zero():
+        return
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    callbacks = trainer.callback_handler.callbacks
+    for index, callback in enumerate(callbacks):
+        if isinstance(callback, TensorBoardCallback):
+            writer = SummaryWriter(log_dir=str(tensorboard_dir(config)), purge_step=first_logged_step(run))
+            callbacks[index] = TensorBoardCallback(tb_writer=writer)
+
+
+class StepTrackers:
+    """A step callback logging every step's metrics to ``config.report_to`` (for loops without a Trainer).
+
+    ``run``: the run's :class:`~flux_core.run.context.RunContext` (a resumed run continues its
+    TensorBoard folder, see :func:`first_logged_step`).
+    """
+
+    def __init__(self, config: Any, run: Any = None):
         from accelerate.tracking import MLflowTracker, TensorBoardTracker, TrackioTracker, WandBTracker
 
-        name, logs = run_name_of(config), str(Path(config.output_dir) / TRACKER_DIR)
+        name, logs = run_name_of(config), str(tensorboard_dir(config).parent)
         build = {
-            "tensorboard": lambda: TensorBoardTracker(name, logs),
+            "tensorboard": lambda: TensorBoardTracker(name, logs, purge_step=first_logged_step(run)),
             "wandb": lambda: WandBTracker(name, dir=config.output_dir),
             "mlflow": lambda: MLflowTracker(experiment_name=name, run_name=name),
             "trackio": lambda: TrackioTracker(name),

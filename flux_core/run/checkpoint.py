@@ -43,6 +43,7 @@ from flux_core.run.layout import (
     ADAPTER_DIR,
     BEST_DIR,
     CONFIG_FILE,
+    DATA_STATE_KEY,
     FINAL_DIR,
     HISTORY_FILE,
     META_FILE,
@@ -344,6 +345,7 @@ class CheckpointManager:
             "checkpoint_paths": self.checkpoint_paths,
             "skipped_steps": list(run.guard.skipped),
             "num_examples": run.num_examples,
+            DATA_STATE_KEY: run.data,
             "resume_files": sorted(set(os.listdir(directory)) - before) + [STATE_FILE],
         }
         # Written last: a checkpoint-N with flux_state.json is one the run can continue from.

@@ -14,7 +14,7 @@ Flux writes by name.
 * ``metrics.png`` (:data:`PLOT_FILE`): the picture of ``flux plot`` and ``flux train``;
 * ``checkpoint-N/`` (:func:`checkpoint_name`, :func:`checkpoint_step`), ``best/``
   (:data:`BEST_DIR`) and ``final/`` (:data:`FINAL_DIR`): the checkpoints;
-* ``runs/`` (:data:`TRACKER_DIR`): TensorBoard logs of loops without a Trainer (PPO);
+* ``runs/<run_name>/`` (:data:`TRACKER_DIR`): the run's TensorBoard logs, continued by ``--resume``;
 * ``sglang_weights/`` (:data:`SGLANG_WEIGHTS_DIR`): the default ``sglang.weights_dir``;
 * ``.flux-cache/`` (:data:`CACHE_DIR`): DPO's reference log-probs
   (:func:`reference_cache_file`), kept across runs;
@@ -27,7 +27,8 @@ A checkpoint directory, besides the model's own files:
 * ``flux_config.yaml`` (:data:`CONFIG_FILE`), ``flux_checkpoint.json`` (:data:`META_FILE`),
   ``README.md`` (:data:`CARD_FILE`, the model card), ``adapter/`` (:data:`ADAPTER_DIR`,
   LoRA runs), and ``eval.json`` (:data:`EVAL_FILE`) once ``flux eval`` scored it;
-* ``checkpoint-N/`` only, to resume from: ``flux_state.json`` (:data:`STATE_FILE`),
+* ``checkpoint-N/`` only, to resume from: ``flux_state.json`` (:data:`STATE_FILE`; its
+  ``training_data`` entry, :data:`DATA_STATE_KEY`, identifies the training data),
   ``metrics.jsonl`` (:data:`HISTORY_FILE`), ``trainer_state.json``
   (:data:`TRAINER_STATE_FILE`) and transformers' other resume files for TRL-wrapped
   algorithms, ``ppo_state/`` (:data:`PPO_STATE_DIR`, holding :data:`PPO_STATE_FILE`
@@ -72,6 +73,7 @@ EVAL_FILE = "eval.json"
 
 # resume state, in checkpoint-N only
 STATE_FILE = "flux_state.json"
+DATA_STATE_KEY = "training_data"  # in STATE_FILE: the fingerprint and names of the training data
 HISTORY_FILE = METRICS_FILE  # the run's metrics up to step N, as the run's own file
 TRAINER_STATE_FILE = "trainer_state.json"  # transformers' TRAINER_STATE_NAME
 PPO_STATE_DIR = "ppo_state"

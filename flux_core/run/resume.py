@@ -4,8 +4,9 @@ A ``checkpoint-N`` stays loadable with plain ``from_pretrained`` and additionall
 what an exact continuation needs:
 
 * ``flux_state.json``: the step, the smoothed-loss average (EMA), the best score so
-  far, the checkpoints written, the skipped steps, the number of training examples and
-  the list of the resume files below (``best/`` and ``final/`` leave them out: they
+  far, the checkpoints written, the skipped steps, the number of training examples, the
+  training data's fingerprint and names (``training_data``) and the list of the resume
+  files below (``best/`` and ``final/`` leave them out: they
   stay weights-only);
 * ``metrics.jsonl``: the metrics history up to step N;
 * the algorithm's training state. TRL-wrapped algorithms (DPO, GRPO) use transformers'
@@ -20,11 +21,19 @@ name is always complete.
 
 Resuming (``flux train CONFIG --resume [PATH]``, ``fit(resume=True | PATH)``) continues
 from the newest ``checkpoint-N`` holding ``flux_state.json`` (or from PATH), after
-checking that the config is the checkpoint's own: only ``num_steps``,
+checking that the config is the checkpoint's own: only ``num_steps`` (or ``num_epochs``),
 ``checkpoint.save_steps``, ``output_dir``, ``on_nonfinite`` and ``max_skipped_steps``
-may change (a longer or shorter ``num_steps`` also changes a decaying learning-rate
-schedule from there on). ``metrics.jsonl`` is rewritten to the checkpoint's steps, so
-the finished run's file holds each step exactly once.
+may change (a longer or shorter run also changes a decaying learning-rate schedule from
+there on). An epoch-based run continues at the step after N of the same step count: the
+training data must be the same, so ``num_epochs`` resolves to the same steps.
+``metrics.jsonl`` is rewritten to the checkpoint's steps, so the finished run's file holds
+each step exactly once.
+
+Other training data is refused too: a checkpoint records the fingerprint of its run's
+training data (``datasets``' fingerprint of the loaded, mixed dataset, content-true for
+local files, plus where each source lives), and a resume whose data differs (another file,
+the same file rewritten, other weights) stops in one line naming both, unless
+``--allow-data-change`` (``fit(allow_data_change=True)``) says to go on with the new data.
 
 File names come from :mod:`flux_core.run.layout`, shared with :mod:`flux_core.run.checkpoint`,
 which writes what this module reads.
@@ -43,12 +52,31 @@ import yaml
 
 from flux_core.errors import ConfigError, FluxError
 from flux_core.run.directory import RunDirectory
-from flux_core.run.layout import ADAPTER_DIR, CONFIG_FILE, HISTORY_FILE, STATE_FILE, TRAINER_STATE_FILE, staged_path
+from flux_core.run.layout import (
+    ADAPTER_DIR,
+    CONFIG_FILE,
+    DATA_STATE_KEY,
+    HISTORY_FILE,
+    STATE_FILE,
+    TRAINER_STATE_FILE,
+    staged_path,
+)
 from flux_core.run.nonfinite import json_safe
 from flux_core.run.results import StepResult
 
 # Keys a resumed run may change; any other difference from the checkpoint's config is refused.
-RESUMABLE_CHANGES = ("num_steps", "checkpoint.save_steps", "output_dir", "on_nonfinite", "max_skipped_steps")
+RESUMABLE_CHANGES = (
+    "num_steps",
+    "num_epochs",
+    "checkpoint.save_steps",
+    "output_dir",
+    "on_nonfinite",
+    "max_skipped_steps",
+)
+
+
+# Keys that choose the data; --allow-data-change lets them change with it.
+DATA_KEYS = ("data", "eval_data", "eval_fraction")
 
 
 class ResumeError(FluxError):
@@ -99,16 +127,44 @@ def find_resume_point(output_dir: Path, resume: bool | str | Path) -> Path | Non
     return path
 
 
-def load_resume_point(path: Path, config: Any, num_examples: int | None) -> ResumePoint:
-    """Read ``path``'s state and history, refusing a changed config or training set."""
+def load_resume_point(
+    path: Path,
+    config: Any,
+    num_examples: int | None,
+    data: dict[str, str] | None = None,
+    allow_data_change: bool = False,
+) -> ResumePoint:
+    """Read ``path``'s state and history, refusing a changed config or training set.
+
+    ``data`` identifies this run's training data
+    (:func:`flux_core.data.load.training_data_identity`); other data than the checkpoint
+    recorded is refused unless ``allow_data_change``, which also lets ``data``,
+    ``eval_data`` and ``eval_fraction`` change in the config.
+    """
     state = json.loads((path / STATE_FILE).read_text())
-    check_same_config(path, config)
+    recorded_data = state.get(DATA_STATE_KEY)
+    if allow_data_change:
+        check_same_config(path, config, ignored=DATA_KEYS)
+        return _resume_point(path, state)
+    # With the data recorded, its fingerprint decides about data: (it follows the content, not the spelling).
+    check_same_config(path, config, ignored=("data",) if recorded_data else ())
+    if data is not None and recorded_data is not None and data["fingerprint"] != recorded_data["fingerprint"]:
+        raise ResumeError(
+            f"cannot resume {path}: the training data changed: this run has {data['sources']} (fingerprint "
+            f"{data['fingerprint']}), its run trained on {recorded_data['sources']} (fingerprint "
+            f"{recorded_data['fingerprint']}); resume with the same data, or allow the change with "
+            "--allow-data-change (fit(allow_data_change=True))"
+        )
     recorded = state.get("num_examples")
     if num_examples is not None and recorded is not None and recorded != num_examples:
         raise ResumeError(
             f"cannot resume {path}: the training data has {num_examples} examples, its run had {recorded}; "
-            "resume with the same data"
+            "resume with the same data, or allow the change with --allow-data-change (fit(allow_data_change=True))"
         )
+    return _resume_point(path, state)
+
+
+def _resume_point(path: Path, state: dict[str, Any]) -> ResumePoint:
     history = []
     history_file = path / HISTORY_FILE
     if history_file.is_file():
@@ -132,14 +188,17 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def check_same_config(path: Path, config: Any) -> None:
-    """Raise ConfigError naming every key (other than :data:`RESUMABLE_CHANGES`) that differs
-    from the checkpoint's ``flux_config.yaml``. Keys the checkpoint does not know are ignored."""
+def check_same_config(path: Path, config: Any, ignored: tuple[str, ...] = ()) -> None:
+    """Raise ConfigError naming every key (other than :data:`RESUMABLE_CHANGES` and the
+    ``ignored`` keys and their sub-keys) that differs from the checkpoint's
+    ``flux_config.yaml``. Keys the checkpoint does not know are ignored."""
     saved = _flatten(yaml.safe_load((path / CONFIG_FILE).read_text()) or {})
     current = _flatten(config.model_dump(mode="json"))
     changed = []
     for key in sorted(saved.keys() | current.keys()):
         if key in RESUMABLE_CHANGES or key not in saved or key not in current:
+            continue
+        if any(key == name or key.startswith(name + ".") for name in ignored):
             continue
         if saved[key] != current[key]:
             changed.append(f"{key} ({saved[key]!r} -> {current[key]!r})")

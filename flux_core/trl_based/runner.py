@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from flux_core.report.trackers import continue_tensorboard_run
 from flux_core.run.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
 from flux_core.run.reporter import StepReporter
 from flux_core.run.results import FitResult, StepCallback
+from flux_core.run.steps import with_resolved_steps
 from flux_core.trl_based.callbacks import SavePointEvaluator, make_trl_callback, train_and_checkpoint
 
 if TYPE_CHECKING:
@@ -65,6 +67,14 @@ class TRLRunner:
         self.model = trainer.model
         return trainer
 
+    def announce_tokenizing(self, dataset: Dataset, eval_dataset: Dataset | None = None) -> None:
+        """Say on stderr that the trainer is about to tokenize (``flux: tokenizing 230 rows + 26 eval rows``);
+        ``build_trainer`` calls it right before building a TRL trainer that tokenizes its datasets up front."""
+        from flux_core.report.phases import announce_phase
+
+        held_out = f" + {len(eval_dataset)} eval rows" if eval_dataset is not None else ""
+        announce_phase(f"tokenizing {len(dataset)} rows{held_out}")
+
     def step_metric_names(self) -> Mapping[str, str]:
         """TRL log key -> Flux name for this run (override when they depend on the config)."""
         return self.metric_names
@@ -77,8 +87,14 @@ class TRLRunner:
         run: RunContext | None = None,
     ) -> FitResult:
         """Train; ``run`` (from ``FluxTrainer.fit``; None: a fresh run) carries the run's
-        non-finite guard and, when resuming, the checkpoint to continue from."""
-        config = self.config
+        non-finite guard and, when resuming, the checkpoint to continue from.
+
+        With ``num_epochs`` the step count comes from the rows the TRL trainer trains on, which
+        packing (SFT) or dropped over-long pairs (DPO, reward model) may make fewer than were loaded.
+        """
+        requested = self.config
+        # Provisional until the trainer is built: building reads num_steps (TRL's max_steps, GRPO's async producer).
+        config = self.config = with_resolved_steps(requested, len(dataset), announce=False)
         sign = -1.0 if self.higher_is_better else 1.0
         checkpoints: CheckpointManager | None = None
 
@@ -99,6 +115,10 @@ class TRLRunner:
         evaluator = SavePointEvaluator(self.eval_metric, save_steps, sign=sign) if eval_dataset is not None else None
         trainer_callbacks = [evaluator.callback()] if evaluator else []
         trainer = self.build_trainer(dataset, eval_dataset, [*trainer_callbacks, make_trl_callback(reporter)])
+        continue_tensorboard_run(trainer, config, reporter.run)  # one TensorBoard folder per run, resumed too
+        rows = len(trainer.train_dataset)
+        config = self.config = reporter.config = with_resolved_steps(requested, rows, loaded=len(dataset))
+        trainer.args.max_steps = config.num_steps
         if evaluator:
             evaluator.trainer = trainer
         score_names = REWARD_SCORE_NAMES if self.higher_is_better else ("smoothed_train_loss", "eval_loss")

@@ -84,3 +84,23 @@ def test_a_tracker_that_is_not_installed_is_one_line_naming_the_package(dpo_conf
         dpo_config(report_to="comet")
     with pytest.raises(ConfigError, match="trl.report_to: is set by Flux: use report_to"):
         dpo_config(trl={"report_to": "wandb"})
+
+
+@needs_tensorboard
+def test_a_resumed_dpo_run_continues_its_tensorboard_run_with_every_step_once(dpo_config, preference_records):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    # Steps 1-5, checkpoints at 2 and 4; step 5 is logged, then the run goes on from checkpoint-4 to step 6:
+    # step 5 is trained and logged again, as after a kill between two checkpoints.
+    first = dpo_config(num_steps=5, checkpoint={"save_steps": 2}, report_to="tensorboard")
+    FluxTrainer(first, show_progress=False).fit(prompts=preference_records)
+    resumed = dpo_config(num_steps=6, checkpoint={"save_steps": 2}, report_to="tensorboard")
+    FluxTrainer(resumed, show_progress=False).fit(prompts=preference_records, resume=True)
+    output_dir = Path(resumed.output_dir)
+    assert [path.name for path in (output_dir / "runs").iterdir()] == [output_dir.name]  # one run: the run_name
+    accumulator = EventAccumulator(str(output_dir / "runs" / output_dir.name))
+    accumulator.Reload()
+    loss_events = accumulator.Scalars("train/loss")
+    assert [event.step for event in loss_events] == [1, 2, 3, 4, 5, 6]  # each once, the interrupted 5 purged
+    rows = metrics_jsonl(output_dir)
+    assert [event.value for event in loss_events] == pytest.approx([row["loss"] for row in rows], rel=1e-6)

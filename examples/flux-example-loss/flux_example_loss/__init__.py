@@ -15,6 +15,9 @@ Enable it in YAML::
 
 from flux_core import hookimpl
 
+# The Flux plugin API this plugin is written for (docs/plugins.md, "Versions").
+FLUX_PLUGIN_API = "1"
+
 
 def margin_sigmoid(inputs, *, beta, label_smoothing=0.0, margin=0.5):
     """Per-example DPO loss with a target margin; ``inputs`` is a PreferenceLogps."""

@@ -13,6 +13,9 @@ keyword-only parameters are the reward's settings. Enable it in YAML::
 
 from flux_core import hookimpl
 
+# The Flux plugin API this plugin is written for (docs/plugins.md, "Versions").
+FLUX_PLUGIN_API = "1"
+
 
 def mentions_column(prompts, completions, *, column="topic", case_sensitive=False, **columns):
     """1.0 when the completion contains the example's ``column`` value, else 0.0."""

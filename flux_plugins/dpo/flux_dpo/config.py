@@ -94,6 +94,6 @@ class DPOAlgorithmConfig(AlgorithmConfig):
                 f"algorithm.label_smoothing={self.label_smoothing} has no effect with loss '{self.loss}' "
                 f"(as in TRL 1.16); losses that use it: {', '.join(sorted(USES_LABEL_SMOOTHING))}"
             )
-        if config.adaptive_async.enabled or config.sglang.base_url:
-            messages.append("DPO has no rollouts: adaptive_async and sglang settings are ignored")
+        if config.adaptive_async.enabled:  # the sglang block only says where a server is: harmless to carry
+            messages.append("DPO has no rollouts: adaptive_async.enabled is ignored")
         return messages

@@ -4,8 +4,19 @@ Importing this module must stay cheap (no torch, no TRL): it runs whenever Flux
 lists or loads plugins.
 """
 
-from flux_core import Algorithm, hookimpl
+from flux_core import Algorithm, PlotPanel, hookimpl
 from flux_dpo.config import DPOAlgorithmConfig
+
+# The Flux plugin API this plugin is written for (docs/plugins.md, "Versions").
+FLUX_PLUGIN_API = "1"
+
+
+PLOT_PANELS = (
+    PlotPanel("loss", ("loss", "eval_loss"), "DPO loss"),
+    PlotPanel("reward margin", ("reward_margin",), "chosen − rejected reward"),
+    PlotPanel("chosen vs rejected reward", ("chosen_reward", "rejected_reward"), "implicit reward β·log(π/π_ref)"),
+    PlotPanel("accuracy", ("accuracy",), "share of pairs with chosen > rejected"),
+)
 
 
 @hookimpl
@@ -15,11 +26,13 @@ def register_algorithms(register):
             name="dpo",
             config_schema=DPOAlgorithmConfig,
             runner="flux_dpo.runner:DPORunner",
+            trl_relies_on="flux_dpo.trl_reliance:TRL_RELIES_ON",
             takes_losses=True,
             data_format="preferences",
             trl_config="trl:DPOConfig",
             description="Direct Preference Optimization on preference pairs (TRL DPOTrainer)",
             evaluator="flux_dpo.evaluate:evaluate_preferences",
+            plot_panels=PLOT_PANELS,
         )
     )
 

@@ -12,6 +12,7 @@ from flux_core import (
     ReferenceLogpsProvider,
     TRLRunner,
     build_trl_config,
+    check_template_renders,
     get_plugin_manager,
     get_registry,
     load_model,
@@ -107,7 +108,8 @@ class DPORunner(TRLRunner):
         config = self.config
         precision = resolve_precision(config.precision)
         policy = self.reference_policy(num_examples=len(dataset))
-        self.tokenizer = load_tokenizer(config.model_path)
+        self.tokenizer = load_tokenizer(config.model_path, config.chat_template)
+        check_template_renders(self.tokenizer, dataset, config.model_path)
         _, attention = resolve_collation(config.algorithm.collation)  # packed: a varlen kernel where one exists
         model = load_model(config.model_path, precision, attn_implementation=attention)
         # `copy` with LoRA needs an explicit frozen copy; without LoRA TRL loads it itself.
@@ -120,6 +122,7 @@ class DPORunner(TRLRunner):
         loss = get_registry().get_loss(config.algorithm.loss, "dpo")
         collator = get_plugin_manager().hook.collate_batch(config=config, tokenizer=self.tokenizer, algorithm="dpo")
 
+        self.announce_tokenizing(dataset, eval_dataset)
         trainer = FluxDPOTrainer(
             model=model,
             ref_model=ref_model,

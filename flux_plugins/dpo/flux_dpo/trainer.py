@@ -1,12 +1,15 @@
 """FluxDPOTrainer: TRL's DPOTrainer with one seam, the loss.
 
 TRL 1.16 computes its 15 DPO losses in an if/elif chain inside the private
-``DPOTrainer._compute_loss``; there is no public way to plug in another. This
-subclass overrides exactly that method: the policy forward pass (TRL's fused LM head)
-and the reference log-probs (``DPOTrainer.compute_ref_log_probs``) are TRL's own, the
-loss comes from Flux's loss registry, and the metrics keep TRL's names so TRL's
-logging is unchanged. Everything else (tokenization, collation, precompute, PEFT,
-distributed training) is inherited.
+``DPOTrainer._compute_loss``; there is no hook to plug in another. This subclass
+overrides the public ``compute_loss`` of transformers' ``Trainer`` (TRL's only calls
+``_compute_loss``), so the loss seam relies on no private TRL method: the policy
+forward pass (TRL's fused LM head) and the reference log-probs
+(``DPOTrainer.compute_ref_log_probs``) are TRL's own, the loss comes from Flux's loss
+registry, and the metrics keep TRL's names so TRL's logging is unchanged. Everything
+else (tokenization, collation, precompute, PEFT, distributed training) is inherited.
+What this class still takes from TRL's private side is listed, and checked when a run
+starts, in :mod:`flux_dpo.trl_reliance`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ from trl import DPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
-from flux_core import FluxError, ReferenceLogpsProvider, reference_cache_file, staged_path, update_digest
+from flux_core import (
+    FluxError,
+    ReferenceLogpsProvider,
+    announce_phase,
+    reference_cache_file,
+    staged_path,
+    update_digest,
+)
 from flux_dpo.collators import sequence_sums
 from flux_dpo.inputs import PreferenceLogps
 
@@ -77,6 +87,7 @@ class FluxDPOTrainer(DPOTrainer):
             logger.info("reference log-probs for %s: reusing %s", name, cache_file)
             cached = torch.load(cache_file, weights_only=True)
             return _with_reference_columns(dataset, cached["ref_chosen_logps"], cached["ref_rejected_logps"])
+        announce_phase(f"scoring {len(dataset)} {name} pairs with the reference model (reference_policy: precompute)")
         dataset = super()._precompute_ref_logps(dataset, name, batch_size)
         if self.accelerator.is_main_process:
             _atomic_torch_save(
@@ -163,7 +174,7 @@ class FluxDPOTrainer(DPOTrainer):
             logps, _ = self._sequence_logps(model, inputs)
         return logps.chunk(2, dim=0)
 
-    def _compute_loss(self, model, inputs, return_outputs):
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
         completion_mask = inputs["completion_mask"]
         shift_completion_mask = completion_mask[..., 1:]

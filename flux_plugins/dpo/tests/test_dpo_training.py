@@ -197,7 +197,7 @@ def test_metrics_reach_the_host_once_per_optimizer_step(dpo_config, preferences_
 
         return wrapper
 
-    monkeypatch.setattr(FluxDPOTrainer, "_compute_loss", inside("loss", FluxDPOTrainer._compute_loss))
+    monkeypatch.setattr(FluxDPOTrainer, "compute_loss", inside("loss", FluxDPOTrainer.compute_loss))
     monkeypatch.setattr(FluxDPOTrainer, "log", inside("log", FluxDPOTrainer.log))
     config = dpo_config(num_steps=3, batch_size=4, trl={"gradient_accumulation_steps": 2})
     result = FluxTrainer(config, show_progress=False).fit(prompts=str(preferences_file), data_format="preferences")

@@ -168,7 +168,7 @@ class GRPORunner(TRLRunner):
 
         config = self.config
         precision = resolve_precision(config.precision)
-        self.tokenizer = load_tokenizer(config.model_path)
+        self.tokenizer = load_tokenizer(config.model_path, config.chat_template)
         model = load_model(config.model_path, precision)
 
         rollout_func = None

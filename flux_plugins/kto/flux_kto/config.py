@@ -41,6 +41,6 @@ class KTOAlgorithmConfig(AlgorithmConfig):
 
     def warnings_for(self, config: Any) -> list[str]:
         """Settings that are valid but have no effect on a KTO run."""
-        if config.adaptive_async.enabled or config.sglang.base_url:
-            return ["KTO has no rollouts: adaptive_async and sglang settings are ignored"]
+        if config.adaptive_async.enabled:  # the sglang block only says where a server is: harmless to carry
+            return ["KTO has no rollouts: adaptive_async.enabled is ignored"]
         return []

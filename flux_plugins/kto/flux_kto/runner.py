@@ -8,6 +8,7 @@ from flux_core import (
     FluxConfig,
     TRLRunner,
     build_trl_config,
+    check_template_renders,
     load_model,
     load_tokenizer,
     peft_config,
@@ -65,8 +66,10 @@ class KTORunner(TRLRunner):
 
         config = self.config
         precision = resolve_precision(config.precision)
-        self.tokenizer = load_tokenizer(config.model_path)
+        self.tokenizer = load_tokenizer(config.model_path, config.chat_template)
+        check_template_renders(self.tokenizer, dataset, config.model_path)
         model = load_model(config.model_path, precision)
+        self.announce_tokenizing(dataset, eval_dataset)
         trainer = KTOTrainer(
             model=model,
             args=build_kto_args(config, precision, model),

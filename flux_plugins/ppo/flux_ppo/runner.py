@@ -65,6 +65,7 @@ from flux_core import (
     resolve_precision,
     restore_weights,
     torch_dtype,
+    with_resolved_steps,
 )
 from flux_ppo.experience import (
     Experience,
@@ -184,7 +185,7 @@ class PPORunner:
         loss = get_registry().get_loss(algorithm.loss, "ppo")
         self.reward_functions = build_reward_functions(algorithm.reward_specs)
 
-        self.tokenizer = load_tokenizer(config.model_path)
+        self.tokenizer = load_tokenizer(config.model_path, config.chat_template)
         self.device = self.accelerator.device
         self.model, self.reference = load_policy(config, reference_kind, self.device)
         self.value_model = load_critic(config, self.tokenizer.pad_token_id, self.device)
@@ -365,7 +366,8 @@ class PPORunner:
     ) -> FitResult:
         """Train; ``run`` (from ``FluxTrainer.fit``; None: a fresh run) carries the run's
         non-finite guard and, when resuming, the checkpoint to continue from."""
-        config = self.config
+        # num_epochs: one epoch is one pass over the prompts, batch_size of them per process and step.
+        config = self.config = with_resolved_steps(self.config, len(records))
         run = run or RunContext.fresh(config)
         self.guard = run.guard
         self.build()

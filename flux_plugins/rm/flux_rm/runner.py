@@ -12,7 +12,16 @@ import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from flux_core import FluxConfig, FluxError, TRLRunner, build_trl_config, load_tokenizer, peft_config, resolve_precision
+from flux_core import (
+    FluxConfig,
+    FluxError,
+    TRLRunner,
+    build_trl_config,
+    check_template_renders,
+    load_tokenizer,
+    peft_config,
+    resolve_precision,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -151,7 +160,8 @@ class RewardModelRunner(TRLRunner):
     def build_trainer(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[Any] = ()):
         config = self.config
         precision = resolve_precision(config.precision)
-        self.tokenizer = load_tokenizer(config.model_path)
+        self.tokenizer = load_tokenizer(config.model_path, config.chat_template)
+        check_template_renders(self.tokenizer, dataset, config.model_path)
         model = load_reward_model(config.model_path, precision, config.seed, self.tokenizer.pad_token_id)
         args = build_reward_args(config, precision, model)
         if config.lora is not None:
@@ -160,6 +170,7 @@ class RewardModelRunner(TRLRunner):
             from peft import get_peft_model
 
             model = get_peft_model(model, reward_lora_config(config.lora))
+        self.announce_tokenizing(dataset, eval_dataset)
         trainer = flux_reward_trainer_class()(
             model=model,
             args=args,

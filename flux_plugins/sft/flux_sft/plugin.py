@@ -4,8 +4,11 @@ Importing this module must stay cheap (no torch, no TRL): it runs whenever Flux
 lists or loads plugins.
 """
 
-from flux_core import Algorithm, DataFormat, hookimpl
+from flux_core import Algorithm, DataFormat, PlotPanel, hookimpl
 from flux_sft.config import SFTAlgorithmConfig
+
+# The Flux plugin API this plugin is written for (docs/plugins.md, "Versions").
+FLUX_PLUGIN_API = "1"
 
 SFT_DATA = DataFormat(
     "sft",
@@ -18,6 +21,14 @@ SFT_DATA = DataFormat(
 )
 
 
+PLOT_PANELS = (
+    PlotPanel("loss", ("loss", "eval_loss"), "cross-entropy per token (nats)"),
+    PlotPanel("token accuracy", ("mean_token_accuracy", "eval_mean_token_accuracy"), "share of next tokens predicted"),
+    PlotPanel("entropy", ("entropy",), "entropy per token (nats)"),
+    PlotPanel("gradient norm", ("grad_norm",), "L2 norm before clipping"),
+)
+
+
 @hookimpl
 def register_algorithms(register):
     register(
@@ -25,10 +36,13 @@ def register_algorithms(register):
             name="sft",
             config_schema=SFTAlgorithmConfig,
             runner="flux_sft.runner:SFTRunner",
+            trl_relies_on="flux_sft.trl_reliance:TRL_RELIES_ON",
             data_format="sft",
             data_format_spec=SFT_DATA,
             trl_config="trl:SFTConfig",
             evaluator="flux_sft.evaluate:evaluate_examples",
+            preview="flux_sft.preview:preview_examples",
+            plot_panels=PLOT_PANELS,
             description="Supervised fine-tuning on conversations, prompt + completion or text (TRL SFTTrainer)",
         )
     )

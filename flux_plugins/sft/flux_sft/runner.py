@@ -10,6 +10,7 @@ from flux_core import (
     FluxError,
     TRLRunner,
     build_trl_config,
+    check_template_renders,
     load_model,
     load_tokenizer,
     peft_config,
@@ -108,11 +109,13 @@ class SFTRunner(TRLRunner):
 
         config = self.config
         precision = resolve_precision(config.precision)
-        self.tokenizer = load_tokenizer(config.model_path)
+        self.tokenizer = load_tokenizer(config.model_path, config.chat_template)
+        check_template_renders(self.tokenizer, dataset, config.model_path)
         model = load_model(config.model_path, precision)
         assistant_only = resolve_assistant_only_loss(
             config.algorithm.assistant_only_loss, self.tokenizer, dataset, config.model_path
         )
+        self.announce_tokenizing(dataset, eval_dataset)
         trainer = SFTTrainer(
             model=model,
             args=build_sft_args(config, precision, model, assistant_only),

@@ -182,6 +182,27 @@ def test_packing_puts_several_examples_in_a_row(sft_config, preference_records):
     assert result.metric("loss")[-1] < result.metric("loss")[0]
 
 
+def test_num_epochs_with_packing_counts_the_packed_rows_as_raw_trl_does(sft_config, preference_records):
+    """An epoch is a pass over the rows SFTTrainer trains on: with packing, fewer than the examples."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    records = completion_records(preference_records)
+    config = sft_config({"packing": True}, num_steps=None, num_epochs=1, batch_size=4)
+    result = FluxTrainer(config, show_progress=False).fit(prompts=records)
+
+    raw = SFTTrainer(
+        model=config.model_path,
+        args=raw_trl_args(SFTConfig, config, -1, num_train_epochs=1, packing=True),
+        train_dataset=Dataset.from_list(records),
+        processing_class=AutoTokenizer.from_pretrained(config.model_path),
+    )
+    raw_steps = raw.set_initial_training_values(raw.args, raw.get_train_dataloader())[-1]
+    assert result.steps == len(result.history) == raw_steps
+    assert raw_steps <= len(records) / config.batch_size / 2  # two or more examples a row, not one
+
+
 @pytest.mark.parametrize(
     "rows, expected",
     [
