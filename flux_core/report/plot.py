@@ -105,14 +105,21 @@ def _recorded(panel: PlotPanel, rows: Sequence[Mapping]) -> bool:
     return any(value is not None for name in panel.metrics for value in _values(rows, name))
 
 
-def panels_for(rows: Sequence[Mapping], algorithm: str | None) -> list[PlotPanel]:
-    """The panels to draw: ``algorithm``'s declared ones that the run recorded. For an unknown algorithm
-    (``None``, or its plugin not installed), those of the installed algorithm whose panels ``rows``
+def declared_panels(algorithm: str | None) -> tuple[PlotPanel, ...] | None:
+    """``Algorithm.plot_panels`` of ``algorithm``; ``None`` when it is unknown or its plugin not installed."""
+    known = get_registry().algorithms.get(algorithm) if algorithm else None
+    return known.plot_panels if known else None
+
+
+def panels_for(
+    rows: Sequence[Mapping], algorithm: str | None, declared: Sequence[PlotPanel] | None = None
+) -> list[PlotPanel]:
+    """The panels to draw: ``declared`` (default: ``algorithm``'s) that the run recorded. For an unknown
+    algorithm (``None``, or its plugin not installed), those of the installed algorithm whose panels ``rows``
     fill best; when none fits, the panels every algorithm records (:data:`DEFAULT_PLOT_PANELS`)."""
-    algorithms = get_registry().algorithms
-    if algorithm in algorithms:
-        declared = algorithms[algorithm].plot_panels
-    else:
+    declared = declared if declared is not None else declared_panels(algorithm)
+    if declared is None:
+        algorithms = get_registry().algorithms
 
         def fit(panels: Sequence[PlotPanel]) -> int:
             recorded = sum(_recorded(panel, rows) for panel in panels)
@@ -123,20 +130,26 @@ def panels_for(rows: Sequence[Mapping], algorithm: str | None) -> list[PlotPanel
     return panels or [panel for panel in DEFAULT_PLOT_PANELS if _recorded(panel, rows)]
 
 
-def plot_run(output_dir: str | Path, out: str | Path | None = None, algorithm: str | None = None) -> Path:
+def plot_run(
+    output_dir: str | Path,
+    out: str | Path | None = None,
+    algorithm: str | None = None,
+    declared: Sequence[PlotPanel] | None = None,
+) -> Path:
     """Write the run's picture (default ``output_dir/metrics.png``) and return its path.
 
-    ``algorithm``: the run's ``algorithm.name`` (default: read from its saved config).
+    ``algorithm``: the run's ``algorithm.name`` (default: read from its saved config); ``declared``: its
+    ``plot_panels`` (default: from the registry).
     """
     output_dir = Path(output_dir)
-    figure = run_figure(output_dir, algorithm)
+    figure = run_figure(output_dir, algorithm, declared)
     out = Path(out) if out else output_dir / PLOT_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=DPI)
     return out
 
 
-def run_figure(output_dir: str | Path, algorithm: str | None = None):
+def run_figure(output_dir: str | Path, algorithm: str | None = None, declared: Sequence[PlotPanel] | None = None):
     """The ``matplotlib.figure.Figure`` of the run in ``output_dir`` (see :func:`plot_run`)."""
     output_dir = Path(output_dir)
     metrics_file = output_dir / METRICS_FILE
@@ -147,7 +160,7 @@ def run_figure(output_dir: str | Path, algorithm: str | None = None):
         raise FluxError(f"{metrics_file}: no steps recorded yet")
     checkpoints, best = saved_steps(output_dir)
     algorithm = algorithm or saved_algorithm(output_dir, checkpoints)
-    panels = panels_for(rows, algorithm)
+    panels = panels_for(rows, algorithm, declared)
     if not panels:
         names = ", ".join(name for panel in DEFAULT_PLOT_PANELS for name in panel.metrics)
         raise FluxError(f"{metrics_file}: nothing to plot: no step records any of {names}")
