@@ -118,41 +118,14 @@ def _worker(spec: dict) -> dict:
         extra = {"reference_pass_s": sum(pass_seconds), "tokens_per_second": tokens_per_second}
     else:
         from datasets import Dataset
-        from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-        from trl import DPOConfig, DPOTrainer
-
-        # Flux's device and precision rule (precision: auto), so both sides run on the same hardware
-        cuda = torch.cuda.is_available()
-        bf16 = cuda and torch.cuda.is_bf16_supported()
+        from transformers import TrainerCallback
 
         class Stamp(TrainerCallback):
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if logs and "loss" in logs:
                     stamps.append(time.perf_counter())
 
-        args = DPOConfig(
-            output_dir=spec["output_dir"],
-            max_steps=spec["steps"],
-            per_device_train_batch_size=8,
-            learning_rate=5e-4,
-            max_length=128,
-            beta=0.1,
-            seed=42,
-            bf16=bf16,
-            use_cpu=not cuda,
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-        )
-        trainer = DPOTrainer(
-            model=AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.bfloat16 if bf16 else torch.float32),
-            args=args,
-            train_dataset=Dataset.from_list(records),
-            processing_class=AutoTokenizer.from_pretrained(spec["model"]),
-            callbacks=[Stamp()],
-        )
-        trainer.train()
+        _raw_trl_dpo_trainer(spec, Dataset.from_list(records), callbacks=[Stamp()]).train()
         extra = {}
     sampler.running = False
     intervals = [b - a for a, b in zip(stamps[5:], stamps[6:])]
@@ -252,16 +225,15 @@ def bench_overhead(data: Path, steps: int, repeats: int, size: str = "tiny") -> 
         print(f"   GPU memory: raw TRL{_gpu_mib(runs['trl'])[1:]}; Flux{_gpu_mib(runs['flux'])[1:]}")
 
 
-def _raw_trl_dpo(spec: dict) -> None:
-    """The raw TRL program for the run ``flux train`` makes in :func:`bench_whole_process`: what a TRL
-    user writes for it (load the JSON lines with datasets, train, save the model)."""
+def _raw_trl_dpo_trainer(spec: dict, train_dataset, callbacks=(), **settings):
+    """An unmodified ``trl.DPOTrainer`` for ``spec``'s run: the benchmark's settings, ``settings`` on top, on
+    Flux's device and precision rule (precision: auto), so both sides run on the same hardware."""
     import torch
-    from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()  # Flux's precision: auto
+    bf16 = cuda and torch.cuda.is_bf16_supported()
     args = DPOConfig(
         output_dir=spec["output_dir"],
         max_steps=spec["steps"],
@@ -272,18 +244,28 @@ def _raw_trl_dpo(spec: dict) -> None:
         seed=42,
         bf16=bf16,
         use_cpu=not cuda,
-        gradient_checkpointing=False,
         logging_steps=1,
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
+        **settings,
     )
-    trainer = DPOTrainer(
+    return DPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.bfloat16 if bf16 else torch.float32),
         args=args,
-        train_dataset=load_dataset("json", data_files=spec["data"], split="train"),
+        train_dataset=train_dataset,
         processing_class=AutoTokenizer.from_pretrained(spec["model"]),
+        callbacks=list(callbacks),
     )
+
+
+def _raw_trl_dpo(spec: dict) -> None:
+    """The raw TRL program for the run ``flux train`` makes in :func:`bench_whole_process`: what a TRL
+    user writes for it (load the JSON lines with datasets, train, save the model)."""
+    from datasets import load_dataset
+
+    data = load_dataset("json", data_files=spec["data"], split="train")
+    trainer = _raw_trl_dpo_trainer(spec, data, gradient_checkpointing=False)
     trainer.train()
     trainer.save_model(str(Path(spec["output_dir"]) / "final"))
 

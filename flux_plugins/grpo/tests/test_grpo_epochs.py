@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from fakes import PromptsSeen
 from make_prompts import make_prompts
 
-from flux_core import hookimpl
 from flux_core.config import FluxConfig
 from flux_core.errors import ConfigError
 from flux_core.run.steps import resolved_num_steps
@@ -72,21 +72,6 @@ def test_steps_per_epoch_are_trls_own_count(tiny_model_dir, tmp_path):
         )
         trl_steps = trainer.set_initial_training_values(args, trainer.get_train_dataloader())[-1]
         assert resolved_num_steps(config, len(prompts)) == trl_steps, (algorithm, trl)
-
-
-class PromptsSeen:
-    """A reward of 0 that records every prompt it scores (one per completion)."""
-
-    def __init__(self):
-        self.prompts: list[str] = []
-
-    def seen(self, prompts, completions, **columns):
-        self.prompts.extend(prompts)
-        return [0.0] * len(completions)
-
-    @hookimpl
-    def register_rewards(self, register):
-        register("prompts_seen", self.seen)
 
 
 def test_one_epoch_trains_each_prompt_once_with_its_group(tiny_model_dir, tmp_path, register_plugin, capfd):

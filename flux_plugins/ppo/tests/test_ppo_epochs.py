@@ -5,25 +5,10 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from fakes import PromptsSeen
 
-from flux_core import hookimpl
 from flux_core.config import FluxConfig
 from flux_core.trainer import FluxTrainer
-
-
-class PromptsSeen:
-    """A reward of 0 that records every prompt it scores (one per completion)."""
-
-    def __init__(self):
-        self.prompts: list[str] = []
-
-    def seen(self, prompts, completions, **columns):
-        self.prompts.extend(prompts)
-        return [0.0] * len(completions)
-
-    @hookimpl
-    def register_rewards(self, register):
-        register("prompts_seen", self.seen)
 
 
 def test_one_epoch_covers_every_prompt_and_the_lr_decays_over_its_steps(tiny_model_dir, tmp_path, register_plugin):
