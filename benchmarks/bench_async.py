@@ -5,9 +5,15 @@ run (the learning tests' reward: share of the letter e) with ``adaptive_async`` 
 on, alternating the order over ``--repeats`` rounds so both see the same machine load.
 For each run: wall time of the training loop, steps/s, the wall time at which the
 10-step moving average of the reward first reaches ``--target``, the time the trainer
-spent waiting on generation, and (async) the mean staleness.
+spent waiting on generation, (async) the mean staleness, and the mean reward of the
+first and last 10 steps.
+
+``--server-latency S`` makes the server sleep S seconds at the start of every /generate
+(``FLUX_SERVE_ADDED_LATENCY``, a benchmark-only setting of `flux serve`), as a remote
+server under load would answer: the latency adaptive async is meant to hide.
 
     python benchmarks/bench_async.py [--steps 80] [--repeats 2] [--target 0.3] [--max-staleness 1]
+    python benchmarks/bench_async.py --steps 40 --max-staleness 2 --server-latency 0.4
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "online"))
 sys.path.insert(0, str(REPO / "examples"))
 
 
@@ -66,6 +73,7 @@ def run_once(model_dir: Path, url: str, output_dir: Path, args, adaptive: bool) 
         "wall_s": loop,
         "steps_per_s": len(times) / loop,
         "to_target_s": reached,
+        "reward_first10": statistics.mean(rewards[:10]),
         "reward_last10": statistics.mean(rewards[-10:]),
         "wait_s": sum(waits) if waits else None,
         "staleness": statistics.mean(result.metric("staleness")) if adaptive else 0.0,
@@ -80,16 +88,22 @@ def main() -> None:
     parser.add_argument("--max-staleness", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16, help="completions per step (8 per prompt)")
     parser.add_argument("--max-completion-length", type=int, default=16)
+    parser.add_argument(
+        "--server-latency", type=float, default=0.0, help="seconds the server adds to every /generate (default 0)"
+    )
     args = parser.parse_args()
 
     from test_serve import start_server
 
+    from flux_core.online.serve import ADDED_LATENCY_ENV
     from flux_core.testing import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         model_dir = build_tiny_model(workdir / "model", seed=0)
-        server = start_server(model_dir)
+        server = start_server(
+            model_dir, "--weights-root", str(workdir), env={ADDED_LATENCY_ENV: str(args.server_latency)}
+        )
         runs: dict[str, list[dict]] = {"sync": [], "adaptive async": []}
         try:
             for round_index in range(args.repeats):
@@ -111,19 +125,22 @@ def main() -> None:
 
     print(
         f"\n{args.steps} steps, batch {args.batch_size} (8 generations), {args.max_completion_length} tokens, "
-        f"max_staleness {args.max_staleness}, median of {args.repeats}:"
+        f"max_staleness {args.max_staleness}, server latency {args.server_latency:g} s, median of {args.repeats}:"
     )
     print(
         f"| mode | wall s | steps/s | s to 10-step reward >= {args.target:.2f} | trainer waiting on generation, s "
-        "| mean staleness | reward, last 10 steps |"
+        "| mean staleness | reward, first 10 -> last 10 steps |"
     )
     print("|---|---|---|---|---|---|---|")
     for name in runs:
+        waited = show(median(name, "wait_s"), 1) if name != "sync" else "(all generation)"
         print(
             f"| {name} | {show(median(name, 'wall_s'), 1)} | {show(median(name, 'steps_per_s'))} | "
-            f"{show(median(name, 'to_target_s'), 1)} | {show(median(name, 'wait_s'), 1) if name != 'sync' else '(all generation)'} | "
-            f"{show(median(name, 'staleness'))} | {show(median(name, 'reward_last10'))} |"
+            f"{show(median(name, 'to_target_s'), 1)} | {waited} | {show(median(name, 'staleness'))} | "
+            f"{show(median(name, 'reward_first10'))} -> {show(median(name, 'reward_last10'))} |"
         )
+    ratios = [a["wall_s"] / s["wall_s"] for a, s in zip(runs["adaptive async"], runs["sync"])]
+    print(f"adaptive async / sync wall time, per round: {', '.join(f'{r:.2f}x' for r in ratios)}")
 
 
 if __name__ == "__main__":

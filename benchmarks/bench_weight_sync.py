@@ -26,7 +26,11 @@ SIZES = {"tiny": (128, 2), "24m": (512, 10)}
 def start_server(model_dir: Path) -> tuple[subprocess.Popen, str]:
     flux = str(Path(sys.executable).with_name("flux"))
     process = subprocess.Popen(
-        [flux, "serve", str(model_dir), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        # weights are written beside the model (WORKDIR/SIZE-weights): the server may read them there
+        [flux, "serve", str(model_dir), "--port", "0", "--weights-root", str(model_dir.parent)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     deadline = time.monotonic() + 180
     for line in process.stdout:  # the URL line comes once the model is loaded
@@ -59,7 +63,7 @@ def measure(size: str, repeats: int, workdir: Path) -> dict[str, float]:
             write_weights(model, backend.weights_dir)
             writes.append(time.perf_counter() - started)
             started = time.perf_counter()
-            backend._post("/update_weights_from_disk", {"model_path": str(backend.weights_dir)})
+            backend.pool.servers[0].post("/update_weights_from_disk", {"model_path": str(backend.weights_dir)})
             loads.append(time.perf_counter() - started)
         backend.close()
     finally:

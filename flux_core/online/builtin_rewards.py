@@ -239,8 +239,11 @@ def _check_pattern(reward: str):
 def _check_reward_model_path(*, path: str, **settings: Any) -> None:
     from pathlib import Path
 
+    from flux_core.modeling import check_is_a_reward_model
+
     if not (Path(path).expanduser() / "config.json").is_file():
         raise FluxError(f"reward model '{path}': no model directory there (expected a config.json)")
+    check_is_a_reward_model(Path(path).expanduser())
 
 
 def _check_length_target(*, target: Any, unit: str = "chars", **settings: Any) -> None:

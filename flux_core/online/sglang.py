@@ -14,12 +14,16 @@ docs/basic_usage/sampling_params; python/sglang/srt/entrypoints/http_server.py):
 - ``POST /update_weights_from_disk`` with ``{"model_path": DIR}`` after each optimizer
   step; the answer is ``{"success": bool, "message": str, ...}``.
 
-A rollout batch is split into at most ``sglang.max_concurrency`` requests sent at once.
-A request that cannot connect, times out or gets a 5xx is retried ``sglang.max_retries``
-times with backoff (0.5 s, 1 s, 2 s, ... capped at 8 s); then the run stops with one
-line naming the server and endpoint (checkpoints already written are complete: they are
-renamed into place only once written). A malformed answer is a one-line error naming the
-endpoint.
+``sglang.base_url`` is one URL (a server, or a router such as SGLang's) or a list of
+servers (:mod:`flux_core.online.server_pool`): each request goes to the server with the
+fewest requests in flight, and weights are loaded by every server. A rollout batch is split
+into at most ``sglang.max_concurrency`` requests per server, sent at once. A request that
+cannot connect, times out or gets a 5xx is retried ``sglang.max_retries`` times with
+backoff (0.5 s, 1 s, 2 s, ... capped at 8 s); then that server is dropped with one warning
+naming it and the request goes to another. When no server is left the run stops with one
+line naming the last server and endpoint (checkpoints already written are complete: they
+are renamed into place only once written). A malformed answer or a 4xx is a one-line error
+naming the server and endpoint (another server would not do better).
 
 Weights travel through a directory both sides can read (``sglang.weights_dir``, default
 ``OUTPUT_DIR/sglang_weights``): the policy is written there as safetensors (LoRA runs
@@ -30,6 +34,7 @@ returns are the behaviour policy's; GRPO and PPO use them for off-policy correct
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,30 +43,29 @@ from typing import Any
 
 from flux_core.errors import FluxError
 from flux_core.online.rollout import Rollout, SamplingParams
+from flux_core.online.server_pool import ServerClient, ServerError, ServerPool
+from flux_core.online.server_pool import excerpt as _excerpt
 from flux_core.online.tokens import encode_prompt, eos_token_ids
 from flux_core.run.layout import SGLANG_WEIGHTS_DIR
 
-BACKOFF_SECONDS = 0.5  # first retry delay; doubles per retry
-MAX_BACKOFF_SECONDS = 8.0
-
-
-class ServerError(FluxError):
-    """The rollout server is unreachable, failing, or answered something unusable."""
-
 
 class SGLangBackend:
-    """Generates through an SGLang-compatible server and pushes weights to it from disk.
+    """Generates through SGLang-compatible servers and pushes weights to all of them from disk.
 
     Args:
-        base_url: the server, e.g. ``http://127.0.0.1:30000``.
+        base_url: the server, e.g. ``http://127.0.0.1:30000`` (or a router's URL), or a list
+            of servers: requests are balanced across them (:class:`~flux_core.online.server_pool.ServerPool`).
         tokenizer: the policy's tokenizer (prompts are tokenized here, as TRL does, so the
             server samples exactly the token ids the trainer scores).
         eos_token_ids: ids that end a completion (sent as ``stop_token_ids``).
-        weights_dir: where :meth:`sync_weights` writes the policy for the server to load.
+        weights_dir: where :meth:`sync_weights` writes the policy for the servers to load.
         timeout: seconds per HTTP request.
-        max_concurrency: most requests in flight at once.
+        max_concurrency: most requests one :meth:`generate` call sends to each server at once.
         max_retries: retries of a request that failed to connect, timed out or got a 5xx.
         transport: an ``httpx2`` transport (tests pass a mock); ``None``: real HTTP.
+
+    :meth:`generate` and :meth:`sync_weights` may be called from several threads at once
+    (adaptive async keeps several batches in flight while weights load).
     """
 
     is_local = False
@@ -69,7 +73,7 @@ class SGLangBackend:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         tokenizer: Any,
         eos_token_ids: list[int],
         weights_dir: str | Path,
@@ -78,24 +82,20 @@ class SGLangBackend:
         max_retries: int = 3,
         transport: Any = None,
     ):
-        import httpx2
-
-        self.base_url = base_url.rstrip("/")
+        self.pool = ServerPool(base_url, timeout=timeout, max_retries=max_retries, transport=transport)
         self.tokenizer = tokenizer
         self.eos_token_ids = list(eos_token_ids)
         self.weights_dir = Path(weights_dir)
         self.max_concurrency = max_concurrency
-        self.max_retries = max_retries
         self.weight_syncs = 0
         self.last_sync_seconds: float | None = None
-        self._client = httpx2.Client(
-            base_url=self.base_url,
-            timeout=timeout,
-            transport=transport,
-            limits=httpx2.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
-            trust_env=False,  # a loopback/cluster server: no proxy from the environment
-        )
-        self.check_health()
+        # A fast tokenizer used from two threads at once can fail ("Already borrowed").
+        self._tokenizer_lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        """The live servers' URLs, comma-separated."""
+        return ", ".join(self.pool.urls)
 
     @classmethod
     def from_config(cls, config: Any, model: Any, tokenizer: Any) -> SGLangBackend:
@@ -113,113 +113,57 @@ class SGLangBackend:
         )
 
     def close(self) -> None:
-        self._client.close()
-
-    # ------------------------------------------------------------------ HTTP
-
-    def check_health(self) -> None:
-        """``GET /health``; one try only: a server that is not up at start is a setup mistake."""
-        import httpx2
-
-        try:
-            response = self._client.get("/health")
-        except httpx2.HTTPError as error:
-            raise ServerError(
-                f"cannot reach the rollout server at sglang.base_url={self.base_url}: {_describe(error)}; "
-                "start it (python -m sglang.launch_server ... or flux serve MODEL_DIR) or fix the URL"
-            ) from None
-        if response.status_code != 200:
-            raise ServerError(
-                f"rollout server at {self.base_url}: GET /health answered HTTP {response.status_code} "
-                f"{_excerpt(response.text)}"
-            )
-
-    def _post(self, endpoint: str, payload: dict[str, Any]) -> Any:
-        """POST JSON, retrying connection errors, timeouts and 5xx with backoff; the decoded JSON answer."""
-        import httpx2
-
-        attempts = self.max_retries + 1
-        for attempt in range(attempts):
-            try:
-                response = self._client.post(endpoint, json=payload)
-            except httpx2.HTTPError as error:
-                problem = _describe(error)
-            else:
-                if response.status_code < 500:
-                    break
-                problem = f"HTTP {response.status_code} {_excerpt(response.text)}"
-            if attempt + 1 < attempts:
-                time.sleep(min(BACKOFF_SECONDS * 2**attempt, MAX_BACKOFF_SECONDS))
-        else:
-            raise ServerError(
-                f"rollout server at {self.base_url} failed POST {endpoint} {attempts} times "
-                f"(last: {problem}); the run stopped, checkpoints written so far are complete"
-            )
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.status_code != 200:
-            message = body.get("message") if isinstance(body, dict) else None
-            raise ServerError(
-                f"rollout server at {self.base_url}: POST {endpoint} answered HTTP {response.status_code}: "
-                f"{_excerpt(message or response.text)}"
-            )
-        if body is None:
-            raise ServerError(
-                f"rollout server at {self.base_url}: POST {endpoint} answered something that is not JSON: "
-                f"{_excerpt(response.text)}"
-            )
-        return body
+        self.pool.close()
 
     # ------------------------------------------------------------------ RolloutBackend
 
     def generate(self, prompts: Sequence[Any], n: int, sampling: SamplingParams) -> list[Rollout]:
         if n < 1:
             raise FluxError(f"n (completions per prompt) must be at least 1, not {n}")
-        jobs = [
-            (index, encode_prompt(self.tokenizer, prompt)) for index, prompt in enumerate(prompts) for _ in range(n)
-        ]
+        with self._tokenizer_lock:
+            encoded = [encode_prompt(self.tokenizer, prompt) for prompt in prompts]
+        jobs = [(index, ids) for index, ids in enumerate(encoded) for _ in range(n)]
         if not jobs:
             return []
-        size = -(-len(jobs) // self.max_concurrency)  # ceil: at most max_concurrency requests
+        parts = self.max_concurrency * len(self.pool.servers)  # at most max_concurrency requests per server
+        size = -(-len(jobs) // parts)  # ceil
         chunks = [jobs[start : start + size] for start in range(0, len(jobs), size)]
         with ThreadPoolExecutor(max_workers=len(chunks)) as pool:
             answers = list(pool.map(lambda chunk: self._generate_chunk(chunk, sampling), chunks))
         return [rollout for answer in answers for rollout in answer]
 
     def _generate_chunk(self, jobs: list[tuple[int, list[int]]], sampling: SamplingParams) -> list[Rollout]:
-        body = self._post("/generate", generate_request([ids for _, ids in jobs], sampling, self.eos_token_ids))
+        request = generate_request([ids for _, ids in jobs], sampling, self.eos_token_ids)
+
+        def on(server: ServerClient) -> tuple[str, Any]:
+            return server.url, server.post("/generate", request)
+
+        url, body = self.pool.call(on)
         if isinstance(body, dict) and len(jobs) == 1:
             body = [body]  # SGLang answers a batch of one with a bare object
         if not isinstance(body, list) or len(body) != len(jobs):
             got = f"{len(body)} items" if isinstance(body, list) else type(body).__name__
             raise ServerError(
-                f"rollout server at {self.base_url}: POST /generate answered {got} for {len(jobs)} inputs "
+                f"rollout server at {url}: POST /generate answered {got} for {len(jobs)} inputs "
                 "(expected a list with one object per input)"
             )
         rollouts = []
         for (prompt_index, prompt_ids), item in zip(jobs, body):
-            completion_ids, logprobs, truncated = parse_generate_item(item, self.base_url)
-            text = self.tokenizer.decode(completion_ids, skip_special_tokens=True)
+            completion_ids, logprobs, truncated = parse_generate_item(item, url)
+            with self._tokenizer_lock:
+                text = self.tokenizer.decode(completion_ids, skip_special_tokens=True)
             rollouts.append(Rollout(prompt_index, prompt_ids, completion_ids, text, truncated, logprobs))
         return rollouts
 
     def sync_weights(self, model: Any) -> None:
-        """Write ``model`` (merged, for LoRA) as safetensors to ``weights_dir`` and have the server load it."""
+        """Write ``model`` (merged, for LoRA) as safetensors to ``weights_dir`` and have every server load it."""
         start = time.perf_counter()
         write_weights(model, self.weights_dir)
-        body = self._post("/update_weights_from_disk", {"model_path": str(self.weights_dir.resolve())})
-        if not isinstance(body, dict) or "success" not in body:
-            raise ServerError(
-                f"rollout server at {self.base_url}: POST /update_weights_from_disk answered {_excerpt(str(body))} "
-                '(expected {"success": ..., "message": ...})'
-            )
-        if body["success"] is not True:
-            raise ServerError(
-                f"rollout server at {self.base_url} could not load the weights in {self.weights_dir}: "
-                f"{_excerpt(str(body.get('message')))}"
-            )
+        payload = {"model_path": str(self.weights_dir.resolve())}
+        for url, body in self.pool.call_all(
+            lambda server: (server.url, server.post("/update_weights_from_disk", payload))
+        ):
+            check_weight_update(body, url, self.weights_dir)
         self.weight_syncs += 1
         self.last_sync_seconds = time.perf_counter() - start
 
@@ -309,11 +253,14 @@ def write_weights(model: Any, directory: Path) -> None:
             model.save_pretrained(directory)
 
 
-def _describe(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
-def _excerpt(text: str, limit: int = 200) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+def check_weight_update(body: Any, url: str, weights_dir: Path) -> None:
+    """Raise one line unless ``body`` is ``/update_weights_from_disk``'s ``{"success": true, ...}``."""
+    if not isinstance(body, dict) or "success" not in body:
+        raise ServerError(
+            f"rollout server at {url}: POST /update_weights_from_disk answered {_excerpt(str(body))} "
+            '(expected {"success": ..., "message": ...})'
+        )
+    if body["success"] is not True:
+        raise ServerError(
+            f"rollout server at {url} could not load the weights in {weights_dir}: {_excerpt(str(body.get('message')))}"
+        )

@@ -197,8 +197,8 @@ def test_columns_and_settings_reach_the_reward_but_trainer_internals_do_not(cust
         seen.update(columns, scale=scale)
         return [scale] * len(completions)
 
-    # TRL's GRPOTrainer adds its internals to the columns; flux-grpo's adapter drops them
-    from flux_grpo.runner import TRLReward
+    # TRL's GRPOTrainer and RLOOTrainer add their internals to the columns; Flux's adapter drops them
+    from flux_core import TRLReward
 
     reward = TRLReward(custom_reward("spy", spy, kwargs={"scale": 2.0}))
     values = reward(["p"], ["c"], answer=["42"], completion_ids=[[1]], trainer_state=object(), log_metric=print)

@@ -50,13 +50,14 @@ class ServerProcess:
                 self.process.wait(timeout=15)
 
 
-def start_server(model_dir: Path) -> ServerProcess:
-    """Start `flux serve MODEL --port 0` and wait (bounded) for the URL it prints and a healthy /health."""
+def start_server(model_dir: Path, *flags: str, env: dict[str, str] | None = None) -> ServerProcess:
+    """Start `flux serve MODEL --port 0 [FLAGS]` (``env`` added to the environment) and wait (bounded) for the URL
+    it prints and a healthy /health."""
     import httpx2
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     process = subprocess.Popen(
-        [FLUX, "serve", str(model_dir), "--port", "0", "--seed", "0"],
+        [FLUX, "serve", str(model_dir), "--port", "0", "--seed", "0", *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -94,8 +95,9 @@ def start_server(model_dir: Path) -> ServerProcess:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir):
-    with start_server(tiny_model_dir) as process:
+def server(tiny_model_dir, tmp_path_factory):
+    # runs write their weights under this session's temporary directories
+    with start_server(tiny_model_dir, "--weights-root", str(tmp_path_factory.getbasetemp())) as process:
         yield process
 
 
@@ -251,7 +253,7 @@ def test_adaptive_async_with_max_staleness_zero_is_synchronous(server, tiny_mode
 def train_until_the_server_dies(tiny_model_dir, output_dir, **overrides) -> tuple[str, str]:
     """A 20-step GRPO run, checkpointing every step, whose server is stopped after step 3:
     the server's URL and the error that ended the run."""
-    with start_server(tiny_model_dir) as doomed:
+    with start_server(tiny_model_dir, "--weights-root", str(output_dir.parent)) as doomed:
         config = grpo_config(
             tiny_model_dir,
             output_dir,
@@ -349,9 +351,9 @@ def test_an_unreachable_server_is_one_line_naming_the_url(tiny_model_dir, tmp_pa
 
 
 @pytest.fixture
-def fresh_server(tiny_model_dir):
+def fresh_server(tiny_model_dir, tmp_path):
     """A server of one's own: its sampling RNG starts at --seed 0, whichever tests ran before on this worker."""
-    with start_server(tiny_model_dir) as process:
+    with start_server(tiny_model_dir, "--weights-root", str(tmp_path)) as process:
         yield process
 
 
@@ -419,7 +421,7 @@ def test_flux_serve_answers_sglangs_shapes_and_refuses_bad_requests(server):
         bad = client.post("/generate", json={"text": "hello"})
         assert bad.status_code == 400 and "input_ids" in bad.json()["error"]["message"]
         missing = client.post("/update_weights_from_disk", json={"model_path": "/nonexistent"})
-        assert missing.status_code == 400 and missing.json()["success"] is False
+        assert missing.status_code == 403 and missing.json()["success"] is False  # outside --weights-root
         assert client.post("/flush_cache").status_code == 200
 
 

@@ -21,7 +21,7 @@ import httpx2
 import pytest
 
 from flux_core.errors import FluxError
-from flux_core.online import sglang as rollout_sglang
+from flux_core.online import server_pool
 from flux_core.online.rollout import SamplingParams
 from flux_core.online.sglang import SGLangBackend
 
@@ -38,7 +38,7 @@ def tokenizer(tiny_model_dir):
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch):
-    monkeypatch.setattr(rollout_sglang, "BACKOFF_SECONDS", 0.0)
+    monkeypatch.setattr(server_pool, "BACKOFF_SECONDS", 0.0)
 
 
 def sglang_item(output_ids, logprobs, finish):
