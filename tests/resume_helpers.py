@@ -58,8 +58,8 @@ class Pause:
 
 save_model = checkpoint.save_model
 
-def paused_save_model(model, tokenizer, staged):
-    save_model(model, tokenizer, staged)
+def paused_save_model(model, tokenizer, staged, **kwargs):
+    save_model(model, tokenizer, staged, **kwargs)
     pause("save:" + staged.name[1:].split(".tmp-")[0])
 
 checkpoint.save_model = paused_save_model

@@ -9,7 +9,8 @@ onto the main process's CPU memory, with the options ``accelerate``'s
 because accelerate only knows a model is FSDP-wrapped on GPUs: on CPU its state stays
 ``MULTI_CPU`` and ``get_state_dict`` would return the shards.
 
-Gathering is a collective: with more than one process every rank must call it.
+Gathering is a collective: with more than one process every rank calls it, at every
+save point, before the main process writes (:mod:`flux_core.run.distributed`).
 """
 
 from __future__ import annotations
@@ -43,25 +44,17 @@ def full_state_dict(model: Any) -> dict[str, Any]:
     return get_model_state_dict(model, options=options)
 
 
-def gathered_for_save(model: Any) -> dict[str, Any]:
-    """:func:`full_state_dict` for a save running on the main process alone.
+def weights_for_save(model: Any) -> dict[str, Any]:
+    """:func:`full_state_dict` of ``model`` for a save that only this process runs.
 
-    With one process that is the whole collective. With several, the other ranks are not
-    taking part (Flux writes checkpoints from the main process only), so gathering would
-    wait for them forever: fail at once instead, naming the way out.
+    With one process that is the whole collective. With several, every rank must gather
+    together before the main process writes (:meth:`flux_core.run.checkpoint.CheckpointManager.stage`
+    does); reaching here instead would wait for the others forever, so fail at once.
     """
-    from peft import PeftModel
-
-    if isinstance(model, PeftModel):
-        raise FluxError(
-            "checkpoint under FSDP with lora: not supported (the adapter would have to be merged from gathered "
-            "shards); train LoRA with one process or DDP (configs/accelerate/multi-gpu.yaml)"
-        )
     processes = world_size()
     if processes > 1:
         raise FluxError(
-            f"checkpoint under FSDP with {processes} processes: gathering the sharded weights needs every "
-            "process and Flux saves from the main one only; use num_processes: 1 with FSDP, or DDP "
-            "(configs/accelerate/multi-gpu.yaml) when the model fits one GPU"
+            f"saving an FSDP model with {processes} processes from one of them: gather its weights on every "
+            "rank first (CheckpointManager.stage, then pass them as weights=)"
         )
     return full_state_dict(model)

@@ -34,7 +34,7 @@ def write(path, tag, crash=False):
 
 def test_a_crash_while_writing_leaves_the_last_good_checkpoint_intact(tmp_path, monkeypatch):
     monkeypatch.setattr(
-        checkpoint, "save_model", lambda model, tok, d: (model.save_pretrained(d), tok.save_pretrained(d))
+        checkpoint, "save_model", lambda model, tok, d, **_: (model.save_pretrained(d), tok.save_pretrained(d))
     )
     target = tmp_path / "best"
     write(target, "good")
@@ -46,7 +46,7 @@ def test_a_crash_while_writing_leaves_the_last_good_checkpoint_intact(tmp_path, 
 
 def test_a_crash_between_the_renames_is_recovered_on_load(tmp_path, monkeypatch):
     monkeypatch.setattr(
-        checkpoint, "save_model", lambda model, tok, d: (model.save_pretrained(d), tok.save_pretrained(d))
+        checkpoint, "save_model", lambda model, tok, d, **_: (model.save_pretrained(d), tok.save_pretrained(d))
     )
     monkeypatch.setattr(checkpoint, "_exchange", lambda a, b: False)  # where no atomic exchange exists
     target = tmp_path / "final"
@@ -70,7 +70,7 @@ def test_a_crash_between_the_renames_is_recovered_on_load(tmp_path, monkeypatch)
 
 def test_best_is_the_lowest_eval_loss_among_save_points(tmp_path, monkeypatch):
     monkeypatch.setattr(
-        checkpoint, "save_model", lambda model, tok, d: (model.save_pretrained(d), tok.save_pretrained(d))
+        checkpoint, "save_model", lambda model, tok, d, **_: (model.save_pretrained(d), tok.save_pretrained(d))
     )
     scores = iter([3.0, 1.0, 2.0, 2.5])
     manager = CheckpointManager(tmp_path, FakeConfig(), FakeTokenizer(), save_steps=2, evaluate=lambda: next(scores))
@@ -85,7 +85,7 @@ def test_best_is_the_lowest_eval_loss_among_save_points(tmp_path, monkeypatch):
 
 def test_without_eval_data_best_follows_the_smoothed_training_loss(tmp_path, monkeypatch):
     monkeypatch.setattr(
-        checkpoint, "save_model", lambda model, tok, d: (model.save_pretrained(d), tok.save_pretrained(d))
+        checkpoint, "save_model", lambda model, tok, d, **_: (model.save_pretrained(d), tok.save_pretrained(d))
     )
     manager = CheckpointManager(tmp_path, FakeConfig(), FakeTokenizer(), save_steps=3)
     losses = [1.0, 0.9, 0.8, 0.2, 0.2, 0.2, 2.0, 2.0, 2.0]  # improves, then diverges
@@ -107,3 +107,22 @@ def test_missing_and_non_checkpoint_directories_are_clear_errors(tmp_path):
         resolve_checkpoint(tmp_path / "nope")
     with pytest.raises(FluxError, match="not a checkpoint"):
         resolve_checkpoint(tmp_path)
+
+
+def test_lora_merged_from_gathered_weights_equals_peft_s_own_merge(tiny_model_dir):
+    # Under FSDP the live LoRA weights are shards: the merge is folded from the gathered full state dict instead.
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    initial = {k: v.clone() for k, v in base.state_dict().items()}
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    with torch.no_grad():
+        live = checkpoint.merged_state_dict(model)
+        gathered = checkpoint.merged_state_dict(model, {k: v.clone() for k, v in model.state_dict().items()})
+        expected = model.merge_and_unload().state_dict()  # peft's own merge (changes the model: last)
+    assert gathered.keys() == live.keys() and set(gathered) <= set(expected)
+    assert all(torch.allclose(gathered[k], expected[k], atol=1e-6) for k in gathered)
+    assert any(not torch.equal(gathered[k], initial[k]) for k in gathered)  # the adapters were folded in

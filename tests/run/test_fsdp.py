@@ -27,55 +27,70 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from peft import LoraConfig, PeftModel, get_peft_model
 from torch.distributed.fsdp import fully_shard
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from flux_core.run.checkpoint import save_model
 from flux_core.errors import FluxError
+from flux_core.run.checkpoint import save_model
 from flux_core.run.fsdp import full_state_dict, is_sharded
 
-model_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
+model_dir, out, lora = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "lora"
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
+torch.manual_seed(0)
 model = AutoModelForCausalLM.from_pretrained(model_dir)
 initial = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-for layer in model.model.layers:
+if lora:
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+for layer in model.get_base_model().model.layers if lora else model.model.layers:
     fully_shard(layer)
 fully_shard(model)
 ids = torch.arange(1, 17).reshape(2, 8)  # the same batch on every rank
-optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
 model(input_ids=ids, labels=ids).loss.backward()
 optimizer.step()
 with torch.no_grad():
     logits = model(input_ids=ids).logits  # a collective: every rank runs it
 report = {"sharded": is_sharded(model), "world": world}
-if rank == 0:  # Flux saves from the main process only: with 2 processes it must refuse, not hang
+if rank == 0:  # saving from one process without gathering on every rank must refuse, not hang
     try:
-        save_model(model, AutoTokenizer.from_pretrained(model_dir), out)
+        save_model(model, AutoTokenizer.from_pretrained(model_dir), out / "alone")
     except FluxError as error:
         report["refused"] = str(error)
 gathered = full_state_dict(model)  # every rank takes part; the main one gets the weights
 if rank == 0:
-    AutoModelForCausalLM.from_pretrained(model_dir).save_pretrained(out, state_dict=gathered)
-else:
-    report["other_ranks_get"] = len(gathered)
-if rank == 0:
+    save_model(model, AutoTokenizer.from_pretrained(model_dir), out, weights=gathered)
     loaded = AutoModelForCausalLM.from_pretrained(out).eval()
     with torch.no_grad():
         report["max_logit_diff"] = (loaded(input_ids=ids).logits - logits).abs().max().item()
+        if lora:
+            adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), out / "adapter")
+            report["adapter_logit_diff"] = (adapter.eval()(input_ids=ids).logits - logits).abs().max().item()
     report["changed"] = sum(not torch.equal(initial[k], v) for k, v in loaded.state_dict().items())
     report["keys_match"] = sorted(loaded.state_dict()) == sorted(initial)
+else:
+    report["other_ranks_get"] = len(gathered)
 print("REPORT " + json.dumps(report), flush=True)
 """
 
 
-def run_sharded(tmp_path: Path, model_dir: Path, processes: int) -> list[dict]:
+def run_sharded(tmp_path: Path, model_dir: Path, processes: int, lora: bool = False) -> list[dict]:
     script = tmp_path / "harness.py"
     script.write_text(HARNESS)
     out = tmp_path / "checkpoint"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo on CPU, GPU box or not
     result = subprocess.run(
-        [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(processes), str(script), str(model_dir), out],
+        [
+            str(BIN / "torchrun"),
+            "--standalone",
+            "--nproc_per_node",
+            str(processes),
+            str(script),
+            str(model_dir),
+            out,
+            "lora" if lora else "full",
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -119,6 +134,11 @@ def shipped_fsdp_config(tmp_path: Path, mixed_precision: str) -> Path:
     return path
 
 
+def ran_under_fsdp(output: Path) -> bool:
+    """Whether the run's checkpoint-2 holds accelerate's FSDP resume files (its model, full or sharded)."""
+    return any(path.name.startswith("pytorch_model_fsdp") for path in (output / "checkpoint-2").iterdir())
+
+
 def flux_train(tmp_path, tiny_model_dir, preferences_file, name: str, *extra: str, steps: int = 4):
     """``flux train`` a small fp32 DPO run (copy reference) on CPU; its output dir, per-step metrics and stderr."""
     site = tmp_path / "site"
@@ -154,8 +174,8 @@ def test_flux_train_under_fsdp2_writes_checkpoints_that_equal_a_plain_run(tmp_pa
         output, metrics, stderr = flux_train(tmp_path, tiny_model_dir, preferences_file, name, *extra)
         return output, [m["loss"] for m in metrics], stderr
 
-    sharded, sharded_losses, stderr = train("fsdp", "--accelerate-config", str(accelerate_config))
-    assert "checkpoints of DeepSpeed/FSDP runs hold weights only" in stderr  # the run really was FSDP
+    sharded, sharded_losses, _ = train("fsdp", "--accelerate-config", str(accelerate_config))
+    assert ran_under_fsdp(sharded)
     plain, plain_losses, _ = train("plain")
 
     assert sharded_losses == pytest.approx(plain_losses, abs=1e-6)
@@ -167,27 +187,31 @@ def test_flux_train_under_fsdp2_writes_checkpoints_that_equal_a_plain_run(tmp_pa
         assert all(torch.allclose(got[key], expected[key], atol=1e-6) for key in got), name
 
 
-def test_two_process_fsdp_save_refuses_instead_of_hanging_and_gathering_on_every_rank_works(tmp_path, tiny_model_dir):
-    reports = run_sharded(tmp_path, tiny_model_dir, processes=2)
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_two_process_fsdp_checkpoint_gathers_on_every_rank_and_loads_with_from_pretrained(
+    tmp_path, tiny_model_dir, lora
+):
+    reports = run_sharded(tmp_path, tiny_model_dir, processes=2, lora=lora)
     main = next(report for report in reports if "max_logit_diff" in report)
     other = next(report for report in reports if report is not main)
     assert main["sharded"] and main["world"] == 2
-    assert main["refused"].startswith("checkpoint under FSDP with 2 processes: ")
-    assert "num_processes: 1" in main["refused"]
+    assert main["refused"].startswith("saving an FSDP model with 2 processes from one of them: ")
     assert other["other_ranks_get"] == 0  # the full weights go to the main process only
-    assert main["keys_match"]  # every weight, under its usual name
+    assert main["keys_match"]  # every weight, under its usual name (LoRA: merged into them)
     assert main["changed"] > 0  # the trained weights, not the initial ones
     assert main["max_logit_diff"] < 1e-5  # the reloaded model computes what the sharded one did
+    if lora:
+        assert main["adapter_logit_diff"] < 1e-5  # adapter/ on the base model too
 
 
 def test_fsdp2_with_bf16_mixed_precision_starts_at_ln2(tmp_path, tiny_model_dir, preferences_file):
     # The shipped config's mixed_precision: bf16. accelerate runs an FSDP2 policy without autocast;
     # the reference must run the same way, or step 1 (policy == reference) is not ln 2.
     accelerate_config = shipped_fsdp_config(tmp_path, "bf16")
-    _, metrics, stderr = flux_train(
+    output, metrics, _ = flux_train(
         tmp_path, tiny_model_dir, preferences_file, "fsdp-bf16", "--accelerate-config", str(accelerate_config), steps=2
     )
-    assert "checkpoints of DeepSpeed/FSDP runs hold weights only" in stderr  # it really was FSDP
+    assert ran_under_fsdp(output)
     assert metrics[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert metrics[0]["reward_margin"] == pytest.approx(0.0, abs=1e-6)
     assert metrics[1]["loss"] < metrics[0]["loss"]

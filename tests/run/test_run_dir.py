@@ -206,7 +206,7 @@ def test_overwrite_never_leaves_a_half_deleted_checkpoint_under_its_name(tmp_pat
 
 
 def fake_save(tag):
-    def save(model, tokenizer, directory):
+    def save(model, tokenizer, directory, weights=None):
         (directory / "config.json").write_text("{}")
         (directory / "model.safetensors").write_text(tag)
 
