@@ -10,54 +10,9 @@ Chosen answers are polite, complete sentences; rejected ones are curt and sloppy
 
 import argparse
 import json
-import random
 
-TOPICS = [
-    "quantum computing",
-    "machine learning",
-    "the water cycle",
-    "photosynthesis",
-    "the stock market",
-    "black holes",
-    "climate change",
-    "the internet",
-    "vaccines",
-    "electric cars",
-    "the roman empire",
-    "jazz music",
-    "volcanoes",
-    "honey bees",
-    "the moon landing",
-    "recycling",
-    "sleep",
-    "coffee",
-]
-TASKS = ["Explain {}.", "Describe {} briefly.", "What is {}?", "Write a short note about {}.", "Summarize {}."]
-CHOSEN = [
-    "Thank you for the question. {T} is a clear example of how simple ideas build complex results.",
-    "Here is a short answer: {T} can be explained step by step, and each step is simple.",
-    "Certainly. In short, {T} is best understood through one clear example and a summary.",
-]
-REJECTED = [
-    "idk lol, {t} is complicated stuff",
-    "{t}? whatever, look it up",
-    "ugh {t} is boring, no idea tbh",
-]
-
-
-def make_pairs(count: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    pairs = []
-    for _ in range(count):
-        topic = rng.choice(TOPICS)
-        pairs.append(
-            {
-                "prompt": rng.choice(TASKS).format(topic),
-                "chosen": rng.choice(CHOSEN).format(T=topic.capitalize()),
-                "rejected": rng.choice(REJECTED).format(t=topic),
-            }
-        )
-    return pairs
+# The pairs themselves come from Flux's test kit, so the demos, the tests and plugin authors' tests share them.
+from flux_core.testing.data import preference_pairs as make_pairs
 
 
 def _conversation(prompt: str, reply: str) -> list[dict]:

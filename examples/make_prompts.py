@@ -9,22 +9,9 @@ writes the same file.
 
 import argparse
 import json
-import random
 
-# The preference demo's topics and task phrasings, so both demos speak alike.
-from make_preferences import TASKS, TOPICS
-
-
-def make_prompts(count: int, seed: int, chat: bool = False) -> list[dict]:
-    """``count`` prompt records; chat-formatted (a user message) when ``chat``."""
-    rng = random.Random(seed)
-    records = []
-    for _ in range(count):
-        topic = rng.choice(TOPICS)
-        text = rng.choice(TASKS).format(topic)
-        prompt = [{"role": "user", "content": text}] if chat else text
-        records.append({"prompt": prompt, "topic": topic})
-    return records
+# The prompts themselves come from Flux's test kit (the preference demo's topics and task phrasings).
+from flux_core.testing.data import prompt_rows as make_prompts
 
 
 def main() -> None:

@@ -91,6 +91,30 @@ def check_trl(reliances: Iterable[TRLReliance], *, owner: str) -> None:
         )
 
 
+def import_trl_experimental(module_name: str, *names: str, owner: str) -> tuple[Any, ...]:
+    """``names`` from ``module_name`` under ``trl.experimental``, imported without TRL's experimental notice
+    (Flux pins the TRL it was tested with; the notice is for TRL's users, not Flux's).
+
+    A plugin's trainer under ``trl.experimental`` is imported here and nowhere else, so that when TRL
+    moves or drops it, the run stops in one line naming the installed TRL and ``owner`` (the plugin's
+    distribution) instead of an ImportError from deep inside the plugin.
+    """
+    import trl
+    from trl.import_utils import TRLExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TRLExperimentalWarning)
+        try:
+            module = importlib.import_module(module_name)
+            return tuple(getattr(module, name) for name in names)
+        except (ImportError, AttributeError) as error:
+            raise FluxError(
+                f"{owner} cannot run on TRL {getattr(trl, '__version__', 'unknown')}: it needs "
+                f"{', '.join(names)} from {module_name}, which this TRL does not have ({error}); "
+                f"install a tested TRL: pip install 'trl{TESTED_TRL}'"
+            ) from None
+
+
 def is_tested_trl(version: str) -> bool:
     """Whether ``version`` is in :data:`TESTED_TRL` (an unparsable version is not)."""
     from packaging.specifiers import SpecifierSet

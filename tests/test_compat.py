@@ -161,3 +161,25 @@ def test_an_untested_trl_trains_with_one_warning_line(tmp_path, tiny_model_dir, 
         "'trl>=1.16,<1.17' to be sure"
     ]
     assert "trained 2 steps" in result.stdout
+
+
+def test_a_trl_experimental_import_is_silent_and_one_line_when_trl_moved_it(monkeypatch):
+    from flux_core import import_trl_experimental
+
+    monkeypatch.delenv("TRL_EXPERIMENTAL_SILENCE", raising=False)
+    for name in [name for name in sys.modules if name.startswith("trl.experimental")]:
+        monkeypatch.delitem(sys.modules, name)  # imported afresh: TRL's notice would fire again
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (trainer,) = import_trl_experimental("trl.experimental.cpo", "CPOTrainer", owner="flux-cpo")
+    assert trainer.__name__ == "CPOTrainer"
+    assert [str(warning.message) for warning in caught] == []  # TRL's "experimental" notice is not for Flux users
+
+    monkeypatch.setattr(trl, "__version__", UNTESTED)
+    with pytest.raises(FluxError) as stop:
+        import_trl_experimental("trl.experimental.cpo", "SimPOTrainer", owner="flux-cpo")
+    assert str(stop.value) == (
+        f"flux-cpo cannot run on TRL {UNTESTED}: it needs SimPOTrainer from trl.experimental.cpo, which this TRL "
+        "does not have (module 'trl.experimental.cpo' has no attribute 'SimPOTrainer'); install a tested TRL: "
+        "pip install 'trl>=1.16,<1.17'"
+    )

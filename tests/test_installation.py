@@ -72,7 +72,8 @@ def test_flux_version_prints_core_every_plugin_and_trl():
     assert lines[0].startswith(f"flux-train {flux_core.__version__} (plugin API 1, Python ")
     for plugin in PLUGIN_DIRS:
         version = declared_version(plugin / f"flux_{plugin.name}")
-        assert f"  flux-{plugin.name} {version} ({plugin.name})" in lines, result.stdout
+        distribution = f"flux-{plugin.name.replace('_', '-')}"  # flux_plugins/online_dpo: flux-online-dpo
+        assert f"  {distribution} {version} ({plugin.name})" in lines, result.stdout
     assert lines[-1] == f"trl {importlib.metadata.version('trl')} (tested: trl>=1.16,<1.17)"
 
 

@@ -57,7 +57,7 @@ def test_the_bundled_and_example_plugins_declare_the_plugin_api_they_are_written
     from flux_core.plugins import PLUGIN_API_ATTRIBUTE, PLUGIN_API_VERSION
 
     modules = [f"flux_{path.parent.name}.plugin" for path in sorted(REPO.glob("flux_plugins/*/pyproject.toml"))]
-    assert len(modules) == 6
+    assert len(modules) >= 6  # dpo, grpo, ppo, sft, rm, kto and the plugins added since
     for module in modules:
         assert getattr(importlib.import_module(module), PLUGIN_API_ATTRIBUTE) == PLUGIN_API_VERSION, module
     for example in sorted(REPO.glob("examples/flux-example-*/flux_example_*/__init__.py")):

@@ -28,6 +28,13 @@ REQUIRED_KEYS = {
         "max_completion_length": 8,
         "rewards": [{"name": "pattern_fraction", "kwargs": {"pattern": "e"}}],
     },
+    "rloo": {
+        "num_generations": 2,
+        "max_completion_length": 8,
+        "rewards": [{"name": "pattern_fraction", "kwargs": {"pattern": "e"}}],
+    },
+    "online_dpo": {"max_completion_length": 8, "rewards": [{"name": "pattern_fraction", "kwargs": {"pattern": "e"}}]},
+    "distill": {"max_completion_length": 8, "teacher": "MODEL"},  # MODEL: the run's model directory
 }
 
 
@@ -43,7 +50,13 @@ def flux_config(algorithm: str, tmp_path, model_dir=None, **top) -> FluxConfig:
         "batch_size": 4,
         "max_length": 64,
         "gradient_checkpointing": True,  # the non-default value, so fields TRL derives from it move too
-        "algorithm": {"name": algorithm, **REQUIRED_KEYS.get(algorithm, {})},
+        "algorithm": {
+            "name": algorithm,
+            **{
+                key: str(model_dir or "m") if value == "MODEL" else value
+                for key, value in REQUIRED_KEYS.get(algorithm, {}).items()
+            },
+        },
         **top,
     }
     return FluxConfig.from_dict(data)

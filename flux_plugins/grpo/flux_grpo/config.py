@@ -7,7 +7,6 @@ prompts, each sampled ``num_generations`` times.
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
@@ -15,9 +14,10 @@ from pydantic import Field, PositiveInt, model_validator
 from flux_core import (
     SHARED_OWNED_TRL_FIELDS,
     AlgorithmConfig,
-    ConfigError,
     RewardSpec,
+    check_group_batches,
     check_unique_labels,
+    group_steps_per_epoch,
     rollout_warnings,
 )
 
@@ -122,35 +122,9 @@ class GRPOAlgorithmConfig(AlgorithmConfig):
         return self
 
     def steps_per_epoch(self, config: Any, num_examples: int, world_size: int) -> int:
-        """Optimizer steps in one pass over ``num_examples`` prompts, as TRL's GRPOTrainer runs them.
-
-        One generation batch holds ``generation_batch_size / num_generations`` prompts
-        (``generation_batch_size`` defaults to ``batch_size x processes x steps_per_generation``, and
-        ``steps_per_generation`` to ``trl.gradient_accumulation_steps``); it feeds
-        ``steps_per_generation x num_iterations`` micro-batches per process, and every
-        ``gradient_accumulation_steps`` of them are a step. TRL's sampler drops the prompts left over
-        after the last whole generation batch.
-        """
-        accumulation = config.trl.get("gradient_accumulation_steps", 1)
-        per_step_everywhere = config.batch_size * world_size
-        generation_batch = config.trl.get("generation_batch_size")
-        steps_per_generation = config.trl.get("steps_per_generation")
-        if generation_batch is not None:
-            steps_per_generation = generation_batch // per_step_everywhere
-        else:
-            steps_per_generation = steps_per_generation or accumulation
-            generation_batch = per_step_everywhere * steps_per_generation
-        prompts_per_generation = generation_batch // self.num_generations
-        generations = num_examples // prompts_per_generation
-        if generations == 0:
-            raise ConfigError(
-                f"num_epochs: the data has {num_examples} prompts, fewer than one generation batch of "
-                f"{prompts_per_generation} (batch_size {config.batch_size} x {world_size} processes x "
-                f"{steps_per_generation} steps per generation / num_generations {self.num_generations}); "
-                "use num_steps, or more prompts"
-            )
-        micro_batches = generations * steps_per_generation * self.num_iterations
-        return max(math.ceil(micro_batches / accumulation), 1)
+        """Optimizer steps in one pass over ``num_examples`` prompts, as TRL's GRPOTrainer runs them
+        (:func:`flux_core.group_steps_per_epoch`)."""
+        return group_steps_per_epoch(config, num_examples, world_size)
 
     def warnings_for(self, config: Any) -> list[str]:
         """Settings that are valid but probably not what the user meant."""
@@ -170,18 +144,4 @@ class GRPOAlgorithmConfig(AlgorithmConfig):
 
 def check_run(config: Any) -> None:
     """Raise ConfigError for settings TRL would reject, in Flux's terms (called before TRL)."""
-    algorithm = config.algorithm
-    group = algorithm.num_generations
-    if config.batch_size % group:
-        lower = max(group, config.batch_size - config.batch_size % group)
-        raise ConfigError(
-            f"batch_size {config.batch_size} cannot be split into groups of algorithm.num_generations={group}: "
-            f"GRPO's batch_size counts completions per step ({group} per prompt), so it must be a multiple of "
-            f"{group}; use batch_size: {lower} or {lower + group}, or change num_generations"
-        )
-    generation_batch = config.trl.get("generation_batch_size")
-    if generation_batch is not None and generation_batch % group:
-        raise ConfigError(
-            f"trl.generation_batch_size {generation_batch} is not a multiple of algorithm.num_generations={group}: "
-            "every prompt's group of completions must be generated together"
-        )
+    check_group_batches(config, "GRPO")

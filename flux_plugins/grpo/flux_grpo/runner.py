@@ -12,6 +12,7 @@ from flux_core import (
     RewardFunction,
     RolloutBackend,
     SamplingParams,
+    TRLReward,
     TRLRunner,
     build_reward_functions,
     build_trl_config,
@@ -20,6 +21,7 @@ from flux_core import (
     load_tokenizer,
     peft_config,
     resolve_precision,
+    reward_metric_names,
 )
 from flux_grpo.config import check_run
 
@@ -40,29 +42,7 @@ BackendFactory = Callable[[FluxConfig, Any, Any], RolloutBackend]
 
 def metric_names(reward_functions: list[RewardFunction]) -> dict[str, str]:
     """METRIC_NAMES plus ``rewards/<name>/mean`` -> ``reward_<name>`` (and ``_std``)."""
-    names = dict(METRIC_NAMES)
-    for reward in reward_functions:
-        names[f"rewards/{reward.name}/mean"] = f"reward_{reward.name}"
-        names[f"rewards/{reward.name}/std"] = f"reward_{reward.name}_std"
-    return names
-
-
-# Arguments TRL's GRPOTrainer passes to reward functions on top of the dataset columns. They are
-# TRL internals, not columns: a Flux reward gets the same arguments under GRPO as under PPO.
-TRL_INTERNAL_ARGUMENTS = frozenset({"completion_ids", "trainer_state", "log_extra", "log_metric", "environments"})
-
-
-class TRLReward:
-    """A Flux reward as TRL's ``reward_funcs`` calls it: TRL's internal arguments dropped,
-    ``__name__`` (the name TRL logs the reward under) kept."""
-
-    def __init__(self, reward: RewardFunction):
-        self.reward = reward
-        self.__name__ = reward.__name__
-
-    def __call__(self, prompts, completions, **columns):
-        columns = {key: value for key, value in columns.items() if key not in TRL_INTERNAL_ARGUMENTS}
-        return self.reward(prompts, completions, **columns)
+    return {**METRIC_NAMES, **reward_metric_names(reward_functions)}
 
 
 def sampling_params(config: FluxConfig) -> SamplingParams:
@@ -169,7 +149,7 @@ class GRPORunner(TRLRunner):
         config = self.config
         precision = resolve_precision(config.precision)
         self.tokenizer = load_tokenizer(config.model_path, config.chat_template)
-        model = load_model(config.model_path, precision)
+        model = load_model(config.model_path, precision, quantize=config.base_quantization)
 
         rollout_func = None
         factory = self.rollout_backend or create_backend

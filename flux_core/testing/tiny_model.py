@@ -1,6 +1,6 @@
 """A tiny random-init model + byte-level BPE tokenizer, built offline in about a second.
 
-Tests, the demo and the benchmarks use it (``flux tiny-model DIR``). It is a real
+Tests, the demo and the benchmarks use it (``flux tiny-model DIR``, the ``tiny_model_dir`` fixture). It is a real
 Qwen3-architecture checkpoint with a ChatML chat template, so it exercises the same
 code paths as ``Qwen/Qwen3-8B``; it just knows nothing. Building is deterministic:
 the same arguments give byte-identical files.

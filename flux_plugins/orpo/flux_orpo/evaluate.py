@@ -1,0 +1,14 @@
+"""``flux eval`` for ORPO: held-out loss, accuracy, reward margin and SFT loss of a checkpoint on preference pairs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flux_core import evaluate_with_trainer
+from flux_orpo.runner import METRIC_NAMES, ORPORunner
+
+
+def evaluate_pairs(config: Any, checkpoint: str, dataset: Any) -> dict[str, float]:
+    """ORPO's loss and metrics (``accuracy``, ``reward_margin``, ``nll_loss``, ...) of ``checkpoint`` on preference
+    pairs, as TRL's ``ORPOTrainer`` computes them at a save point; no reference model is involved."""
+    return evaluate_with_trainer(ORPORunner, config, checkpoint, dataset, METRIC_NAMES)
