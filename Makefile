@@ -14,7 +14,7 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test]" $(foreach plugin,$(PLUGINS),-e $(plugin))
+	$(BIN)/pip install --quiet -e ".[test,qlora]" $(foreach plugin,$(PLUGINS),-e $(plugin))
 	@# The core was the distribution `flux-core` before 0.1.0 was published as flux-train; PyPI's flux-core is
 	@# another project whose `flux` package would shadow Flux's. Either way it has to go (then flux-train's
 	@# `flux` command, which the uninstall removed too, is put back).

@@ -33,6 +33,8 @@ _PLUGIN_API = {
     # what an algorithm relies on in TRL (Algorithm.trl_relies_on), checked when a run starts
     "TRLReliance": "flux_core.compat",
     "TESTED_TRL": "flux_core.compat",
+    # the one guarded import of a plugin's trl.experimental trainer (one line if TRL moved it)
+    "import_trl_experimental": "flux_core.compat",
     # checking and fingerprinting a plugin's own data shapes (flux-sft's formats, flux-dpo's cache key)
     "TEXT": "flux_core.data.formats",
     "CHAT": "flux_core.data.formats",
@@ -83,6 +85,8 @@ _PLUGIN_API = {
     "looks_local": "flux_core.modeling",
     "check_weight_files": "flux_core.modeling",
     "build_trl_config": "flux_core.trl_based.settings",
+    # `flux eval` through a runner's own TRL trainer (Algorithm.evaluator)
+    "evaluate_with_trainer": "flux_core.trl_based.evaluation",
     # one line on stderr per phase before the first step ("flux: tokenizing 256 rows")
     "announce_phase": "flux_core.report.phases",
     "SHARED_OWNED_TRL_FIELDS": "flux_core.trl_based.settings",
@@ -102,6 +106,12 @@ _PLUGIN_API = {
     "load_reward_model": "flux_core.online.builtin_rewards",
     "eos_token_ids": "flux_core.online.tokens",
     "check_unique_labels": "flux_core.online.rewards",
+    # Flux rewards as TRL's online trainers (GRPO, RLOO) call them, and the metrics TRL logs them under
+    "TRLReward": "flux_core.trl_based.rewards",
+    "reward_metric_names": "flux_core.trl_based.rewards",
+    # batches of prompt groups as TRL's GRPOTrainer and RLOOTrainer form them
+    "check_group_batches": "flux_core.trl_based.groups",
+    "group_steps_per_epoch": "flux_core.trl_based.groups",
     "rollout_warnings": "flux_core.online.rollout",
     # adaptive async: rollouts generated ahead of training (torch loads only inside importance_drift)
     "RolloutProducer": "flux_core.online.async_rollout",

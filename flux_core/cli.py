@@ -174,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_generation_options(chat)
 
     _add_data_command(commands)
+    _add_new_plugin_command(commands)
 
     plot = commands.add_parser(
         "plot",
@@ -203,6 +204,18 @@ def _parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list installed plugins and every registered name")
     plugins.add_argument("--hooks", action="store_true", help="also print every hook specification")
 
+    _add_serve_command(commands)
+
+    tiny = commands.add_parser("tiny-model", help="build the tiny offline model + tokenizer used by tests and demos")
+    tiny.add_argument("directory", help="where to write it")
+    tiny.add_argument("--hidden-size", type=_positive_int, default=128, help="hidden size (default 128)")
+    tiny.add_argument("--layers", type=_positive_int, default=2, help="number of layers (default 2, at least 1)")
+    tiny.add_argument("--seed", type=int, default=0, help="init seed (default 0)")
+    return parser
+
+
+def _add_serve_command(commands: argparse._SubParsersAction) -> None:
+    """``flux serve``: a rollout server speaking SGLang's HTTP API (flux_core.online.serve)."""
     serve = commands.add_parser(
         "serve",
         help="serve a model for rollouts over SGLang's HTTP API (transformers; CPU-friendly)",
@@ -214,13 +227,57 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="weights dtype")
     serve.add_argument("--seed", type=int, default=None, help="seed sampling (default: unseeded)")
+    serve.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY' on every endpoint but /health (default: $FLUX_SERVE_API_KEY; "
+        "the trainer sends $FLUX_SERVE_API_KEY)",
+    )
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve a --host other machines can reach without an API key (refused otherwise)",
+    )
+    serve.add_argument(
+        "--weights-root",
+        metavar="DIR",
+        help="/update_weights_from_disk reads *.safetensors only under DIR (default: the current directory)",
+    )
+    serve.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body, MiB (default 32; 413)")
+    serve.add_argument(
+        "--request-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="answer 504 and stop a /generate not done in this many seconds, waiting included (default 300)",
+    )
+    serve.add_argument(
+        "--max-queued-requests",
+        type=int,
+        default=64,
+        metavar="N",
+        help="/generate requests that may wait for the model; more are answered 503 (default 64)",
+    )
 
-    tiny = commands.add_parser("tiny-model", help="build the tiny offline model + tokenizer used by tests and demos")
-    tiny.add_argument("directory", help="where to write it")
-    tiny.add_argument("--hidden-size", type=int, default=128, help="hidden size (default 128)")
-    tiny.add_argument("--layers", type=int, default=2, help="number of layers (default 2)")
-    tiny.add_argument("--seed", type=int, default=0, help="init seed (default 0)")
-    return parser
+
+def _add_new_plugin_command(commands: argparse._SubParsersAction) -> None:
+    """``flux new-plugin``: a ready-to-install plugin package (flux_core.new_plugin)."""
+    new = commands.add_parser(
+        "new-plugin",
+        help="write a new plugin package (an algorithm, a DPO loss, a reward or a reference policy) with its tests",
+        description="Write a ready-to-install plugin package: pyproject.toml with the `flux` entry point, the plugin "
+        "module with its hook, tests that use Flux's test kit and pass as written, and a README. Then: "
+        "cd flux-NAME && pip install -e '.[test]' && pytest.",
+    )
+    new.add_argument("name", help="the plugin's name, a lowercase Python identifier (package flux_NAME, flux-NAME)")
+    new.add_argument(
+        "--kind",
+        required=True,
+        choices=["algorithm", "loss", "reward", "reference"],
+        help="algorithm: a training algorithm (config, runner, data format); loss: a DPO loss; reward: a GRPO/PPO "
+        "reward; reference: where DPO's reference log-probs come from",
+    )
+    new.add_argument("--directory", metavar="DIR", help="where to write it (default ./flux-NAME; must not exist)")
 
 
 def _add_data_command(commands: argparse._SubParsersAction) -> None:
@@ -334,7 +391,7 @@ def _train(args: argparse.Namespace) -> int:
         if _is_main_process():
             print(f"flux: preempted at step {preempted.step}; resume with: {_resume_command(args)}", file=sys.stderr)
         return EXIT_STATUS
-    if not _is_main_process():
+    if not _is_main_process() or result.already_finished:  # a finished run said so in one line
         return 0
     print(
         f"flux: trained {result.steps} steps, final loss {result.final_loss:.4f}; "
@@ -352,14 +409,16 @@ def _report_run(output_dir: str, out: str | None = None, plot_helper: Any = None
 
     picture = plot_helper.draw(output_dir, out, algorithm) if plot_helper else plot_run(output_dir, out, algorithm)
     print(f"flux: plot: {picture}")
-    for warning in diagnose(read_metrics(Path(output_dir) / METRICS_FILE)):
+    for warning in diagnose(read_metrics(Path(output_dir) / METRICS_FILE, warn=False)):  # plotting warned
         print(f"flux: warning: {warning}", file=sys.stderr)
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from flux_core.evaluate import checkpoint_config, evaluate, table, write_report
+    from flux_core.evaluate import check_checkpoint, checkpoint_config, evaluate, table, write_report
 
     config = checkpoint_config(args.checkpoint, args.config)
+    if args.compare:
+        check_checkpoint(args.compare)  # before the first checkpoint's evaluation
     results = {args.checkpoint: evaluate(config, args.checkpoint, args.data, args.reward)}
     if args.compare:
         results[args.compare] = evaluate(config, args.compare, args.data, args.reward)
@@ -470,9 +529,30 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from flux_core.online.serve import serve
+    from flux_core.online.serve import resolve_api_key, serve
 
-    serve(args.model_dir, host=args.host, port=args.port, precision=args.precision, seed=args.seed)
+    serve(
+        args.model_dir,
+        host=args.host,
+        port=args.port,
+        precision=args.precision,
+        seed=args.seed,
+        api_key=resolve_api_key(args.api_key),
+        allow_unauthenticated=args.allow_unauthenticated,
+        weights_root=args.weights_root,
+        max_body_mb=args.max_body_mb,
+        request_timeout=args.request_timeout,
+        max_queued_requests=args.max_queued_requests,
+    )
+    return 0
+
+
+def _new_plugin(args: argparse.Namespace) -> int:
+    from flux_core.new_plugin import new_plugin
+
+    target = new_plugin(args.name, args.kind, args.directory)
+    print(f"flux: wrote the {args.kind} plugin {args.name} to {target}")
+    print(f"  next: cd {target} && pip install -e '.[test]' && pytest   (then `flux plugins` lists it)")
     return 0
 
 
@@ -494,6 +574,7 @@ COMMANDS = {
     "plugins": _plugins,
     "serve": _serve,
     "tiny-model": _tiny_model,
+    "new-plugin": _new_plugin,
 }
 
 

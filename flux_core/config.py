@@ -31,7 +31,15 @@ from pydantic import (
     model_validator,
 )
 
-from flux_core.config_checks import check_not_bool_for_number, checked_trl_value, parse_yaml, read_config_text
+from flux_core.config_checks import (
+    LossArgumentError,
+    check_not_bool_for_number,
+    checked_loss_kwargs,
+    checked_trl_value,
+    nonfinite_number,
+    parse_yaml,
+    read_config_text,
+)
 from flux_core.errors import ConfigError, FluxError, close_match
 
 # Optimizer steps of a run that sets neither num_steps nor num_epochs.
@@ -41,7 +49,8 @@ DEFAULT_NUM_STEPS = 1000
 class StrictModel(BaseModel):
     """A config section: unknown keys are errors, every field has a description."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: NaN and infinity are refused in every number field, "inf" and "nan" strings included.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -62,6 +71,30 @@ class AlgorithmConfig(StrictModel):
     name: str = Field(description="Which installed algorithm to run (dpo, grpo, ppo, ...).")
 
     flux_owned_trl_fields: ClassVar[dict[str, str]] = {}
+    loss_arguments_set_by_flux: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="after")
+    def _check_loss_kwargs(self) -> "AlgorithmConfig":
+        """``loss_kwargs`` (in a schema with ``loss`` and ``loss_kwargs``) against the loss's signature.
+
+        A schema declares ``loss_arguments_set_by_flux`` (argument -> the key that sets it) for
+        the arguments its runner passes the loss itself (DPO: beta, label_smoothing).
+        """
+        loss, kwargs = getattr(self, "loss", None), getattr(self, "loss_kwargs", None)
+        if not isinstance(loss, str) or not kwargs:
+            return self
+        from flux_core.registry import get_registry
+
+        try:
+            fn = get_registry().get_loss(loss, self.name).fn
+        except FluxError:  # an unknown loss is the loss field's error
+            return self
+        try:
+            checked = checked_loss_kwargs(fn, loss, kwargs, self.loss_arguments_set_by_flux)
+        except LossArgumentError as error:
+            raise _KeyError(("algorithm", "loss_kwargs", error.key), str(error)) from None
+        kwargs.update(checked)  # in place: assigning would validate the model again
+        return self
 
     def warnings_for(self, config: Any) -> list[str]:
         """One-line warnings about settings of ``config`` this algorithm ignores or overrides."""
@@ -83,14 +116,18 @@ class AlgorithmConfig(StrictModel):
 class SGLangConfig(StrictModel):
     """A rollout server speaking SGLang's native HTTP API (SGLang itself, or ``flux serve``)."""
 
-    base_url: str | None = Field(
+    base_url: str | list[str] | None = Field(
         default=None,
-        description="URL of an SGLang server (or `flux serve`) that generates rollouts for GRPO and PPO; "
-        "unset: generate in the training process.",
+        description="URL of an SGLang server (or `flux serve`, or an SGLang router) that generates rollouts for GRPO "
+        "and PPO, or a list of server URLs: requests are balanced across them, weights are loaded by all, and a "
+        "server that keeps failing is dropped (the run goes on with the others); unset: generate in the training "
+        "process.",
     )
     timeout: PositiveFloat = Field(default=300.0, description="Seconds one HTTP request may take before it is retried.")
     max_concurrency: PositiveInt = Field(
-        default=8, description="Most /generate requests in flight at once (a rollout batch is split across them)."
+        default=8,
+        description="Most /generate requests one rollout batch is split into, per server, sent at once (adaptive "
+        "async may have several batches in flight).",
     )
     max_retries: NonNegativeInt = Field(
         default=3,
@@ -101,6 +138,17 @@ class SGLangConfig(StrictModel):
         description="Directory both trainer and server can read, where the policy is written (safetensors) for "
         "/update_weights_from_disk after each optimizer step (default OUTPUT_DIR/sglang_weights).",
     )
+
+    @field_validator("base_url")
+    @classmethod
+    def _servers(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("an empty list: give one server URL or several")
+            repeated = sorted({url for url in value if value.count(url) > 1})
+            if repeated:
+                raise ValueError(f"{repeated[0]} is listed twice: list each server once")
+        return value
 
 
 class AdaptiveAsyncConfig(StrictModel):
@@ -234,15 +282,36 @@ class LoraConfig(StrictModel):
     dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the LoRA branch.")
     target_modules: list[str] | str = Field(
         default="all-linear",
-        description="Module names to adapt, or 'all-linear' for every linear layer except the output head.",
+        description="Module names to adapt (each must match a module: q_proj matches every ...self_attn.q_proj), "
+        "or 'all-linear' for every linear layer except the output head; one name alone is a one-item list, any "
+        "other string is peft's regex over full module names.",
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _one_name_is_a_list(cls, value: list[str] | str) -> list[str] | str:
+        """``q_proj`` means ``[q_proj]``: peft would read the string as a regex over full names, match nothing."""
+        import re
+
+        if isinstance(value, str) and value != "all-linear" and re.fullmatch(r"[\w.-]+", value):
+            return [value]
+        return value
+    quantize: Literal["4bit", "8bit"] | None = Field(
+        default=None,
+        description="QLoRA: load the frozen base model quantized through bitsandbytes (4bit: NF4 with double "
+        "quantization, computing in the run's precision; 8bit: LLM.int8) and train the adapter on it. Needs "
+        "`pip install 'flux-train[qlora]'`. Checkpoints hold the adapter and the merged model, dequantized to the "
+        "run's precision.",
     )
 
 
 class FluxConfig(StrictModel):
     """Everything one Flux run needs. Load it with :meth:`FluxConfig.from_yaml`."""
 
-    model_path: str = Field(description="Hub model id (e.g. Qwen/Qwen3-8B) or a local model directory.")
-    output_dir: str = Field(default="./outputs", description="Where checkpoint-N/, best/ and final/ are written.")
+    model_path: str = Field(min_length=1, description="Hub model id (e.g. Qwen/Qwen3-8B) or a local model directory.")
+    output_dir: str = Field(
+        default="./outputs", min_length=1, description="Where checkpoint-N/, best/ and final/ are written."
+    )
     sglang: SGLangConfig = Field(default_factory=SGLangConfig, description="Inference server for rollouts.")
     num_steps: PositiveInt | None = Field(
         default=None,
@@ -259,7 +328,12 @@ class FluxConfig(StrictModel):
     max_length: PositiveInt | None = Field(
         default=1024, description="Truncate prompt+completion to this many tokens (None: no truncation)."
     )
-    seed: int = Field(default=42, description="Random seed for model init (LoRA), data order and sampling.")
+    seed: int = Field(
+        default=42,
+        ge=0,
+        lt=2**32,
+        description="Random seed for model init (LoRA), data order and sampling (0 to 2**32 - 1, numpy's range).",
+    )
     chat_template: str | None = Field(
         default=None,
         description="Chat template that renders chat-message data and generate() prompts: a built-in name "
@@ -320,6 +394,37 @@ class FluxConfig(StrictModel):
         default=None,
         description="Hub model repo id (user/name) to upload best/ (else final/) to at the end, model card included.",
     )
+
+    @field_validator("push_to_hub")
+    @classmethod
+    def _hub_repo_id(cls, value: str | None) -> str | None:
+        """A malformed repo id fails now, not after training (huggingface_hub's own rule)."""
+        if value is not None:
+            from huggingface_hub.errors import HFValidationError
+            from huggingface_hub.utils import validate_repo_id
+
+            try:
+                validate_repo_id(value)
+            except HFValidationError as error:
+                reason = str(error).split(": '")[0].rstrip(".")
+                raise ValueError(f"{value!r} is not a hub repo id ({reason}); give user/name") from None
+        return value
+
+    @model_validator(mode="after")
+    def _warn_offline_push(self) -> "FluxConfig":
+        if self.push_to_hub is not None:
+            from huggingface_hub.constants import is_offline_mode
+
+            from flux_core.run.layout import BEST_DIR
+
+            if is_offline_mode():
+                warnings.warn(
+                    f"push_to_hub: the hub is offline (HF_HUB_OFFLINE), so the upload at the end will fail; upload "
+                    f"best/ later with `hf upload {self.push_to_hub} {Path(self.output_dir) / BEST_DIR}`",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        return self
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -409,6 +514,15 @@ class FluxConfig(StrictModel):
 
     @model_validator(mode="before")
     @classmethod
+    def _finite_numbers(cls, data: Any) -> Any:
+        """NaN and infinity nowhere, also in free-form blocks (``trl:``, ``loss_kwargs``, reward ``kwargs``)."""
+        found = nonfinite_number(data)
+        if found is not None:
+            raise _KeyError(found[0], f"{found[1]} is not a finite number; give a finite value")
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def _steps_or_epochs(cls, data: Any) -> Any:
         """Exactly one of num_steps and num_epochs; neither means num_steps: DEFAULT_NUM_STEPS."""
         if isinstance(data, dict):
@@ -473,6 +587,11 @@ class FluxConfig(StrictModel):
         except ValidationError as error:
             raise ConfigError(format_validation_error(error, source, yaml_node, data, overrides)) from None
 
+    @property
+    def base_quantization(self) -> str | None:
+        """``4bit``/``8bit`` when the base model is loaded quantized (``lora.quantize``: QLoRA), else None."""
+        return self.lora.quantize if self.lora is not None else None
+
     def to_yaml(self) -> str:
         """The config as YAML; an epoch-based run keeps num_epochs, not the step count a run derived from it."""
         exclude = {"num_steps"} if self.num_epochs is not None else None
@@ -492,19 +611,40 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. --set algorithm.beta=0.2")
-    target = data
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        child = target.get(part)
-        if child is None:
-            child = target[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {override!r}: '{part}' is not a section")
-        target = child
     try:
-        target[parts[-1]] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
     except yaml.YAMLError:
         raise ConfigError(f"--set {override!r}: value is not valid YAML") from None
+    parts = key.strip().split(".")
+    target: Any = data
+    for depth, part in enumerate(parts):
+        above = ".".join(parts[:depth])
+        if isinstance(target, list):  # an item of a list: data.0.weight=0.5
+            if not part.isdigit() or int(part) >= len(target):
+                raise ConfigError(
+                    f"--set {override!r}: {above} is a list of {len(target)}; index it with 0 to {len(target) - 1}"
+                )
+            key_or_index: Any = int(part)
+        elif part.isdigit():
+            raise ConfigError(
+                f"--set {override!r}: {above or 'the config'} holds no list to index; set the whole list: "
+                f"--set '{above}=[...]'"
+            )
+        else:
+            key_or_index = part
+        if depth == len(parts) - 1:
+            target[key_or_index] = value
+            return
+        if isinstance(target, dict) and target.get(part) is None:
+            target[part] = {}
+        target = target[key_or_index]
+        if not isinstance(target, (dict, list)):
+            if parts[depth + 1].isdigit():
+                path = ".".join(parts[: depth + 1])
+                raise ConfigError(
+                    f"--set {override!r}: {path} holds no list to index; set the whole list: --set '{path}=[...]'"
+                )
+            raise ConfigError(f"--set {override!r}: '{part}' is not a section")
 
 
 # ---------------------------------------------------------------------- errors
@@ -555,11 +695,27 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return next((model for arg in typing.get_args(annotation) if (model := _model_in(arg)) is not None), None)
 
 
-def _override_of(loc: tuple, overrides: dict[tuple[str, ...], str]) -> str | None:
-    """The ``--set`` argument that set the key at ``loc`` or a section containing it."""
+def _in_file(node: Any, loc: tuple) -> bool:
+    """Whether the YAML document ``node`` spells the key at ``loc`` (rather than a ``--set`` creating it)."""
+    for part in loc:
+        if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        elif isinstance(node, yaml.MappingNode):
+            node = next((value for key, value in node.value if key.value == str(part)), None)
+        else:
+            return False
+    return node is not None
+
+
+def _override_of(loc: tuple, overrides: dict[tuple[str, ...], str], yaml_node: Any = None) -> str | None:
+    """The ``--set`` argument that set the key at ``loc`` or a section containing it, or that made the key
+    at ``loc`` by setting one below it (``--set foo.bar=1`` makes the unknown section ``foo``)."""
     parts = tuple(str(part) for part in loc)
     for path, override in overrides.items():
         if path and parts[: len(path)] == path:
+            return override
+    for path, override in overrides.items():
+        if path[: len(parts)] == parts and not _in_file(yaml_node, loc):
             return override
     return None
 
@@ -595,7 +751,7 @@ def format_validation_error(
     key_path = ".".join(str(part) for part in loc) or "(top level)"
     line = _line_of(yaml_node, loc) if yaml_node is not None else None
     where = f"{source}:{line}" if line else source
-    override = _override_of(loc, overrides or {})
+    override = _override_of(loc, overrides or {}, yaml_node)
     if override is not None:
         where = f"--set {override!r}"
 

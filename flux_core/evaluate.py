@@ -19,13 +19,25 @@ SAMPLES = 3
 
 
 def checkpoint_config(checkpoint: str | Path, config_path: str | None) -> Any:
-    """The run config a checkpoint was trained with (its ``flux_config.yaml``), or ``config_path``."""
+    """The run config a checkpoint was trained with (its ``flux_config.yaml``), or ``config_path``
+    (a missing one is an error naming it)."""
     from flux_core.config import FluxConfig
 
-    path = Path(config_path) if config_path else Path(checkpoint) / CONFIG_FILE
+    if config_path:
+        return FluxConfig.from_yaml(config_path)
+    path = check_checkpoint(checkpoint) / CONFIG_FILE
     if not path.exists():
         raise FluxError(f"{checkpoint}: no {CONFIG_FILE} (not written by Flux); pass the run's config with --config")
     return FluxConfig.from_yaml(path)
+
+
+def check_checkpoint(checkpoint: str | Path) -> Path:
+    """The directory to load for a local ``checkpoint`` (a missing one is an error naming it);
+    a hub id is returned as given."""
+    from flux_core.modeling import looks_local
+    from flux_core.run.checkpoint import resolve_checkpoint
+
+    return resolve_checkpoint(checkpoint) if looks_local(str(checkpoint)) else Path(checkpoint)
 
 
 def evaluate(config: Any, checkpoint: str | Path, data: Any, rewards: list[str] | None = None) -> dict[str, Any]:
@@ -34,6 +46,7 @@ def evaluate(config: Any, checkpoint: str | Path, data: Any, rewards: list[str] 
     from flux_core.quiet import quiet_libraries
     from flux_core.registry import get_registry
 
+    check_checkpoint(checkpoint)
     algorithm = get_registry().get_algorithm(config.algorithm.name)
     dataset = load_data(data, algorithm.data_format)
     with quiet_libraries():
@@ -48,7 +61,7 @@ def evaluate_prompts(config: Any, checkpoint: str, dataset: Any, reward_names: l
     from flux_core.online.rewards import build_reward_functions, completion_text, score_completions
     from flux_core.online.rollout import LocalBackend, SamplingParams
 
-    specs = [{"name": name} for name in reward_names] if reward_names else getattr(config.algorithm, "rewards", [])
+    specs = reward_specs(reward_names) if reward_names else getattr(config.algorithm, "rewards", [])
     if not specs:
         raise FluxError("flux eval on prompts needs rewards: the config's algorithm.rewards, or --reward NAME")
     reward_functions = build_reward_functions(specs)
@@ -74,6 +87,25 @@ def evaluate_prompts(config: Any, checkpoint: str, dataset: Any, reward_names: l
                 for prompt, completion, score in list(zip(prompts, completions, scores))[:SAMPLES]
             ]
     return metrics
+
+
+def reward_specs(names: list[str]) -> list[Any]:
+    """``--reward NAME`` options as reward specs; an unknown name, or a reward that needs settings,
+    is a one-line error naming the option."""
+    from pydantic import ValidationError
+
+    from flux_core.online.rewards import RewardSpec
+
+    specs = []
+    for name in names:
+        try:
+            specs.append(RewardSpec.model_validate({"name": name}))
+        except ValidationError as error:
+            problem = error.errors()[0]["msg"].removeprefix("Value error, ")
+            raise FluxError(
+                f"--reward {name}: {problem} (--reward takes a name; settings go in the config's algorithm.rewards)"
+            ) from None
+    return specs
 
 
 def write_report(path: Path, results: dict[str, dict[str, Any]]) -> None:

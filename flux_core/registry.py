@@ -27,6 +27,11 @@ KNOWN_ALGORITHM_PACKAGES = {
     "kto": "flux-kto",
     "sft": "flux-sft",
     "reward_model": "flux-rm",
+    "rloo": "flux-rloo",
+    "orpo": "flux-orpo",
+    "cpo": "flux-cpo",
+    "online_dpo": "flux-online-dpo",
+    "distill": "flux-distill",
 }
 
 

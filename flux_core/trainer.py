@@ -109,6 +109,11 @@ class FluxTrainer:
                 f"algorithm '{self.algorithm.name}' trains on data_format='{self.algorithm.data_format}', "
                 f"not '{data_format}'"
             )
+        from flux_core.run.finished import finish_resumed_run
+
+        finished = finish_resumed_run(self.config, resume)  # a finished run stays finished: nothing to load
+        if finished is not None:
+            return finished
         from flux_core.modeling import check_model_path
 
         check_model_path(self.config.model_path)  # a mistyped local path fails now, not after the data loads
@@ -122,6 +127,10 @@ class FluxTrainer:
             self.config = self.config.model_copy()
             self.config.data = [str(path) for path in prompts] if isinstance(prompts, list) else str(prompts)
         self._check_chat_template(train_dataset, eval_dataset)
+        from flux_core.modeling import check_lora_targets
+
+        # peft ignores a misspelled name beside a right one
+        check_lora_targets(self.config.model_path, self.config.lora)
 
         import inspect
 

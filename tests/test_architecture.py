@@ -252,7 +252,10 @@ def test_each_plugin_folder_is_a_self_contained_distribution(folder):
         for what, present in (
             ("pyproject.toml", (folder / "pyproject.toml").is_file()),
             ("README.md", (folder / "README.md").is_file()),
+            ("LICENSE", (folder / "LICENSE").is_file()),
+            ("MANIFEST.in", (folder / "MANIFEST.in").is_file()),
             (f"flux_{folder.name}/__init__.py", (package / "__init__.py").is_file()),
+            (f"flux_{folder.name}/trl_reliance.py", (package / "trl_reliance.py").is_file()),
             ("tests/test_*.py", any((folder / "tests").glob("test_*.py"))),
         )
         if not present
@@ -265,6 +268,12 @@ def test_each_plugin_folder_is_a_self_contained_distribution(folder):
         found = re.search(r'^readme\s*=\s*"([^"]*)"', text, re.MULTILINE)
         readme = found and found.group(1)
     assert readme == "README.md", f'flux_plugins/{folder.name}/pyproject.toml: set readme = "README.md" (its PyPI page)'
+    from flux_core.registry import KNOWN_ALGORITHM_PACKAGES
+
+    distribution = re.search(r'^name\s*=\s*"([^"]*)"', text, re.MULTILINE).group(1)
+    assert distribution in KNOWN_ALGORITHM_PACKAGES.values(), (
+        f"flux_core/registry.py: add {distribution} to KNOWN_ALGORITHM_PACKAGES (a missing install gets its pip hint)"
+    )
 
 
 def test_the_meta_tests_see_every_plugin_package():

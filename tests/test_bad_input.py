@@ -209,6 +209,112 @@ def register_rewards(register):
 """
 
 
+def resumable_checkpoints(damage: Callable[[Path], None]) -> Callable[[Workspace], None]:
+    """A DPO run whose output_dir holds checkpoint-2 and checkpoint-4 (resume state included), and
+    ``damage`` applied to checkpoint-4. A named checkpoint is checked before the model or the data load."""
+
+    def setup(ws: Workspace) -> None:
+        import io
+        import zipfile
+
+        from flux_core.run.layout import STATE_FILE, checkpoint_name
+
+        config(DPO + "algorithm: {name: dpo}\n", model="{tmp}/model")(ws)
+        (ws.tmp / "model").mkdir()
+        for step in (2, 4):
+            checkpoint = f"out/{checkpoint_name(step)}"
+            ws.write(f"{checkpoint}/config.json", "{}")
+            optimizer = io.BytesIO()
+            with zipfile.ZipFile(optimizer, "w") as archive:  # torch.save's format, without importing torch
+                archive.writestr("optimizer/data.pkl", b"\x80\x02}q\x00." * 64)
+            ws.write(f"{checkpoint}/optimizer.pt", optimizer.getvalue())
+            ws.write(f"{checkpoint}/{STATE_FILE}", json.dumps({"step": step, "resume_files": ["optimizer.pt"]}))
+        damage(ws.tmp / "out" / checkpoint_name(4))
+
+    return setup
+
+
+def causal_lm_as_reward(algorithm: str) -> Callable[[Workspace], None]:
+    """A GRPO or PPO config whose reward model is the tiny causal LM (not a sequence classifier)."""
+
+    def setup(ws: Workspace) -> None:
+        reward = f"rewards: [{{model: {ws.model()}}}]" if algorithm == "grpo" else f"reward_model: {ws.model()}"
+        config(f"model_path: m\nalgorithm:\n  name: {algorithm}\n  {reward}\n")(ws)
+
+    return setup
+
+
+def sft_conversations(*roles: tuple[str, ...]) -> Callable[[Workspace], None]:
+    """An SFT run on the tiny model whose conversations have the given roles, one row each."""
+
+    def setup(ws: Workspace) -> None:
+        config(DPO + "algorithm: {name: sft}\n", model="tiny")(ws)
+        rows = [{"messages": [{"role": role, "content": f"turn {i}"} for i, role in enumerate(row)]} for row in roles]
+        ws.write("chats.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+
+    return setup
+
+
+def lora_run(target_modules: str) -> Callable[[Workspace], None]:
+    def setup(ws: Workspace) -> None:
+        config(DPO + f"algorithm: {{name: dpo}}\nlora: {{target_modules: {target_modules}}}\n", model="tiny")(ws)
+        preferences(ws)
+
+    return setup
+
+
+def truncated_optimizer(checkpoint: Path) -> None:
+    optimizer = checkpoint / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:300])
+
+
+def nan_weight(checkpoint: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(checkpoint / "model.safetensors")
+    weights["model.layers.0.mlp.down_proj.weight"][0, 0] = float("nan")
+    save_file(weights, checkpoint / "model.safetensors", metadata={"format": "pt"})
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """A config whose ``trl`` block hides ``9**levels`` strings behind ``levels`` lines of aliases."""
+    lines = ['  a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"  a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, levels)]
+    return "model_path: m\nalgorithm: {name: dpo}\ntrl:\n" + "\n".join(lines) + "\n"
+
+
+def sft_mixed_shapes(ws: Workspace) -> None:
+    config(DPO + "algorithm: {name: sft}\n", model="{tmp}/model")(ws)
+    (ws.tmp / "model").mkdir()  # the data is read before the model loads
+    conversation = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    rows = [conversation, conversation, {"prompt": "Say hi.", "completion": "Hi"}, conversation]
+    ws.write("sft.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def shards_with_one_bad(ws: Workspace) -> None:
+    config(DPO + "algorithm: {name: dpo}\n", model="{tmp}/model")(ws)
+    (ws.tmp / "model").mkdir()  # the data is read before the model loads
+    pair = json.dumps({"prompt": "Say hi.", "chosen": "Hi there!", "rejected": "No."}) + "\n"
+    ws.write("shards/part-0.jsonl", pair * 4)
+    ws.write("shards/part-1.jsonl", pair + "\n" + json.dumps({"prompt": "Say hi.", "chosen": "Hi!"}) + "\n" + pair)
+    ws.write("shards/part-2.jsonl", pair * 2)
+
+
+def grpo_checkpoint(ws: Workspace) -> None:
+    """A GRPO config (for flux eval's reward options) and a checkpoint directory; eval fails before loading it."""
+    config("model_path: m\nalgorithm:\n  name: grpo\n  rewards: [{name: length_target, kwargs: {target: 5}}]\n")(ws)
+    ws.write("checkpoint/config.json", "{}")
+    ws.write("prompts.jsonl", json.dumps({"prompt": "Say hi."}) + "\n")
+
+
+def metrics_with_bad_lines(ws: Workspace) -> None:
+    rows = [json.dumps({"step": step, "loss": 1 / step}) for step in range(1, 7)]
+    rows[2] = '{"loss": 0.5}'  # line 3: no step
+    rows.insert(4, "garbage{")
+    rows.append(rows[-1][:9])  # a last line cut off by a kill
+    ws.write("out/metrics.jsonl", "\n".join(rows) + "\n")
+
+
 # ------------------------------------------------------------------ the table
 
 CASES = [
@@ -468,11 +574,11 @@ CASES = [
     ),
     # --- runs that must not go on (issue: runs that survive)
     Case(
-        "learning-rate-inf-stops-before-the-first-optimizer-step",
-        ("train", CONFIG, "--data", "{tmp}/prefs.jsonl", "--set", "learning_rate=.inf", "--no-progress"),
+        "learning-rate-inf-is-refused-when-the-config-loads",
+        ("train", CONFIG, "--set", "learning_rate=.inf"),
         1,
-        ("step 1: learning_rate is inf",),
-        setup=lambda ws: (config(DPO + "algorithm: {name: dpo}\n", model="tiny")(ws), preferences(ws)),
+        ("--set 'learning_rate=.inf': learning_rate: inf is not a finite number",),
+        setup=config(DPO + "algorithm: {name: dpo}\n"),
     ),
     Case(
         "output-dir-holds-a-previous-run",
@@ -546,6 +652,282 @@ CASES = [
         1,
         ("data: all 4 pairs are longer than max_length 4 tokens", "raise max_length"),
         setup=lambda ws: (config(DPO + "algorithm: {name: reward_model}\n", model="tiny")(ws), preferences(ws)),
+    ),
+    # --- issue #25: silent mistakes and misleading messages, now one line naming the key (config load)
+    Case(
+        "trl-gradient-accumulation-steps-zero",
+        ("train", CONFIG),
+        1,
+        (f"{CONFIG}:7: trl.gradient_accumulation_steps: 0 is too small: it must be at least 1",),
+        setup=config(DPO + "algorithm: {name: dpo}\ntrl: {gradient_accumulation_steps: 0}\n"),
+    ),
+    Case(
+        "trl-warmup-steps-negative",
+        ("train", CONFIG),
+        1,
+        (f"{CONFIG}:7: trl.warmup_steps: -5 is too small: it must be at least 0",),
+        setup=config(DPO + "algorithm: {name: dpo}\ntrl: {warmup_steps: -5}\n"),
+    ),
+    Case(
+        "trl-unknown-lr-scheduler-type",
+        ("train", CONFIG),
+        1,
+        (f"{CONFIG}:7: trl.lr_scheduler_type: unknown value 'cosinee' (did you mean 'cosine'?); one of: linear",),
+        setup=config(DPO + "algorithm: {name: dpo}\ntrl: {lr_scheduler_type: cosinee}\n"),
+    ),
+    Case(
+        "empty-output-dir",
+        ("train", CONFIG),
+        1,
+        (f"{CONFIG}:2: output_dir: String should have at least 1 character",),
+        setup=config('model_path: m\noutput_dir: ""\nalgorithm: {name: dpo}\n'),
+    ),
+    Case(
+        "empty-model-path",
+        ("train", CONFIG),
+        1,
+        (f"{CONFIG}:1: model_path: String should have at least 1 character",),
+        setup=config('model_path: ""\nalgorithm: {name: dpo}\n'),
+    ),
+    Case(
+        "negative-seed",
+        ("train", CONFIG, "--set", "seed=-1"),
+        1,
+        ("--set 'seed=-1': seed: Input should be greater than or equal to 0",),
+        setup=config(DPO + "algorithm: {name: dpo}\n"),
+    ),
+    Case(
+        "seed-beyond-32-bits",
+        ("train", CONFIG, "--set", f"seed={2**70}"),
+        1,
+        (f"--set 'seed={2**70}': seed: Input should be less than 4294967296",),
+        setup=config(DPO + "algorithm: {name: dpo}\n"),
+    ),
+    Case(
+        "set-makes-an-unknown-nested-section",
+        ("train", CONFIG, "--set", "foo.bar.baz=1"),
+        1,
+        ("--set 'foo.bar.baz=1': foo: unknown key",),
+        setup=config(DPO + "algorithm: {name: dpo}\n"),
+        absent=(f"{CONFIG}",),
+    ),
+    Case(
+        "set-indexes-a-list-the-config-does-not-hold",
+        ("train", CONFIG, "--set", "lora.target_modules.0=q_proj"),
+        1,
+        (
+            "--set 'lora.target_modules.0=q_proj': lora.target_modules holds no list to index; set the whole "
+            "list: --set 'lora.target_modules=[...]'",
+        ),
+        setup=config(DPO + "algorithm: {name: dpo}\n"),
+    ),
+    Case(
+        "push-to-hub-malformed-repo-id",
+        ("train", CONFIG),
+        1,
+        (f"{CONFIG}:7: push_to_hub: 'not a repo id!!' is not a hub repo id (", "give user/name"),
+        setup=config(DPO + "algorithm: {name: dpo}\npush_to_hub: 'not a repo id!!'\n"),
+    ),
+    Case(
+        "dpo-beta-infinite",
+        ("train", CONFIG),
+        1,
+        (f"{CONFIG}:6: algorithm.beta: inf is not a finite number; give a finite value",),
+        setup=config(DPO + "algorithm: {name: dpo, beta: .inf}\n"),
+    ),
+    Case(
+        "grpo-temperature-infinite",
+        ("train", CONFIG),
+        1,
+        (f"{CONFIG}:4: algorithm.temperature: inf is not a finite number",),
+        setup=config(
+            "model_path: m\nalgorithm:\n  name: grpo\n  temperature: .inf\n  rewards: [{name: exact_match}]\n"
+        ),
+    ),
+    Case(
+        "nan-in-a-trl-value",
+        ("train", CONFIG),
+        1,
+        (f"{CONFIG}:7: trl.weight_decay: nan is not a finite number",),
+        setup=config(DPO + "algorithm: {name: dpo}\ntrl: {weight_decay: .nan}\n"),
+    ),
+    Case(
+        "dpo-loss-kwargs-misspelled",
+        ("train", CONFIG),
+        1,
+        (
+            f"{CONFIG}:6: algorithm.loss_kwargs.tua: not an argument of loss 'discopop' (did you mean 'tau'?); "
+            "it takes tau",
+        ),
+        setup=config(DPO + "algorithm: {name: dpo, loss: discopop, loss_kwargs: {tua: 0.5}}\n"),
+    ),
+    Case(
+        "dpo-loss-kwargs-for-a-loss-without-any",
+        ("train", CONFIG),
+        1,
+        ("algorithm.loss_kwargs.margin: not an argument of loss 'sigmoid'; it takes no loss_kwargs",),
+        setup=config(DPO + "algorithm: {name: dpo, loss_kwargs: {margin: 0.5}}\n"),
+    ),
+    Case(
+        "dpo-loss-kwargs-of-the-wrong-type",
+        ("train", CONFIG),
+        1,
+        ("algorithm.loss_kwargs.tau: Input should be a valid number", "loss 'discopop' takes tau: float"),
+        setup=config(DPO + "algorithm: {name: dpo, loss: discopop, loss_kwargs: {tau: small}}\n"),
+    ),
+    Case(
+        "ppo-loss-kwargs-misspelled",
+        ("train", CONFIG),
+        1,
+        ("algorithm.loss_kwargs.cliprang: not an argument of loss 'clipped' (did you mean algorithm.cliprange?)",),
+        setup=config(
+            "model_path: m\nalgorithm:\n  name: ppo\n  loss_kwargs: {cliprang: 0.1}\n  rewards: [{name: exact_match}]\n"
+        ),
+    ),
+    Case(
+        "grpo-reward-model-is-a-causal-lm",
+        ("train", CONFIG),
+        1,
+        ("algorithm.rewards.0: reward model '", "holds a Qwen3ForCausalLM, not a sequence classifier"),
+        setup=causal_lm_as_reward("grpo"),
+    ),
+    Case(
+        "ppo-reward-model-is-a-causal-lm",
+        ("train", CONFIG),
+        1,
+        ("reward model '", "holds a Qwen3ForCausalLM, not a sequence classifier"),
+        setup=causal_lm_as_reward("ppo"),
+    ),
+    Case(
+        "tiny-model-with-no-layers",
+        ("tiny-model", "{tmp}/tiny", "--layers", "0"),
+        2,
+        ("argument --layers: must be at least 1, not 0",),
+    ),
+    # --- issue #25: caught once the data is read, before the model loads
+    Case(
+        "lora-target-module-misspelled-beside-a-right-one",
+        ("train", CONFIG, "--data", "{tmp}/prefs.jsonl", "--no-progress"),
+        1,
+        ("lora.target_modules: 'v_projj' matches no module of", "(did you mean 'v_proj'?)"),
+        setup=lora_run("[q_proj, v_projj]"),
+    ),
+    Case(
+        "lora-target-modules-regex-matching-nothing",
+        ("train", CONFIG, "--data", "{tmp}/prefs.jsonl", "--no-progress"),
+        1,
+        ("lora.target_modules: the regex '.*q_projj' matches no module name in full",),
+        setup=lora_run('".*q_projj"'),
+    ),
+    Case(
+        "sft-no-conversation-has-an-assistant-turn",
+        ("train", CONFIG, "--data", "{tmp}/chats.jsonl", "--no-progress"),
+        1,
+        ("{tmp}/chats.jsonl: no conversation has an assistant turn (2 rows), so SFT has no reply to learn",),
+        setup=sft_conversations(("user",), ("system", "user")),
+    ),
+    # --- issue #25: the file, line or key a misleading error used to hide
+    Case(
+        "resume-named-checkpoint-with-a-truncated-file",
+        ("train", CONFIG, "--data", "{tmp}/nope.jsonl", "--resume", "{tmp}/out/checkpoint-4", "--no-progress"),
+        1,
+        (
+            "--resume: {tmp}/out/checkpoint-4/optimizer.pt: truncated or corrupt (300 bytes",
+            "; resume from {tmp}/out/checkpoint-2 instead",
+        ),
+        setup=resumable_checkpoints(truncated_optimizer),
+    ),
+    Case(
+        "yaml-alias-bomb",
+        ("train", CONFIG),
+        1,
+        (f"{CONFIG}:9: invalid YAML: its aliases expand to more than 100,000 values (an alias bomb?)",),
+        setup=config(alias_bomb()),
+    ),
+    Case(
+        "yaml-alias-inside-its-own-anchor",
+        ("train", CONFIG),
+        1,
+        (f"{CONFIG}:3: invalid YAML: an alias refers to its own anchor",),
+        setup=config("model_path: m\nalgorithm: {name: dpo}\ntrl: &loop {again: *loop}\n"),
+    ),
+    Case(
+        "data-glob-names-the-bad-shard-and-its-line",
+        ("train", CONFIG, "--data", "{tmp}/shards/part-*.jsonl"),
+        1,
+        ("{tmp}/shards/part-1.jsonl:3: missing key 'rejected'",),
+        setup=shards_with_one_bad,
+    ),
+    Case(
+        "sft-mixed-shapes-name-the-row-that-differs",
+        ("train", CONFIG, "--data", "{tmp}/sft.jsonl"),
+        1,
+        ("{tmp}/sft.jsonl:3: this example is prompt and completion but the first one ({tmp}/sft.jsonl:1) is messages",),
+        setup=sft_mixed_shapes,
+    ),
+    Case(
+        "model-with-a-nan-weight",
+        ("train", CONFIG, "--data", "{tmp}/prefs.jsonl", "--no-progress"),
+        1,
+        ("{tmp}/checkpoint/model.safetensors: weight model.layers.0.mlp.down_proj.weight holds NaN or infinity",),
+        absent=("loss is nan",),
+        setup=lambda ws: (
+            config(DPO + "algorithm: {name: dpo}\n", model="{tmp}/checkpoint")(ws),
+            preferences(ws),
+            nan_weight(ws.model_copy()),
+        ),
+    ),
+    Case(
+        "generate-from-a-nan-checkpoint",
+        ("generate", "{tmp}/checkpoint", "Hi"),
+        1,
+        ("{tmp}/checkpoint/model.safetensors: weight model.layers.0.mlp.down_proj.weight holds NaN or infinity",),
+        setup=broken_checkpoint(nan_weight),
+    ),
+    Case(
+        "generate-empty-raw-prompt",
+        ("generate", "{tmp}/checkpoint", "", "--raw"),
+        1,
+        ("the prompt is empty: give the text (or chat messages) to answer",),
+        setup=broken_checkpoint(lambda checkpoint: None),
+    ),
+    Case(
+        "eval-missing-checkpoint",
+        ("eval", "{tmp}/nope", "--data", "{tmp}/prefs.jsonl"),
+        1,
+        ("{tmp}/nope: checkpoint directory not found",),
+        absent=("--config",),
+    ),
+    Case(
+        "eval-missing-config-file",
+        ("eval", "{tmp}/checkpoint", "--config", "{tmp}/nope.yaml", "--data", "{tmp}/prompts.jsonl"),
+        1,
+        ("{tmp}/nope.yaml: config file not found",),
+        setup=grpo_checkpoint,
+    ),
+    Case(
+        "eval-unknown-reward",
+        ("eval", "{tmp}/checkpoint", "--config", CONFIG, "--reward", "nope", "--data", "{tmp}/prompts.jsonl"),
+        1,
+        ("--reward nope: unknown reward 'nope'; registered: ",),
+        absent=("ValidationError", "pydantic"),
+        setup=grpo_checkpoint,
+    ),
+    Case(
+        "eval-reward-that-needs-settings",
+        ("eval", "{tmp}/checkpoint", "--config", CONFIG, "--reward", "length_target", "--data", "{tmp}/prompts.jsonl"),
+        1,
+        ("--reward length_target: reward 'length_target' needs kwargs: {target: ...}", "algorithm.rewards"),
+        absent=("ValidationError",),
+        setup=grpo_checkpoint,
+    ),
+    Case(
+        "plot-skips-unreadable-metrics-lines",
+        ("plot", "{tmp}/out"),
+        0,
+        ("{tmp}/out/metrics.jsonl:3: not a JSON object with an integer 'step' (and 2 more lines); skipped",),
+        starts_with="flux: warning: ",
+        setup=metrics_with_bad_lines,
     ),
 ]
 

@@ -1,5 +1,6 @@
 """FluxConfig: the tutorial's YAML loads, and every mistake is one line naming file, line and key."""
 
+import re
 import warnings
 from pathlib import Path
 
@@ -233,3 +234,71 @@ def test_chat_template_names_are_checked_when_the_config_loads(tmp_path):
     )
     for value in ("chatml", "templates/mine.jinja", "./models/base", "Qwen/Qwen3-8B", "{{ messages }}"):
         assert FluxConfig.from_dict({"model_path": "m", "chat_template": value, "algorithm": {"name": "dpo"}})
+
+
+def test_yaml_anchors_and_aliases_still_load_and_a_bomb_is_refused_at_once(tmp_path):
+    """Aliases are read as before; ten lines that expand to 9**9 values fail in one line instead of hanging."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text("model_path: m\nalgorithm: {name: dpo}\ntrl:\n  max_grad_norm: &norm 0.5\n  weight_decay: *norm\n")
+    config = FluxConfig.from_yaml(path)
+    assert config.trl["max_grad_norm"] == config.trl["weight_decay"] == 0.5
+
+    levels = ['  a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    levels += [f"  a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 9)]
+    path.write_text("model_path: m\nalgorithm: {name: dpo}\ntrl:\n" + "\n".join(levels) + "\n")
+    # line 9, a5, is the first past the bound: about 600,000 values
+    with pytest.raises(ConfigError, match=rf"^{path}:9: invalid YAML: its aliases expand to more than "):
+        FluxConfig.from_yaml(path)
+
+
+def test_one_lora_module_name_is_a_one_item_list_and_a_regex_stays_a_regex():
+    """peft reads a string as a regex over full names, where `q_proj` matches nothing: one name means [name]."""
+
+    def targets(value):
+        return FluxConfig.from_dict(
+            {"model_path": "m", "lora": {"target_modules": value}, "algorithm": {"name": "dpo"}}
+        )
+
+    assert targets("q_proj").lora.target_modules == ["q_proj"]
+    assert targets(".*self_attn.(q|v)_proj").lora.target_modules == ".*self_attn.(q|v)_proj"
+    assert targets("all-linear").lora.target_modules == "all-linear"
+
+
+def test_set_reaches_into_a_list_by_index(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("model_path: m\nalgorithm: {name: dpo}\ndata: [a.jsonl, {path: b.jsonl}]\n")
+    config = FluxConfig.from_yaml(path, overrides=["data.1.rows=5", "data.0=c.jsonl"])
+    assert [(source.path, source.rows) for source in config.data] == [("c.jsonl", None), ("b.jsonl", 5)]
+    with pytest.raises(ConfigError, match=r"^--set 'data.2.rows=5': data is a list of 2; index it with 0 to 1$"):
+        FluxConfig.from_yaml(path, overrides=["data.2.rows=5"])
+
+
+def test_loss_kwargs_are_checked_against_the_loss_signature():
+    """Values convert as the annotation says (YAML's 5e-2 is a string); a loss taking **kwargs takes any key."""
+    from flux_core.config_checks import checked_loss_kwargs
+
+    config = FluxConfig.from_dict(
+        {"model_path": "m", "algorithm": {"name": "dpo", "loss": "discopop", "loss_kwargs": {"tau": "5e-2"}}}
+    )
+    assert config.algorithm.loss_kwargs == {"tau": 0.05}
+
+    def open_loss(inputs, *, beta, **settings):
+        return inputs
+
+    assert checked_loss_kwargs(open_loss, "mine", {"anything": 1}, {"beta": "algorithm.beta"}) == {"anything": 1}
+    with pytest.raises(ValueError, match="is set by Flux: use algorithm.beta"):
+        checked_loss_kwargs(open_loss, "mine", {"beta": 1}, {"beta": "algorithm.beta"})
+
+
+def test_nan_and_infinity_are_refused_in_every_number_field_and_free_form_block():
+    def load(**settings):
+        return FluxConfig.from_dict({"model_path": "m", "algorithm": {"name": "dpo"}, **settings})
+
+    for settings, where in [
+        ({"learning_rate": "inf"}, "learning_rate: Input should be a finite number"),
+        ({"sglang": {"timeout": float("nan")}}, "sglang.timeout: nan is not a finite number"),
+        ({"trl": {"max_grad_norm": "-inf"}}, "trl.max_grad_norm: Input should be a finite number"),
+        ({"lora": {"alpha": float("inf")}}, "lora.alpha: inf is not a finite number"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"^config: {re.escape(where)}"):
+            load(**settings)

@@ -2,8 +2,9 @@
 carry their README, license, classifiers and Python requirement, and, installed as wheels (not editable)
 into a fresh venv, run the DPO tutorial's code (examples/dpo_tutorial.py) on the tiny model.
 
-Marked ``slow``: it builds 14 archives and a venv. The builds run without isolation (this venv's
-setuptools, no download), from copies of the sources, as tests/test_plugin_wheels.py's do.
+Marked ``slow``: it builds two archives per distribution and a venv. The builds run without isolation
+(this venv's setuptools, no download), from copies of the sources, once per session for every test that
+installs a wheel (tests/wheels.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from paths import REPO
-from wheels import PLUGIN_DIRS, core_source_copy, fresh_venv_with, offline_env, plugin_source_copy, run
+from wheels import PLUGIN_DIRS, built_distributions, distribution_name, fresh_venv_with, offline_env, run
 
 pytestmark = pytest.mark.slow
 
@@ -34,19 +35,14 @@ def declared_version(package_dir: Path) -> str:
 # distribution -> (source directory, import package that holds its version, the title its README starts with)
 DISTRIBUTIONS = {
     "flux-train": (REPO, REPO / "flux_core", "# Flux"),
-    **{f"flux-{d.name}": (d, d / f"flux_{d.name}", f"# flux-{d.name}") for d in PLUGIN_DIRS},
+    **{distribution_name(d): (d, d / f"flux_{d.name}", f"# {distribution_name(d)}") for d in PLUGIN_DIRS},
 }
 
 
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory) -> Path:
+def dist(tmp_path_factory, worker_id) -> Path:
     """``dist/`` as `make dist` fills it (without build isolation), from copies of the sources."""
-    scratch = tmp_path_factory.mktemp("dist-build")
-    out = scratch / "dist"
-    sources = [core_source_copy(scratch / "src")] + [plugin_source_copy(d, scratch / "src") for d in PLUGIN_DIRS]
-    for source in sources:
-        run(sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(source))
-    return out
+    return built_distributions(tmp_path_factory, worker_id)
 
 
 def archives(dist: Path, name: str) -> tuple[Path, Path]:

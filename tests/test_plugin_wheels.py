@@ -1,5 +1,5 @@
-"""Each plugin is its own distribution: wheels of flux-train and one plugin (flux-sft, flux-rm, flux-kto),
-installed alone into a fresh venv (no other Flux package), list and train.
+"""Each plugin is its own distribution: wheels of flux-train and one plugin (flux-kto), installed alone into a
+fresh venv (no other Flux package), list and train.
 
 Building wheels and a venv is slow next to the rest of the suite, so this is marked ``slow``; the
 heavy dependencies (torch, transformers, TRL) are not reinstalled (see tests/wheels.py).
@@ -13,25 +13,31 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from paths import REPO
-from wheels import build_wheel, core_source_copy, fresh_venv_with, offline_env, plugin_source_copy, run, wheel_metadata
+from wheels import (
+    PLUGIN_DIRS,
+    built_distributions,
+    distribution_name,
+    fresh_venv_with,
+    offline_env,
+    run,
+    wheel_metadata,
+    wheel_of,
+)
 
-# plugin directory -> (algorithm.name, a few training rows in its data format)
+# plugin directory -> (algorithm.name, a few training rows in its data format). One plugin stands for all: each
+# venv costs ~20 s, every plugin is built the same way (tests/test_dist.py checks each one's archives and installs
+# them all), and kto is the folder new plugins are copied from.
 PLUGINS = {
-    "sft": ("sft", [{"prompt": f"Count to {n}.", "completion": " 1 2 3."} for n in range(8)]),
-    "rm": ("reward_model", [{"prompt": f"Q{n}:", "chosen": " a fine answer.", "rejected": " no."} for n in range(8)]),
     "kto": ("kto", [{"prompt": f"Q{n}:", "completion": " fine.", "label": n % 2 == 0} for n in range(8)]),
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("plugin", sorted(PLUGINS))
-def test_core_and_one_plugin_install_alone_and_train(tmp_path, plugin):
+def test_core_and_one_plugin_install_alone_and_train(tmp_path_factory, worker_id, tmp_path, plugin):
     algorithm, rows = PLUGINS[plugin]
-    dist = tmp_path / "dist"
-    dist.mkdir()
-    sources = [core_source_copy(tmp_path / "src"), plugin_source_copy(REPO / "flux_plugins" / plugin, tmp_path / "src")]
-    wheels = [build_wheel(source, dist) for source in sources]
+    dist = built_distributions(tmp_path_factory, worker_id)
+    wheels = [wheel_of(dist, "flux-train"), wheel_of(dist, f"flux-{plugin}")]
     assert [wheel.name.split("-")[0] for wheel in wheels] == ["flux_train", f"flux_{plugin}"]
     # The plugin's README.md is its PyPI page (pyproject: readme = "README.md").
     metadata = wheel_metadata(wheels[1])
@@ -44,7 +50,7 @@ def test_core_and_one_plugin_install_alone_and_train(tmp_path, plugin):
     listing = run(str(bin_dir / "flux"), "plugins", env=env, cwd=tmp_path).stdout
     plugins = listing.split("Algorithms:")[0]
     assert f"{plugin} (flux-{plugin} 0.1.0): register_algorithms" in plugins
-    others = {"flux-dpo", "flux-grpo", "flux-ppo", "flux-kto", "flux-rm", "flux-sft"} - {f"flux-{plugin}"}
+    others = {distribution_name(directory) for directory in PLUGIN_DIRS} - {f"flux-{plugin}"}
     assert not any(other in plugins for other in others), plugins
 
     script = textwrap.dedent(

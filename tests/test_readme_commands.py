@@ -43,6 +43,8 @@ SKIP = {
     "pip install flux-dpo": "installs from PyPI (README's install section; not published yet)",
     "pip install -e flux_plugins/ppo": "installs a package (make install did)",
     "pip install vllm": "installs vLLM (GPU only)",
+    "cd flux-my-algo && pip install -e '.[test]' && pytest": "installs a package; tests/test_new_plugin.py installs "
+    "every kind flux new-plugin writes and runs its tests",
     "make demo-grpo": "a 300-step training run; its config's paths are checked by test_shipped_configs_resolve_...",
     "make demo-ppo": "a 100-step training run; its config's paths are checked by test_shipped_configs_resolve_...",
     "flux serve MODEL_DIR --port 30000": "a server that runs until stopped, on a fixed port "
@@ -50,6 +52,14 @@ SKIP = {
     "flux train CONFIG --accelerate-config configs/accelerate/deepspeed-zero2.yaml": "GPUs and DeepSpeed",
     "torchrun --standalone --nproc_per_node 4 $(which flux) train configs/ppo-demo.yaml": "4 GPUs",
     "accelerate launch --num_processes 4 -m flux_core.cli train configs/ppo-demo.yaml": "4 GPUs",
+    # The same launcher, command and CLI run in tests that compare them with one process (about 25 s each
+    # here): the configs' paths are checked by test_shipped_configs_resolve_..., as for the demos.
+    "torchrun --standalone --nproc_per_node 2 $(which flux) train configs/dpo-demo.yaml --data preferences.jsonl": (
+        "a 2-process launch: tests/run/test_distributed.py runs `torchrun --standalone --nproc_per_node 2 flux train`"
+    ),
+    "CUDA_VISIBLE_DEVICES= torchrun --standalone --nproc_per_node 2 $(which flux) train configs/ppo-demo.yaml": (
+        "a 2-process launch: flux_plugins/ppo/tests/test_ppo_distributed.py runs the same torchrun with PPO"
+    ),
     "CUDA_VISIBLE_DEVICES=1 trl vllm-serve --model Qwen/Qwen3-0.6B --port 8000": "a vLLM server on a GPU, "
     "with a hub model",
 }
@@ -87,12 +97,7 @@ CASES = {
     ),
     "flux data configs/dpo.yaml --data preferences.jsonl": Case(append=TINY),
     "flux tiny-model DIR": Case((("DIR", "my-tiny-model"),)),
-    "torchrun --standalone --nproc_per_node 2 $(which flux) train configs/dpo-demo.yaml --data preferences.jsonl": Case(
-        append=SHORT
-    ),
-    "CUDA_VISIBLE_DEVICES= torchrun --standalone --nproc_per_node 2 $(which flux) train configs/ppo-demo.yaml": Case(
-        append=SHORT
-    ),
+    "flux new-plugin NAME --kind algorithm": Case((("NAME", "my_plugin"),)),
 }
 
 # Run in one directory after DPO_RUN (outputs/dpo: checkpoint-1, checkpoint-2, best, final), in this order.

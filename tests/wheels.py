@@ -1,6 +1,9 @@
 """Building Flux's distributions from copies and installing them into a fresh venv, for the tests that
 check what users install (test_plugin_wheels.py, test_dist.py).
 
+Every distribution is built once per test session (:func:`built_distributions`): the ``-n`` workers
+share one ``dist/`` under a file lock, so a test that needs a wheel never waits for a second build.
+
 The heavy dependencies (torch, transformers, TRL) are not reinstalled: the fresh venv sees the test
 venv's packages through a ``.pth`` file pointing at a directory of links to them, with every Flux
 package left out (the editable installs of the checkout would otherwise be found too).
@@ -23,6 +26,39 @@ CORE_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "flux",
 PLUGIN_DIRS = sorted(path for path in (REPO / "flux_plugins").iterdir() if (path / "pyproject.toml").is_file())
 # Build leftovers that must not travel into a copy (a stale build/lib would put deleted modules into a wheel).
 BUILD_LEFTOVERS = shutil.ignore_patterns("*.egg-info", "build", "dist", "__pycache__", ".venv*", "tests")
+
+
+def distribution_name(source: Path) -> str:
+    """The distribution name ``source/pyproject.toml`` declares (``flux-online-dpo`` for flux_plugins/online_dpo)."""
+    import tomllib
+
+    return tomllib.loads((source / "pyproject.toml").read_text())["project"]["name"]
+
+
+def built_distributions(tmp_path_factory, worker_id: str) -> Path:
+    """``dist/`` as `make dist` fills it (an sdist and a wheel of flux-train and of every plugin, built
+    without isolation from copies of the sources), built by the first worker that asks and shared by all."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # xdist: every worker's basetemp has this parent
+    dist, done = shared / "flux-dist", shared / "flux-dist.complete"
+    with FileLock(str(shared / "flux-dist.lock")):
+        if not done.exists():
+            shutil.rmtree(dist, ignore_errors=True)
+            scratch = shared / "flux-dist-src"
+            shutil.rmtree(scratch, ignore_errors=True)
+            sources = [core_source_copy(scratch)] + [plugin_source_copy(d, scratch) for d in PLUGIN_DIRS]
+            for source in sources:
+                run(sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(source))
+            done.touch()
+    return dist
+
+
+def wheel_of(dist: Path, distribution: str) -> Path:
+    """The wheel of ``distribution`` (``flux-train``, ``flux-kto``) in ``dist``."""
+    (wheel,) = dist.glob(f"{distribution.replace('-', '_')}-*-py3-none-any.whl")
+    return wheel
 
 
 def run(*argv, **kwargs) -> subprocess.CompletedProcess:

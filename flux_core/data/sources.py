@@ -58,12 +58,32 @@ class RowNamer:
     name: str
     unit: str = "row"
     jsonl_path: Path | None = None  # JSON lines: name rows by their line in the file
+    shards: list[Path] = field(default_factory=list)  # several files read as one (a glob): name the row's own file
     _line_numbers: list[int] = field(default_factory=list, repr=False)
+    _shard_namers: list[tuple[int, RowNamer]] | None = field(default=None, repr=False)
 
     def __call__(self, index: int) -> str:
         if self.jsonl_path is not None:
             return f"{self.name}:{self._line_of(index)}"
+        for start, namer in reversed(self._shard_starts()):
+            if index >= start:
+                return namer(index - start)
         return f"{self.name} {self.unit} {index + 1}"
+
+    def _shard_starts(self) -> list[tuple[int, RowNamer]]:
+        """(first row, namer) of each shard, when every shard's row count is known without loading it
+        (JSON lines: its non-blank lines; Parquet: its footer); else none, and rows are named in the whole."""
+        if self._shard_namers is None:
+            self._shard_namers, start = [], 0
+            for shard in self.shards:
+                namer = RowNamer(str(shard), jsonl_path=shard if data_suffix(shard)[0] == ".jsonl" else None)
+                self._shard_namers.append((start, namer))
+                rows = _rows_in(shard)
+                if rows is None:
+                    self._shard_namers = []
+                    break
+                start += rows
+        return self._shard_namers
 
     def _line_of(self, index: int) -> int:
         """1-based line of the ``index``-th non-blank line (blank lines hold no row)."""
@@ -71,6 +91,19 @@ class RowNamer:
             with open_data_file(self.jsonl_path) as handle:
                 self._line_numbers = [number for number, line in enumerate(handle, 1) if line.strip()]
         return self._line_numbers[index] if index < len(self._line_numbers) else index + 1
+
+
+def _rows_in(shard: Path) -> int | None:
+    """How many rows ``datasets`` reads from ``shard`` (JSON lines, Parquet), or ``None`` when unknown."""
+    suffix = data_suffix(shard)[0]
+    if suffix == ".jsonl":
+        with open_data_file(shard) as handle:
+            return sum(1 for line in handle if line.strip())
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(shard).num_rows
+    return None
 
 
 def read_source(
@@ -195,6 +228,8 @@ def _read_files(path: str, files: list[Path], split: str | None, text_columns: C
     builder = _builder_for(path, files)
     one_file_suffix = data_suffix(files[0])[0] if len(files) == 1 else None
     namer = RowNamer(str(path), jsonl_path=files[0] if one_file_suffix == ".jsonl" else None)
+    if len(files) > 1:
+        namer.shards = files
     digest = files_digest(files)
     try:
         with quiet_datasets(show_progress=sum(file.stat().st_size for file in files) >= PROGRESS_BYTES):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -27,10 +28,35 @@ REMEDY_REWARD = "check that the reward varies between completions, raise learnin
 REMEDY_KL = "raise beta (the KL penalty), lower learning_rate, or train fewer steps"
 
 
-def read_metrics(path: str | Path) -> list[dict]:
-    """The rows of a ``metrics.jsonl`` (one JSON object per step; ``null`` for non-finite values)."""
-    with Path(path).open() as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+def read_metrics(path: str | Path, warn: bool = True) -> list[dict]:
+    """The rows of a ``metrics.jsonl`` (one JSON object per step; ``null`` for non-finite values).
+
+    A line that is not a JSON object with an integer ``step`` (cut off by a kill, edited by
+    hand) is skipped, with one warning naming the file and the first such line (``warn``).
+    """
+    rows, skipped = [], []
+    with Path(path).open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:  # not JSON, or not UTF-8
+                row = None
+            step = row.get("step") if isinstance(row, dict) else None
+            if isinstance(step, int) and not isinstance(step, bool):
+                rows.append(row)
+            else:
+                skipped.append(number)
+    if skipped and warn:
+        more = f" (and {len(skipped) - 1} more lines)" if len(skipped) > 1 else ""
+        warnings.warn(
+            f"{path}:{skipped[0]}: not a JSON object with an integer 'step'{more}; skipped, read the other "
+            f"{len(rows)} steps",
+            UserWarning,
+            stacklevel=2,
+        )
+    return rows
 
 
 def series(rows: Iterable[Mapping], name: str) -> list[float]:

@@ -15,6 +15,7 @@ Flux writes by name.
 * ``checkpoint-N/`` (:func:`checkpoint_name`, :func:`checkpoint_step`), ``best/``
   (:data:`BEST_DIR`) and ``final/`` (:data:`FINAL_DIR`): the checkpoints;
 * ``runs/<run_name>/`` (:data:`TRACKER_DIR`): the run's TensorBoard logs, continued by ``--resume``;
+  ``runs/tracker_ids.json`` (:data:`TRACKER_IDS_FILE`): the wandb and MLflow run ids ``--resume`` continues;
 * ``sglang_weights/`` (:data:`SGLANG_WEIGHTS_DIR`): the default ``sglang.weights_dir``;
 * ``.flux-cache/`` (:data:`CACHE_DIR`): DPO's reference log-probs
   (:func:`reference_cache_file`), kept across runs;
@@ -54,6 +55,7 @@ CHECKPOINT_NAME = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
 BEST_DIR = "best"
 FINAL_DIR = "final"
 TRACKER_DIR = "runs"
+TRACKER_IDS_FILE = "tracker_ids.json"
 SGLANG_WEIGHTS_DIR = "sglang_weights"
 CACHE_DIR = ".flux-cache"
 REFERENCE_CACHE_PREFIX = "ref-logps-"

@@ -51,12 +51,19 @@ def json_safe(value: Any) -> Any:
 
 def nonfinite_parameter(model: Any) -> str | None:
     """The name of the first parameter holding a NaN/Inf, or ``None`` when all are finite
-    (or ``model`` has no parameters to check)."""
+    (or ``model`` has no parameters to check).
+
+    A parameter's fp32 sum is finite when all its values are (NaN and infinity propagate),
+    and summing is one pass without the boolean copy ``isfinite`` makes (many times faster
+    on CPU); ``isfinite`` decides only where the sum is not finite (an overflow would be a
+    false alarm)."""
     import torch
 
     with torch.no_grad():
         for name, parameter in getattr(model, "named_parameters", lambda: ())():
-            if parameter.is_floating_point() and not bool(torch.isfinite(parameter).all()):
+            if not parameter.is_floating_point() or bool(torch.isfinite(parameter.sum(dtype=torch.float32))):
+                continue
+            if not bool(torch.isfinite(parameter).all()):
                 return name
     return None
 

@@ -79,9 +79,13 @@ class StepReporter:
         self._bar = None
         self.metrics_file = Path(config.output_dir) / METRICS_FILE
         self._metrics_started = resumed is not None
+        self._pending_eval: tuple[int, dict[str, float]] | None = None
 
     def report(self, step: int, logs: Mapping[str, Any], model: Any = None) -> StepResult:
         metrics = rename_metrics(logs, self.metric_names)
+        if self._pending_eval is not None and self._pending_eval[0] == step:
+            metrics.update(self._pending_eval[1])
+            self._pending_eval = None
         metrics.update(self.run.guard.extra_metrics())
         metrics = merge_plugin_metrics(step, metrics, self.config)
         result = StepResult(step=step, metrics=metrics)
@@ -93,6 +97,38 @@ class StepReporter:
         if self.on_step is not None:
             self.on_step(result, model)
         return result
+
+    def report_eval(self, step: int, logs: Mapping[str, Any]) -> None:
+        """Record an evaluation's ``eval_*`` metrics (``eval_loss``, ``eval_rewards_chosen``...) in step
+        ``step``'s row: the row to come (an evaluation at a save point runs before its step is logged) or,
+        for the evaluation after the last step, the row already written, which is then rewritten."""
+        evaluated = {key.removeprefix("eval_"): value for key, value in logs.items() if key.startswith("eval_")}
+        metrics = {  # named as the training metrics are: eval_rewards/chosen -> eval_chosen_reward
+            f"eval_{name}": value
+            for name, value in rename_metrics(evaluated, self.metric_names).items()
+            if not name.endswith(("runtime", "_per_second"))
+        }
+        if not metrics:
+            return
+        if self.history and self.history[-1].step == step:
+            self.history[-1].metrics.update(metrics)
+            self._rewrite_last_row(self.history[-1])
+        else:
+            self._pending_eval = (step, metrics)
+
+    def _rewrite_last_row(self, result: StepResult) -> None:
+        with self.metrics_file.open("rb+") as handle:
+            handle.seek(0, 2)
+            end = handle.tell()
+            start = max(0, end - 1)  # the last row's own newline is at end - 1
+            while start > 0:
+                handle.seek(start - 1)
+                if handle.read(1) == b"\n":
+                    break
+                start -= 1
+            handle.seek(start)
+            handle.truncate()
+        self._append_metrics(result)
 
     def _append_metrics(self, result: StepResult) -> None:
         """One JSON line per step in ``output_dir/metrics.jsonl`` (started afresh by a new run,

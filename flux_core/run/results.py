@@ -38,6 +38,8 @@ class FitResult:
         best_path: directory of the best checkpoint (see the checkpoint docs for the rule).
         final_path: directory of the final checkpoint.
         checkpoint_paths: every ``checkpoint-N`` directory written, in order.
+        already_finished: ``fit(resume=...)`` found the run had trained all its steps, so
+            nothing was trained now (:mod:`flux_core.run.finished`).
     """
 
     final_loss: float
@@ -46,6 +48,7 @@ class FitResult:
     best_path: str | None = None
     final_path: str | None = None
     checkpoint_paths: list[str] = field(default_factory=list)
+    already_finished: bool = False
 
     @classmethod
     def from_run(cls, history: list[StepResult], steps: int, checkpoints: Any) -> FitResult:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ import yaml
 
 from flux_core.errors import ConfigError, FluxError
 from flux_core.run.directory import RunDirectory
+from flux_core.run.integrity import checkpoint_damage
 from flux_core.run.layout import (
     ADAPTER_DIR,
     CONFIG_FILE,
@@ -59,6 +61,7 @@ from flux_core.run.layout import (
     HISTORY_FILE,
     STATE_FILE,
     TRAINER_STATE_FILE,
+    checkpoint_step,
     staged_path,
 )
 from flux_core.run.nonfinite import json_safe
@@ -111,7 +114,7 @@ def find_resume_point(output_dir: Path, resume: bool | str | Path) -> Path | Non
         checkpoints = RunDirectory(output_dir).checkpoints()
         resumable = [path for path in checkpoints if is_resumable(path)]
         if resumable:
-            return resumable[-1]
+            return _newest_intact(resumable, output_dir)
         if checkpoints:
             raise ResumeError(
                 f"{output_dir}: its checkpoints hold no training state to resume from (written by a Flux without "
@@ -124,7 +127,41 @@ def find_resume_point(output_dir: Path, resume: bool | str | Path) -> Path | Non
     if not is_resumable(path):
         what = "weights only" if (path / "config.json").is_file() else "not a checkpoint"
         raise ResumeError(f"--resume {path}: {what} (no {STATE_FILE}); resume from a checkpoint-N directory")
+    damage = checkpoint_damage(path)
+    if damage is not None:
+        previous = _previous_intact(path)
+        instead = f"resume from {previous} instead" if previous else "start again with --overwrite"
+        raise ResumeError(f"--resume: {damage[0]}: {damage[1]}; {instead}")
     return path
+
+
+def _previous_intact(path: Path) -> Path | None:
+    """The newest complete ``checkpoint-M`` beside ``path`` = ``checkpoint-N`` with M < N."""
+    step = checkpoint_step(path)
+    if step is None:
+        return None
+    earlier = [other for other in RunDirectory(path.parent).checkpoints() if checkpoint_step(other) < step]
+    return next(
+        (other for other in reversed(earlier) if is_resumable(other) and checkpoint_damage(other) is None), None
+    )
+
+
+def _newest_intact(resumable: list[Path], output_dir: Path) -> Path:
+    """The newest of ``resumable`` whose files all read (:mod:`flux_core.run.integrity`);
+    warns once for each newer, damaged one it passes over."""
+    damaged = []
+    for path in reversed(resumable):
+        damage = checkpoint_damage(path)
+        if damage is None:
+            for where, what in damaged:
+                warnings.warn(f"--resume: {where}: {what}; resuming from {path} instead", UserWarning, stacklevel=3)
+            return path
+        damaged.append(damage)
+    where, what = damaged[0]
+    raise ResumeError(
+        f"--resume: {where}: {what}, and {output_dir} holds no earlier complete checkpoint; "
+        "start again with --overwrite"
+    )
 
 
 def load_resume_point(
@@ -165,14 +202,18 @@ def load_resume_point(
 
 
 def _resume_point(path: Path, state: dict[str, Any]) -> ResumePoint:
+    return ResumePoint(path=path, step=int(state["step"]), state=state, history=read_history(path / HISTORY_FILE))
+
+
+def read_history(history_file: Path) -> list[StepResult]:
+    """The steps of a ``metrics.jsonl`` (a run's, or a checkpoint's copy), nulls as NaN; none when it is missing."""
     history = []
-    history_file = path / HISTORY_FILE
     if history_file.is_file():
         for line in history_file.read_text().splitlines():
             row = json.loads(line)
             step = row.pop("step")
             history.append(StepResult(step=step, metrics={k: math.nan if v is None else v for k, v in row.items()}))
-    return ResumePoint(path=path, step=int(state["step"]), state=state, history=history)
+    return history
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -223,11 +264,18 @@ def rewrite_history(output_dir: Path, history: list[StepResult]) -> None:
 
 def write_trl_state(trainer: Any, directory: Path) -> None:
     """A transformers ``Trainer``'s resume files, written by its own methods (as its
-    ``_save_checkpoint`` does): optimizer, scheduler, grad scaler, RNG states, TrainerState."""
+    ``_save_checkpoint`` does): optimizer, scheduler, grad scaler, RNG states, TrainerState.
+
+    With several processes every rank calls it on the same directory, as ``_save_checkpoint``
+    runs on every rank: each writes its RNG state (``rng_state_<rank>.pth``) and, under
+    FSDP or DeepSpeed, its part of the model and optimizer (accelerate's sharded files,
+    from which ``Trainer.train(resume_from_checkpoint=...)`` restores them); the main
+    process writes the rest."""
     trainer._save_optimizer_and_scheduler(str(directory))
     trainer._save_scaler(str(directory))
     trainer._save_rng_state(str(directory))
-    trainer.state.save_to_json(str(directory / TRAINER_STATE_FILE))
+    if trainer.args.should_save:
+        trainer.state.save_to_json(str(directory / TRAINER_STATE_FILE))
 
 
 def restore_adapter(model: Any, checkpoint: Path) -> None:

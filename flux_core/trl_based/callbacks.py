@@ -3,13 +3,12 @@ points, and ``train()`` runs with checkpoints, resume, preemption and the out-of
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 from flux_core.run.preemption import Preempted
 from flux_core.run.reporter import StepReporter
 from flux_core.run.results import FitResult
-from flux_core.run.resume import restore_adapter, write_trl_state
+from flux_core.run.resume import ResumeError, restore_adapter, write_trl_state
 from flux_core.trl_based.memory import out_of_memory_fallback
 
 
@@ -23,9 +22,13 @@ def make_trl_callback(reporter: StepReporter):
 
     class FluxStepCallback(TrainerCallback):
         def on_log(self, args, state, control, logs=None, model=None, **kwargs):
-            if not logs or "loss" not in logs or not state.is_world_process_zero:
-                return  # eval logs and the end-of-training summary carry no step loss
-            reporter.report(state.global_step, logs, model)
+            if not logs or not state.is_world_process_zero:
+                return
+            if "loss" in logs:
+                reporter.report(state.global_step, logs, model)
+            elif "eval_loss" in logs:
+                reporter.report_eval(state.global_step, logs)
+            # the end-of-training summary (train_runtime, ...) carries no step metrics
 
         def on_train_end(self, args, state, control, **kwargs):
             reporter.close()
@@ -88,6 +91,19 @@ class SavePointEvaluator:
             self.evaluate()
 
 
+def staging_callback(checkpoints: Any):
+    """A ``TrainerCallback`` that has every rank take its part in writing ``checkpoint-N``
+    (:meth:`flux_core.run.checkpoint.CheckpointManager.stage`) at the end of each save
+    step. Add it after the preemption callback, which decides the steps preemption saves."""
+    from transformers import TrainerCallback
+
+    class StageCheckpoints(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            checkpoints.stage(state.global_step, model)
+
+    return StageCheckpoints()
+
+
 def train_and_checkpoint(
     trainer: Any, reporter: StepReporter, checkpoints: Any, evaluator: SavePointEvaluator | None
 ) -> FitResult:
@@ -97,7 +113,8 @@ def train_and_checkpoint(
     Adds the run's non-finite guard (:mod:`flux_core.run.nonfinite`) and SIGTERM handling
     (:mod:`flux_core.run.preemption`: raises ``Preempted`` after writing ``checkpoint-N``) to
     the trainer's callbacks, makes every ``checkpoint-N`` hold transformers' resume
-    files, and continues a resumed
+    files (with several processes every rank writes its own: its RNG state and, under FSDP
+    or DeepSpeed, its optimizer shard), and continues a resumed
     run with ``trainer.train(resume_from_checkpoint=...)``, which restores the optimizer,
     scheduler and RNG states and skips the batches already trained on
     (:mod:`flux_core.run.resume`). An out-of-memory error in a training step turns gradient
@@ -107,15 +124,15 @@ def train_and_checkpoint(
     run = reporter.run
     trainer.add_callback(run.guard.trl_callback(trainer))
     trainer.add_callback(run.preemption.trl_callback(trainer, checkpoints))
-    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
-    if sharded:  # saving their optimizer state is collective, and only the main process writes
-        warnings.warn(
-            "checkpoints of DeepSpeed/FSDP runs hold weights only: --resume cannot continue them yet",
-            UserWarning,
-            stacklevel=2,
-        )
-    checkpoints.attach(run, None if sharded else lambda directory: write_trl_state(trainer, directory))
+    trainer.add_callback(staging_callback(checkpoints))
+    checkpoints.attach(run, lambda directory: write_trl_state(trainer, directory))
     resume_from = None
+    if run.resume is not None and run.resume.step >= reporter.config.num_steps:
+        # transformers would train one step past max_steps (flux_core.run.finished catches what it can earlier)
+        raise ResumeError(
+            f"cannot resume {run.resume.path}: it is at step {run.resume.step} and this run is "
+            f"{reporter.config.num_steps} steps long; nothing to train: raise num_steps or num_epochs"
+        )
     if run.resume is not None:
         # The checkpoint's top level holds merged weights; a LoRA run continues its adapter/.
         restore_adapter(trainer.model, run.resume.path)
@@ -131,6 +148,7 @@ def train_and_checkpoint(
         raise Preempted(run.preemption.stopped_at)
     if evaluator is not None:
         evaluator.finish(step)
+    checkpoints.gather_final(trainer.model)
     if trainer.accelerator.is_main_process:
         checkpoints.finalize(step, trainer.model)
     return FitResult.from_run(reporter.history, step, checkpoints)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from flux_core.report.trackers import continue_tensorboard_run
+from flux_core.report.trackers import continue_tensorboard_run, continued_tracker_runs, mlflow_run_recorder
 from flux_core.run.checkpoint import REWARD_SCORE_NAMES, CheckpointManager
 from flux_core.run.reporter import StepReporter
 from flux_core.run.results import FitResult, StepCallback
@@ -56,6 +56,41 @@ class TRLRunner:
         ``self.adopt(trainer)``.
         """
         raise NotImplementedError
+
+    def load_tokenizer_and_policy(self, dataset: Dataset, **model_settings: Any) -> tuple[str, Any]:
+        """The run's resolved precision and its policy model (QLoRA's quantized base with ``lora.quantize``),
+        after setting ``self.tokenizer`` and checking that its chat template renders ``dataset``.
+        ``model_settings``: more keyword arguments for :func:`flux_core.modeling.load_model`."""
+        from flux_core.data.rendering import check_template_renders
+        from flux_core.modeling import load_model, load_tokenizer, resolve_precision
+
+        config = self.config
+        precision = resolve_precision(config.precision)
+        self.tokenizer = load_tokenizer(config.model_path, config.chat_template)
+        check_template_renders(self.tokenizer, dataset, config.model_path)
+        return precision, load_model(config.model_path, precision, quantize=config.base_quantization, **model_settings)
+
+    def trl_trainer(
+        self, trainer_class: Any, model: Any, args: Any, dataset: Dataset, eval_dataset: Dataset | None,
+        callbacks: list[Any] = (), **trainer_arguments: Any,
+    ) -> Any:  # fmt: skip
+        """``trainer_class`` (a TRL trainer) built as every Flux run hands it over, adopted (:meth:`adopt`):
+        the run's tokenizer, LoRA through peft's config, Flux's ``callbacks``; ``trainer_arguments``: its own
+        (a teacher model, a reward function). Announces the tokenizing the trainer does as it is built."""
+        from flux_core.modeling import peft_config
+
+        self.announce_tokenizing(dataset, eval_dataset)
+        trainer = trainer_class(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            eval_dataset=eval_dataset,
+            processing_class=self.tokenizer,
+            peft_config=peft_config(self.config.lora),
+            callbacks=list(callbacks),
+            **trainer_arguments,
+        )
+        return self.adopt(trainer)
 
     def adopt(self, trainer: Any) -> Any:
         """Make ``trainer`` this run's (``self.trainer``, ``self.model``) and silence TRL's
@@ -125,6 +160,10 @@ class TRLRunner:
         checkpoints = CheckpointManager(
             config.output_dir, config, self.tokenizer, save_steps, evaluator.score if evaluator else None, score_names
         )
-        result = train_and_checkpoint(trainer, reporter, checkpoints, evaluator)
+        with continued_tracker_runs(config, reporter.run) as tracker_ids:  # wandb/MLflow: one run across --resume
+            recorder = mlflow_run_recorder(config, tracker_ids)
+            if recorder is not None:
+                trainer.add_callback(recorder)
+            result = train_and_checkpoint(trainer, reporter, checkpoints, evaluator)
         self.model = trainer.model
         return result

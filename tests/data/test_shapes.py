@@ -279,8 +279,12 @@ def test_columns_training_never_reads_are_named_in_one_warning(tmp_path):
     rows = [pair | {"source": "web", "score": 1.0} for pair in alpaca_pairs(2)]
     path = write_jsonl(tmp_path / "pairs.jsonl", rows)
     _, seen = load_quietly(path, "preferences")
+    from flux_core.registry import get_registry
+
+    trained_by = " or ".join(sorted(n for n, a in get_registry().algorithms.items() if a.data_format == "preferences"))
+    assert "dpo or" in trained_by  # every installed algorithm that trains on pairs: dpo, reward_model, ...
     assert seen == [
-        f"{path}: columns 'source', 'score' are not used by dpo or reward_model (shape: alpaca); training ignores "
+        f"{path}: columns 'source', 'score' are not used by {trained_by} (shape: alpaca); training ignores "
         "them (map a column that holds training text with data.columns)"
     ]
     tools = [pair | {"tools": json.dumps([WEATHER_TOOL])} for pair in alpaca_pairs(2)]

@@ -61,6 +61,23 @@ def test_a_glob_of_compressed_shards(tmp_path):
     assert rows_of(load_data(str(tmp_path / "train-*.jsonl.gz"), "preferences")) == ROWS
 
 
+def test_a_bad_row_of_a_glob_is_named_by_its_own_shard_and_line(tmp_path):
+    """Not ``part-*.jsonl row 5``: the shard and its line (blank lines counted) or, for Parquet, its row."""
+    (tmp_path / "part-0.jsonl.gz").write_bytes(gzip.compress(json_lines(ROWS[:4])))
+    (tmp_path / "part-1.jsonl.gz").write_bytes(
+        gzip.compress(json_lines(ROWS[4:5]) + b'\n{"prompt": "p", "chosen": "c"}\n')
+    )
+    error = error_of(str(tmp_path / "part-*.jsonl.gz"))
+    assert error.startswith(f"{tmp_path / 'part-1.jsonl.gz'}:3: missing key 'rejected'")
+
+    from datasets import Dataset
+
+    Dataset.from_list(ROWS[:3]).to_parquet(str(tmp_path / "part-0.parquet"))
+    Dataset.from_list([ROWS[3], {**ROWS[4], "rejected": None}]).to_parquet(str(tmp_path / "part-1.parquet"))
+    error = error_of(str(tmp_path / "part-*.parquet"))
+    assert error.startswith(f"{tmp_path / 'part-1.parquet'} row 2: missing key 'rejected'")
+
+
 @pytest.mark.parametrize("compression", CODECS)
 def test_a_bad_line_of_a_compressed_file_is_named_by_file_and_line(tmp_path, compression):
     lines = json_lines(ROWS[:2]) + b'{"prompt": "p", "chosen": "c"}\n'

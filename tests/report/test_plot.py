@@ -145,6 +145,24 @@ def test_flux_plot_prints_the_warning_signs_it_finds(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("flux: warning: loss not decreasing")
 
 
+def test_flux_plot_skips_unreadable_lines_with_one_warning_and_draws_the_rest(tmp_path, capsys):
+    run = write_run(tmp_path / "run", dpo_rows())
+    metrics = run / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    steps = len(lines)
+    lines[1] = json.dumps({"loss": 0.5})  # no step
+    lines.insert(3, "garbage{")
+    metrics.write_text("\n".join(lines) + "\n" + lines[-1][:12] + "\n")  # a last line cut off by a kill
+    assert main(["plot", str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == f"flux: plot: {run / 'metrics.png'}"
+    assert err.splitlines()[0] == (
+        f"flux: warning: {metrics}:2: not a JSON object with an integer 'step' (and 2 more lines); skipped, "
+        f"read the other {steps - 1} steps"
+    )
+    assert (run / "metrics.png").stat().st_size > 0
+
+
 def test_flux_plot_on_a_directory_without_metrics_is_one_line(tmp_path, capsys):
     assert main(["plot", str(tmp_path)]) == 1
     assert capsys.readouterr().err == f"flux: error: {tmp_path}: no metrics.jsonl (is this a Flux output_dir?)\n"

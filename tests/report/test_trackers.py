@@ -104,3 +104,89 @@ def test_a_resumed_dpo_run_continues_its_tensorboard_run_with_every_step_once(dp
     assert [event.step for event in loss_events] == [1, 2, 3, 4, 5, 6]  # each once, the interrupted 5 purged
     rows = metrics_jsonl(output_dir)
     assert [event.value for event in loss_events] == pytest.approx([row["loss"] for row in rows], rel=1e-6)
+
+
+def _tracker_config(tmp_path, report_to):
+    return FluxConfig.from_dict(
+        {"model_path": "org/model", "output_dir": str(tmp_path / "out"), "algorithm": {"name": "dpo"}}
+    ).model_copy(update={"report_to": report_to})
+
+
+class _Resumed:
+    """A RunContext resuming from a checkpoint, as far as the trackers read it."""
+
+    class resume:  # noqa: N801 - the attribute the trackers read
+        step = 4
+
+
+def test_wandb_and_mlflow_continue_the_same_run_across_resume(tmp_path, monkeypatch):
+    import os
+
+    from flux_core.report.trackers import continued_tracker_runs
+
+    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    config = _tracker_config(tmp_path, ["wandb", "mlflow"])
+    with continued_tracker_runs(config, run=None) as first:
+        assert os.environ["WANDB_RUN_ID"] == first["wandb"] and os.environ["WANDB_RESUME"] == "allow"
+        assert "MLFLOW_RUN_ID" not in os.environ  # a fresh run: MLflow picks the id
+        first["mlflow"] = "mlflow-run-1"  # as mlflow_run_recorder keeps it once MLflow started
+        from flux_core.report.trackers import save_tracker_run_ids
+
+        save_tracker_run_ids(config, first)
+    assert "WANDB_RUN_ID" not in os.environ  # restored after training: no leak into the next run in this process
+    with continued_tracker_runs(config, run=_Resumed()) as resumed:
+        assert os.environ["WANDB_RUN_ID"] == first["wandb"]
+        assert os.environ["MLFLOW_RUN_ID"] == "mlflow-run-1"
+    assert resumed == first
+    with continued_tracker_runs(config, run=None) as fresh:  # started over: a new wandb run
+        assert fresh["wandb"] != first["wandb"]
+
+
+def test_mlflow_run_recorder_keeps_the_id_mlflow_started(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from flux_core.report.trackers import mlflow_run_recorder, tracker_run_ids
+
+    config = _tracker_config(tmp_path, ["mlflow"])
+    assert mlflow_run_recorder(_tracker_config(tmp_path, ["tensorboard"]), {}) is None
+    ids: dict[str, str] = {}
+    recorder = mlflow_run_recorder(config, ids)
+    fake = types.ModuleType("mlflow")  # mlflow as transformers' integration left it: a run started
+    fake.active_run = lambda: types.SimpleNamespace(info=types.SimpleNamespace(run_id="abc123"))
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    recorder.on_train_begin(None, types.SimpleNamespace(is_world_process_zero=True), None)
+    assert ids == {"mlflow": "abc123"} and tracker_run_ids(config, _Resumed()) == {"mlflow": "abc123"}
+
+
+def test_ppo_trackers_resume_wandb_and_mlflow_runs(tmp_path, monkeypatch):
+    import accelerate.tracking
+
+    from flux_core.report import trackers
+
+    made = []
+
+    class Fake:
+        def __init__(self, *args, **kwargs):
+            made.append((type(self).__name__, kwargs))
+            self.active_run = None
+
+        def start(self):
+            if type(self).__name__ == "MLflowTracker":
+                import types
+
+                self.active_run = types.SimpleNamespace(info=types.SimpleNamespace(run_id="mlflow-7"))
+
+        def store_init_configuration(self, settings):
+            pass
+
+    monkeypatch.setattr(accelerate.tracking, "WandBTracker", type("WandBTracker", (Fake,), {}))
+    monkeypatch.setattr(accelerate.tracking, "MLflowTracker", type("MLflowTracker", (Fake,), {}))
+    monkeypatch.setattr(trackers, "check_trackers", lambda names: list(names))
+    config = _tracker_config(tmp_path, ["wandb", "mlflow"])
+    trackers.StepTrackers(config, run=None)
+    trackers.StepTrackers(config, run=_Resumed())
+    (_, wandb_first), (_, mlflow_first), (_, wandb_again), (_, mlflow_again) = made
+    assert wandb_again["id"] == wandb_first["id"] and wandb_again["resume"] == "allow"
+    assert mlflow_first["run_id"] is None and mlflow_again["run_id"] == "mlflow-7"

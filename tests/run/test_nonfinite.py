@@ -84,7 +84,7 @@ sys.exit(main(sys.argv[2:]))
 @pytest.mark.parametrize(
     "learning_rate, loss, expected",
     [
-        (".inf", "sigmoid", "flux: error: step 1: learning_rate is inf; stopped before the optimizer step"),
+        # (an infinite learning_rate in a config file is refused when it loads: tests/test_bad_input.py)
         ("5.0e-4", "sometimes_nan", "flux: error: step 2: loss is nan; stopped before the optimizer step"),
     ],
 )
@@ -112,7 +112,7 @@ def test_grpo_and_ppo_stop_on_an_infinite_learning_rate_before_the_first_update(
 
     from flux_core.config import FluxConfig
 
-    common = {"model_path": str(tiny_model_dir), "num_steps": 2, "batch_size": 4, "learning_rate": math.inf}
+    common = {"model_path": str(tiny_model_dir), "num_steps": 2, "batch_size": 4}
     rewards = [{"name": "pattern_fraction", "kwargs": {"pattern": "[eE]"}}]
     for name, algorithm in [
         ("grpo", {"num_generations": 4, "max_completion_length": 8, "rewards": rewards}),
@@ -121,6 +121,8 @@ def test_grpo_and_ppo_stop_on_an_infinite_learning_rate_before_the_first_update(
         config = FluxConfig.from_dict(
             {**common, "output_dir": str(tmp_path / name), "algorithm": {"name": name, **algorithm}}
         )
+        # A config refuses inf when it loads; model_copy(update=...) skips validation, as code building one might
+        config = config.model_copy(update={"learning_rate": math.inf})
         with pytest.raises(NonFiniteError, match=r"^step 1: learning_rate is inf"):
             FluxTrainer(config, show_progress=False).fit(prompts=make_prompts(8, seed=0))
         assert not (tmp_path / name / "final").exists()
@@ -185,7 +187,9 @@ def plain_saves(monkeypatch):
     from flux_core.run import checkpoint
 
     monkeypatch.setattr(
-        checkpoint, "save_model", lambda model, tok, d: (model.save_pretrained(d), tok.save_pretrained(d))
+        checkpoint,
+        "save_model",
+        lambda model, tok, d, weights=None: (model.save_pretrained(d), tok.save_pretrained(d)),
     )
 
 
@@ -217,3 +221,21 @@ def test_a_model_with_a_non_finite_weight_is_never_written(tmp_path, plain_saves
 
 def test_json_safe_writes_non_finite_numbers_as_null():
     assert json_safe({"a": float("nan"), "b": [1.0, float("inf")], "c": "x"}) == {"a": None, "b": [1.0, None], "c": "x"}
+
+
+@pytest.mark.parametrize(
+    "bad,expected",
+    [
+        ([1.0, float("nan")], "1.weight"),
+        ([float("inf"), 1.0], "1.weight"),
+        ([float("inf"), float("-inf")], "1.weight"),  # they cancel to NaN in a sum: still found
+        ([60000.0, 60000.0], None),  # finite half-precision values whose half-precision sum would overflow
+    ],
+)
+def test_nonfinite_parameter_names_the_first_bad_weight_and_nothing_finite(bad, expected):
+    from flux_core.run.nonfinite import nonfinite_parameter
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1, bias=False)).half()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([bad], dtype=torch.float16))
+    assert nonfinite_parameter(model) == expected

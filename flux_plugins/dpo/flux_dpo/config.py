@@ -62,6 +62,10 @@ class DPOAlgorithmConfig(AlgorithmConfig):
     )
 
     flux_owned_trl_fields: ClassVar[dict[str, str]] = FLUX_OWNED_TRL_FIELDS
+    loss_arguments_set_by_flux: ClassVar[dict[str, str]] = {
+        "beta": "algorithm.beta",
+        "label_smoothing": "algorithm.label_smoothing",
+    }
 
     @field_validator("loss")
     @classmethod

@@ -20,28 +20,28 @@ def _delta(inputs: PreferenceLogps):
     return inputs.chosen_logratios - inputs.rejected_logratios
 
 
-def sigmoid(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0, **_):
+def sigmoid(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0):
     """Standard DPO: -log sigmoid(beta * (chosen logratio - rejected logratio))."""
     from torch.nn import functional as F
 
     return -F.logsigmoid(beta * _delta(inputs))
 
 
-def hinge(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0, **_):
+def hinge(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0):
     """SLiC hinge loss: relu(1 - beta * delta)."""
     import torch
 
     return torch.relu(1 - beta * _delta(inputs))
 
 
-def ipo(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0, **_):
+def ipo(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0):
     """IPO on length-normalised log-ratios: (delta/len - 1/(2 beta))^2."""
     chosen = inputs.chosen_logratios / inputs.chosen_lengths.clamp(min=1.0)
     rejected = inputs.rejected_logratios / inputs.rejected_lengths.clamp(min=1.0)
     return (chosen - rejected - 1 / (2 * beta)) ** 2
 
 
-def exo_pair(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0, **_):
+def exo_pair(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0):
     """EXO-pref (Eq. 16 of 2402.00856); label_smoothing is its epsilon (must be > 0)."""
     import torch
     from torch.nn import functional as F
@@ -53,7 +53,7 @@ def exo_pair(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0
     return qw * (log_qw - torch.log1p(-epsilon)) + ql * (log_ql - torch.log(epsilon))
 
 
-def nca_pair(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0, **_):
+def nca_pair(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0):
     """NCA pairwise loss."""
     from torch.nn import functional as F
 
@@ -61,7 +61,7 @@ def nca_pair(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0
     return -F.logsigmoid(chosen) - 0.5 * F.logsigmoid(-chosen) - 0.5 * F.logsigmoid(-rejected)
 
 
-def robust(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0, **_):
+def robust(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0):
     """Robust DPO; label_smoothing is the label-flip probability in [0, 0.5)."""
     from torch.nn import functional as F
 
@@ -71,14 +71,14 @@ def robust(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0
     return (clean - flipped) / (1 - 2 * label_smoothing)
 
 
-def bco_pair(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0, **_):
+def bco_pair(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0):
     """BCO pairwise loss."""
     from torch.nn import functional as F
 
     return -F.logsigmoid(beta * inputs.chosen_logratios) - F.logsigmoid(-beta * inputs.rejected_logratios)
 
 
-def sppo_hard(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0, **_):
+def sppo_hard(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0):
     """SPPO with hard win probabilities."""
     return (inputs.chosen_logratios - 0.5 / beta) ** 2 + (inputs.rejected_logratios + 0.5 / beta) ** 2
 
@@ -89,7 +89,7 @@ def _smoothed_logsigmoid(delta, beta: float, label_smoothing: float):
     return -F.logsigmoid(beta * delta) * (1 - label_smoothing) - F.logsigmoid(-beta * delta) * label_smoothing
 
 
-def aot(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0, **_):
+def aot(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0):
     """AOT (paired): sorted policy log-ratio gaps against sorted reference gaps."""
     import torch
 
@@ -102,7 +102,7 @@ def aot(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0, *
     return _smoothed_logsigmoid(delta, beta, label_smoothing)
 
 
-def aot_unpaired(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0, **_):
+def aot_unpaired(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0):
     """AOT (unpaired): sorted chosen log-ratios against sorted rejected log-ratios."""
     import torch
 
@@ -110,14 +110,14 @@ def aot_unpaired(inputs: PreferenceLogps, *, beta: float, label_smoothing: float
     return _smoothed_logsigmoid(delta, beta, label_smoothing)
 
 
-def apo_zero(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0, **_):
+def apo_zero(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0):
     """APO-zero: raise chosen likelihood, lower rejected."""
     import torch
 
     return (1 - torch.sigmoid(beta * inputs.chosen_logratios)) + torch.sigmoid(beta * inputs.rejected_logratios)
 
 
-def apo_down(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0, **_):
+def apo_down(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0):
     """APO-down: lower both, rejected more."""
     import torch
 
@@ -125,7 +125,7 @@ def apo_down(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0
     return chosen + (1 - torch.sigmoid(beta * (inputs.chosen_logratios - inputs.rejected_logratios)))
 
 
-def discopop(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0, tau: float = 0.05, **_):
+def discopop(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0, tau: float = 0.05):
     """DiscoPOP (Eq. 5 of 2406.08414); ``tau`` comes from ``algorithm.loss_kwargs``."""
     import torch
     from torch.nn import functional as F
@@ -135,13 +135,13 @@ def discopop(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0
     return -F.logsigmoid(logits) * (1 - modulation) + torch.exp(-logits) * modulation
 
 
-def sft(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0, **_):
+def sft(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0):
     """Negative log-likelihood of the chosen completions, averaged over their tokens."""
     batch_loss = -inputs.chosen_logps.sum() / inputs.chosen_lengths.sum().clamp(min=1.0)
     return batch_loss.expand(inputs.chosen_logps.size(0))
 
 
-def sigmoid_norm(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0, **_):
+def sigmoid_norm(inputs: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0):
     """DPO on length-normalised log-ratios."""
     from torch.nn import functional as F
 

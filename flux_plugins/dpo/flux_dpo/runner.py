@@ -111,11 +111,18 @@ class DPORunner(TRLRunner):
         self.tokenizer = load_tokenizer(config.model_path, config.chat_template)
         check_template_renders(self.tokenizer, dataset, config.model_path)
         _, attention = resolve_collation(config.algorithm.collation)  # packed: a varlen kernel where one exists
-        model = load_model(config.model_path, precision, attn_implementation=attention)
+        model = load_model(
+            config.model_path, precision, attn_implementation=attention, quantize=config.base_quantization
+        )
         # `copy` with LoRA needs an explicit frozen copy; without LoRA TRL loads it itself.
         explicit_reference = policy == "copy" and (config.lora or reference_path)
         ref_model = (
-            load_model(reference_path or config.model_path, precision, attn_implementation=attention)
+            load_model(
+                reference_path or config.model_path,
+                precision,
+                attn_implementation=attention,
+                quantize=config.base_quantization,  # QLoRA's frozen reference is as small as its base
+            )
             if explicit_reference
             else None
         )

@@ -128,6 +128,12 @@ def test_eval_data_is_scored_and_picks_best(dpo_config, preference_records):
     assert meta["score_name"] == "eval_loss"
     scores = [json.loads((Path(p) / "flux_checkpoint.json").read_text())["score"] for p in result.checkpoint_paths]
     assert meta["score"] == min(scores)
+    # the evaluations are in the history and metrics.jsonl (flux plot's eval points), named as the training metrics
+    rows = [json.loads(line) for line in (Path(config.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    evaluated = {row["step"]: row["eval_loss"] for row in rows if "eval_loss" in row}
+    assert sorted(evaluated) == [2, 4] and sorted(evaluated.values()) == sorted(scores)
+    assert {"eval_chosen_reward", "eval_accuracy"} <= set(rows[1]) and "eval_runtime" not in rows[1]
+    assert [step.metrics.get("eval_loss") for step in result.history] == [None, evaluated[2], None, evaluated[4]]
 
 
 def test_a_plugin_loss_is_the_one_used(dpo_config, preference_records, register_plugin):

@@ -8,12 +8,8 @@ from flux_core import (
     FluxConfig,
     TRLRunner,
     build_trl_config,
-    check_template_renders,
-    load_model,
-    load_tokenizer,
-    peft_config,
-    resolve_precision,
 )
+from flux_kto.data import warn_one_sided_labels
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -64,19 +60,8 @@ class KTORunner(TRLRunner):
     def build_trainer(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[Any] = ()):
         from trl import KTOTrainer
 
-        config = self.config
-        precision = resolve_precision(config.precision)
-        self.tokenizer = load_tokenizer(config.model_path, config.chat_template)
-        check_template_renders(self.tokenizer, dataset, config.model_path)
-        model = load_model(config.model_path, precision)
-        self.announce_tokenizing(dataset, eval_dataset)
-        trainer = KTOTrainer(
-            model=model,
-            args=build_kto_args(config, precision, model),
-            train_dataset=dataset,
-            eval_dataset=eval_dataset,
-            processing_class=self.tokenizer,
-            peft_config=peft_config(config.lora),
-            callbacks=list(callbacks),
+        warn_one_sided_labels(dataset)
+        precision, model = self.load_tokenizer_and_policy(dataset)
+        return self.trl_trainer(
+            KTOTrainer, model, build_kto_args(self.config, precision, model), dataset, eval_dataset, callbacks
         )
-        return self.adopt(trainer)

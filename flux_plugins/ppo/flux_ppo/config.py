@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
@@ -112,6 +112,7 @@ class PPOAlgorithmConfig(AlgorithmConfig):
         default="clipped", description="Registered PPO policy loss (algorithm 'ppo'); 'clipped' is PPO-clip."
     )
     loss_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra keyword arguments for the loss.")
+    loss_arguments_set_by_flux: ClassVar[dict[str, str]] = {"cliprange": "algorithm.cliprange"}
     max_grad_norm: float | None = Field(
         default=1.0, gt=0, description="Clip the global gradient norm to this (None: no clipping)."
     )

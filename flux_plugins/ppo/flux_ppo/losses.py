@@ -48,7 +48,7 @@ class PolicyLossInputs:
         return torch.exp(self.logprobs - self.old_logprobs)
 
 
-def clipped_policy_loss(inputs: PolicyLossInputs, *, cliprange: float, **_) -> Tensor:
+def clipped_policy_loss(inputs: PolicyLossInputs, *, cliprange: float) -> Tensor:
     """PPO-clip surrogate per token: ``max(-A * r, -A * clip(r, 1 - eps, 1 + eps))``.
 
     Taking the max of the two negated objectives is the pessimistic bound of the paper

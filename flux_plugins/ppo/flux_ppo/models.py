@@ -235,6 +235,8 @@ def load_policy(config: FluxConfig, reference_kind: str, device: torch.device) -
     """The policy, fp32 (with its LoRA adapter when ``lora:`` is set), and its reference."""
     from peft import get_peft_model
 
+    if config.base_quantization is not None:  # its own loop keeps fp32 weights on one device
+        raise FluxError("lora.quantize: PPO trains an fp32 policy and cannot use a quantized base; drop lora.quantize")
     policy = load_model(config.model_path, "fp32").to(device)
     disable_dropout(policy)
     if config.lora is not None:

@@ -162,6 +162,8 @@ class RewardModelRunner(TRLRunner):
         precision = resolve_precision(config.precision)
         self.tokenizer = load_tokenizer(config.model_path, config.chat_template)
         check_template_renders(self.tokenizer, dataset, config.model_path)
+        if config.base_quantization is not None:
+            raise FluxError("lora.quantize: reward-model training cannot load a quantized base yet; drop it")
         model = load_reward_model(config.model_path, precision, config.seed, self.tokenizer.pad_token_id)
         args = build_reward_args(config, precision, model)
         if config.lora is not None:

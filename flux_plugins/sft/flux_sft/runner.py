@@ -10,11 +10,6 @@ from flux_core import (
     FluxError,
     TRLRunner,
     build_trl_config,
-    check_template_renders,
-    load_model,
-    load_tokenizer,
-    peft_config,
-    resolve_precision,
 )
 
 if TYPE_CHECKING:
@@ -108,21 +103,9 @@ class SFTRunner(TRLRunner):
         from trl import SFTTrainer
 
         config = self.config
-        precision = resolve_precision(config.precision)
-        self.tokenizer = load_tokenizer(config.model_path, config.chat_template)
-        check_template_renders(self.tokenizer, dataset, config.model_path)
-        model = load_model(config.model_path, precision)
+        precision, model = self.load_tokenizer_and_policy(dataset)
         assistant_only = resolve_assistant_only_loss(
             config.algorithm.assistant_only_loss, self.tokenizer, dataset, config.model_path
         )
-        self.announce_tokenizing(dataset, eval_dataset)
-        trainer = SFTTrainer(
-            model=model,
-            args=build_sft_args(config, precision, model, assistant_only),
-            train_dataset=dataset,
-            eval_dataset=eval_dataset,
-            processing_class=self.tokenizer,
-            peft_config=peft_config(config.lora),
-            callbacks=list(callbacks),
-        )
-        return self.adopt(trainer)
+        args = build_sft_args(config, precision, model, assistant_only)
+        return self.trl_trainer(SFTTrainer, model, args, dataset, eval_dataset, callbacks)
