@@ -194,11 +194,9 @@ def test_tool_calls_and_tools_render_through_a_template_that_supports_them(confi
 
 def test_a_template_that_cannot_render_tool_calls_is_one_line_before_the_model_loads(config_for, monkeypatch):
     """The tiny model's ChatML template writes message['content'] only: it has no tool-call form."""
-    import flux_sft.runner
-
     from flux_core.errors import FluxError
 
-    monkeypatch.setattr(flux_sft.runner, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr("flux_core.modeling.load_model", lambda *a, **k: pytest.fail("model loaded"))
     with pytest.raises(FluxError) as info:
         flux_examples(config_for(), sharegpt_tool_rows(2))
     message = str(info.value)
