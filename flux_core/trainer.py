@@ -140,6 +140,9 @@ class FluxTrainer:
 
         announce_phase(f"loading model: {self.config.model_path}")  # importing the runner imports torch and TRL
         runner = self.algorithm.load_runner()(self.config, show_progress=self.show_progress)
+        from flux_core.run.distributed import leave_process_group_at_exit
+
+        leave_process_group_at_exit()  # under torchrun, TRL's arguments start the group during runner.fit
         takes_run = "run" in inspect.signature(runner.fit).parameters
         if resume and not takes_run:
             raise FluxError(f"algorithm '{self.algorithm.name}' cannot resume: its runner takes no run context")

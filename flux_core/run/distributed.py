@@ -31,6 +31,32 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def leave_process_group_at_exit() -> None:
+    """Destroy the default process group when the interpreter exits, if it is still up (once per process).
+
+    Nothing else tears it down (neither TRL's Trainer nor accelerate), and a process that exits with
+    a gloo group alive can abort in the interpreter's teardown ("terminate called without an active
+    exception", SIGABRT: gloo's worker threads outlive Python), which makes a finished run fail under
+    torchrun. ``atexit`` runs while Python is still whole; destroying a group is local to the process.
+    """
+    global _leaving_registered
+    if not _leaving_registered:
+        import atexit
+
+        atexit.register(_destroy_process_group)
+        _leaving_registered = True
+
+
+_leaving_registered = False
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     """Wait until every rank is here (no-op with one process)."""
     import torch.distributed as dist

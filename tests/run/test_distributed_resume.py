@@ -252,3 +252,30 @@ def test_a_rank_that_does_not_see_the_shared_output_dir_stops_every_rank_in_one_
     for rank, line in enumerate(lines):
         assert line.startswith(f"rank {rank}: output_dir {tmp_path / 'run'}: rank 1 does not see the checkpoint ")
         assert "put output_dir on a filesystem every node mounts" in line
+
+
+LEAVES_AT_EXIT = """
+import atexit, os, sys
+import torch.distributed as dist
+from flux_core.run.distributed import leave_process_group_at_exit
+
+# registered first, so it runs last (atexit is last in, first out): what the interpreter's teardown finds
+atexit.register(lambda: print("at teardown, group up:", dist.is_initialized(), flush=True))
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1])
+dist.init_process_group("gloo", rank=0, world_size=1)
+leave_process_group_at_exit()
+leave_process_group_at_exit()  # a second run in the process registers nothing more
+dist.barrier()
+"""
+
+
+def test_the_process_group_is_destroyed_before_the_interpreter_tears_down(tmp_path):
+    """A gloo group alive at teardown can abort a finished run's process (SIGABRT, a CI run saw it)."""
+    script = tmp_path / "leaves.py"
+    script.write_text(LEAVES_AT_EXIT)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(
+        [str(BIN / "python"), str(script), str(free_port())], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == "at teardown, group up: False"
