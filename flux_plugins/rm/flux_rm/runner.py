@@ -34,13 +34,6 @@ METRIC_NAMES = {
     "min_reward": "min_reward",
     "max_reward": "max_reward",
 }
-# Held-out metrics added to the step at which eval_data was scored (save points and the last step).
-EVAL_METRICS = {
-    "eval_loss": "eval_loss",
-    "eval_accuracy": "eval_accuracy",
-    "eval_margin": "eval_reward_margin",
-    "eval_mean_reward": "eval_mean_reward",
-}
 
 
 def load_reward_model(model_path: str, precision: str, seed: int, pad_token_id: int):
@@ -99,15 +92,15 @@ def build_reward_args(config: FluxConfig, precision: str, model: Any):
 
 
 def flux_reward_trainer_class():
-    """``trl.RewardTrainer`` that hands its latest held-out metrics to the next training log."""
+    """``trl.RewardTrainer`` that scores eval data at most once per step."""
     from trl import RewardTrainer
 
     class FluxRewardTrainer(RewardTrainer):
-        """Scores eval data at most once per step (Flux's save-point evaluator and the last-step
-        evaluation share it) and adds ``eval_accuracy`` etc. to that step's metrics."""
+        """Scores eval data at most once per step: Flux's save-point evaluator and the last-step
+        evaluation share the result. Its ``eval_*`` metrics join that step's row through Flux's
+        step callback, as every TRL-based algorithm's do."""
 
         _eval_cache: tuple[int, dict[str, float]] | None = None
-        _pending_eval: dict[str, float] | None = None
 
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
             step = self.state.global_step
@@ -117,14 +110,7 @@ def flux_reward_trainer_class():
             metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
             if default:
                 self._eval_cache = (step, dict(metrics))
-                self._pending_eval = {name: metrics[key] for key, name in EVAL_METRICS.items() if key in metrics}
             return metrics
-
-        def log(self, logs, start_time=None):
-            if self.model.training and "loss" in logs and self._pending_eval:
-                logs = {**logs, **self._pending_eval}
-                self._pending_eval = None
-            super().log(logs, start_time)
 
     return FluxRewardTrainer
 
@@ -154,7 +140,7 @@ class RewardModelRunner(TRLRunner):
     the last step; ``best/`` is the save point with the lowest eval loss.
     """
 
-    metric_names: ClassVar[Mapping[str, str]] = {**METRIC_NAMES, **EVAL_METRICS}
+    metric_names: ClassVar[Mapping[str, str]] = METRIC_NAMES
     progress_metrics = ("loss", "accuracy")
 
     def build_trainer(self, dataset: Dataset, eval_dataset: Dataset | None, callbacks: list[Any] = ()):
