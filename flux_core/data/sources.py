@@ -49,6 +49,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _GLOB_CHARS = set("*?[")
 PROGRESS_BYTES = 64 * 2**20  # smaller files load in about a second: no progress bars for them
 PROGRESS_ROWS = 100_000  # likewise for maps over fewer rows
+SHARD_SAMPLE_LINES = 100  # lines of each JSON-lines shard compared with the others before a glob loads
 
 
 @dataclass
@@ -230,6 +231,8 @@ def _read_files(path: str, files: list[Path], split: str | None, text_columns: C
     namer = RowNamer(str(path), jsonl_path=files[0] if one_file_suffix == ".jsonl" else None)
     if len(files) > 1:
         namer.shards = files
+        if builder == "json":
+            check_shards_agree(files, text_columns)
     digest = files_digest(files)
     try:
         with quiet_datasets(show_progress=sum(file.stat().st_size for file in files) >= PROGRESS_BYTES):
@@ -249,6 +252,19 @@ def _read_files(path: str, files: list[Path], split: str | None, text_columns: C
     if one_file_suffix == ".json" and len(dataset) == 1:
         dataset = _rows_of_column_object(dataset, path)
     return dataset, namer
+
+
+def check_shards_agree(files: list[Path], text_columns: Collection[str]) -> None:
+    """Raise when a JSON-lines shard gives a key another kind of value than the shards before it did.
+
+    ``datasets`` types each column by the first shard and converts the later ones' values to that
+    type where Arrow can (a number to a string, ``5`` -> ``"5"``), silently; reading a glob, the first
+    :data:`SHARD_SAMPLE_LINES` lines of every shard are compared here first. (A kind that changes
+    deeper inside one shard is not seen, as within one file of more than ``datasets``' 10 MB chunk.)
+    """
+    first_seen: dict[str, tuple[str, Path, int]] = {}
+    for file in files:
+        scan_json_lines(file, text_columns, first_seen=first_seen, max_lines=SHARD_SAMPLE_LINES)
 
 
 def _name_the_bad_line(files: list[Path], builder: str, text_columns: Collection[str]) -> None:
@@ -385,19 +401,29 @@ def _load_dataset(path: str, **kwargs: Any) -> Any:
     return datasets.load_dataset(path, **{key: value for key, value in kwargs.items() if value is not None})
 
 
-def scan_json_lines(path: Path, text_columns: Collection[str] = ()) -> None:
+def scan_json_lines(
+    path: Path,
+    text_columns: Collection[str] = (),
+    first_seen: dict[str, tuple[str, Path, int]] | None = None,
+    max_lines: int | None = None,
+) -> None:
     """Read ``path`` line by line (never all at once) and raise on the first unreadable line.
 
     The error path of JSON loading: ``datasets`` reports a broken file without naming
     the line. A line is unreadable when it is not UTF-8, not a JSON object, or gives a
     key a value of another type than earlier lines did (``text_columns`` must hold
     strings or chat message lists). Returns quietly when no line is.
+
+    ``first_seen`` (key -> kind of value, file and line it was first seen on) carries what earlier
+    files held, to compare shards; ``max_lines``: read no further than that many lines.
     """
     if data_suffix(path)[0] != ".jsonl":
         return
-    first_seen: dict[str, tuple[str, int]] = {}  # key -> (kind of value, line it was first seen on)
+    first_seen = {} if first_seen is None else first_seen
     with open_data_file(path) as handle:
         for number, raw in enumerate(handle, start=1):
+            if max_lines is not None and number > max_lines:
+                return
             where = f"{path}:{number}"
             try:
                 line = raw.decode("utf-8")
@@ -425,11 +451,12 @@ def scan_json_lines(path: Path, text_columns: Collection[str] = ()) -> None:
                         if isinstance(value, (int, float)) and not isinstance(value, bool)
                         else type(value).__name__
                     )
-                first_kind, first_line = first_seen.setdefault(key, (kind, number))
+                first_kind, first_file, first_line = first_seen.setdefault(key, (kind, path, number))
                 if kind != first_kind:
+                    there = f"on line {first_line}" if first_file == path else f"in {first_file}:{first_line}"
                     raise DataError(
                         f"{where}: '{key}' is {describe_kind(kind)} here but {describe_kind(first_kind)} "
-                        f"on line {first_line}; use one kind of value per key"
+                        f"{there}; use one kind of value per key"
                     )
 
 

@@ -78,6 +78,25 @@ def test_a_bad_row_of_a_glob_is_named_by_its_own_shard_and_line(tmp_path):
     assert error.startswith(f"{tmp_path / 'part-1.parquet'} row 2: missing key 'rejected'")
 
 
+def test_a_shard_whose_values_are_of_another_kind_is_named_not_converted(tmp_path):
+    """``datasets`` types a glob's columns by its first shard and would read a later shard's ``5`` as ``"5"``."""
+    (tmp_path / "part-0.jsonl").write_bytes(json_lines([{**row, "score": 0.5} for row in ROWS[:3]]))
+    (tmp_path / "part-1.jsonl").write_bytes(json_lines([*ROWS[3:5], {**ROWS[5], "chosen": 5}]))
+    error = error_of(str(tmp_path / "part-*.jsonl"))
+    assert error == (
+        f"{tmp_path / 'part-1.jsonl'}:3: 'chosen' must be a string or a list of chat messages, not int"
+    )
+    (tmp_path / "part-1.jsonl").write_bytes(json_lines([{**row, "score": "high"} for row in ROWS[3:]]))
+    error = error_of(str(tmp_path / "part-*.jsonl"))
+    assert error == (
+        f"{tmp_path / 'part-1.jsonl'}:1: 'score' is a str here but a number in {tmp_path / 'part-0.jsonl'}:1; "
+        "use one kind of value per key"
+    )
+    (tmp_path / "part-1.jsonl").write_bytes(json_lines([{**row, "score": 2} for row in ROWS[3:]]))
+    loaded = load_data(str(tmp_path / "part-*.jsonl"), "preferences")  # an int beside a float is a number too
+    assert rows_of(loaded) == ROWS and loaded["score"] == [0.5] * 3 + [2.0] * 3
+
+
 @pytest.mark.parametrize("compression", CODECS)
 def test_a_bad_line_of_a_compressed_file_is_named_by_file_and_line(tmp_path, compression):
     lines = json_lines(ROWS[:2]) + b'{"prompt": "p", "chosen": "c"}\n'
