@@ -84,6 +84,7 @@ _PLUGIN_API = {
     "torch_dtype": "flux_core.modeling",
     "looks_local": "flux_core.modeling",
     "check_weight_files": "flux_core.modeling",
+    "check_finite_weights": "flux_core.modeling",
     "build_trl_config": "flux_core.trl_based.settings",
     # `flux eval` through a runner's own TRL trainer (Algorithm.evaluator)
     "evaluate_with_trainer": "flux_core.trl_based.evaluation",

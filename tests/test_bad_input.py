@@ -878,6 +878,18 @@ CASES = [
         ),
     ),
     Case(
+        "reward-model-from-a-model-with-a-nan-weight",  # loaded as a sequence classifier, not by load_model
+        ("train", CONFIG, "--data", "{tmp}/prefs.jsonl", "--no-progress"),
+        1,
+        ("{tmp}/checkpoint/model.safetensors: weight model.layers.0.mlp.down_proj.weight holds NaN or infinity",),
+        absent=("loss is nan",),
+        setup=lambda ws: (
+            config(DPO + "algorithm: {name: reward_model}\n", model="{tmp}/checkpoint")(ws),
+            preferences(ws),
+            nan_weight(ws.model_copy()),
+        ),
+    ),
+    Case(
         "generate-from-a-nan-checkpoint",
         ("generate", "{tmp}/checkpoint", "Hi"),
         1,

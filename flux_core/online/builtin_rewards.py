@@ -216,6 +216,9 @@ def load_reward_model(path: str):
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     except (OSError, ValueError) as error:
         raise FluxError(f"cannot load reward model from '{path}': {str(error).strip().splitlines()[0]}") from None
+    from flux_core.modeling import check_finite_weights
+
+    check_finite_weights(model, path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     # The score is read at the last non-pad token, so the model must know the pad id.

@@ -19,7 +19,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flux_core import REWARD_MODEL, FluxConfig, FluxError, get_plugin_manager, load_model, peft_config
+from flux_core import (
+    REWARD_MODEL,
+    FluxConfig,
+    FluxError,
+    check_finite_weights,
+    get_plugin_manager,
+    load_model,
+    peft_config,
+)
 
 
 def position_ids_from(attention_mask: Tensor) -> Tensor:
@@ -102,6 +110,7 @@ def load_value_model(path: str, precision_dtype: torch.dtype, key: str) -> nn.Mo
     except (OSError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise FluxError(f"{key}: cannot load a value model from '{path}': {first}") from None
+    check_finite_weights(model, path)
     if not hasattr(model, "score"):
         raise FluxError(
             f"{key}: {type(model).__name__} has no scalar 'score' head; use a decoder model (Llama, Qwen, Mistral, ...)"

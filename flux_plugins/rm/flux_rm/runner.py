@@ -42,7 +42,7 @@ def load_reward_model(model_path: str, precision: str, seed: int, pad_token_id: 
     from transformers import AutoModelForSequenceClassification, set_seed
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-    from flux_core import check_weight_files, looks_local, torch_dtype
+    from flux_core import check_finite_weights, check_weight_files, looks_local, torch_dtype
 
     path = model_path
     if looks_local(model_path):
@@ -60,6 +60,7 @@ def load_reward_model(model_path: str, precision: str, seed: int, pad_token_id: 
     except (OSError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise FluxError(f"cannot load model from '{model_path}' as a reward model: {first}") from None
+    check_finite_weights(model, path)
     # The score is read at the last non-pad token: the saved config must name the pad id.
     model.config.pad_token_id = pad_token_id
     return model
