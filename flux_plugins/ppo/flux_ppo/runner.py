@@ -325,16 +325,25 @@ class PPORunner:
         ``ppo.pt`` adds the KL coefficient and the minibatch-shuffle generator. The
         policy's weights are the checkpoint's own (merged, or ``adapter/`` with LoRA);
         the data position is the step (the prompt order is a seeded replay).
+
+        With several processes every rank calls this on the staged checkpoint
+        (:meth:`~flux_core.run.checkpoint.CheckpointManager.stage`) and writes its own RNG
+        states (``random_states_<rank>.pkl``: each rank samples its own completions); the
+        weights, optimizer, scheduler and ``ppo.pt``, the same on every rank, are written
+        by the main one.
         """
         from accelerate.checkpointing import save_accelerator_state
 
         state_dir = directory / self.STATE_DIR
-        state_dir.mkdir()
+        state_dir.mkdir(exist_ok=True)  # the ranks write into one staged directory
         critic = {name: p.detach().contiguous() for name, p in self.value_model.named_parameters() if p.requires_grad}
         with quiet_accelerate_logs():
-            save_accelerator_state(str(state_dir), [critic], [self.optimizer], [self.scheduler], [], 0, step=0)
-        extra = {"kl_coef": self.kl_controller.value, "shuffle_generator": self.shuffle_generator.get_state()}
-        torch.save(extra, state_dir / PPO_STATE_FILE)
+            save_accelerator_state(
+                str(state_dir), [critic], [self.optimizer], [self.scheduler], [], self.process_index, step=0
+            )
+        if self.is_main_process:
+            extra = {"kl_coef": self.kl_controller.value, "shuffle_generator": self.shuffle_generator.get_state()}
+            torch.save(extra, state_dir / PPO_STATE_FILE)
 
     def restore_state(self, checkpoint: Path) -> None:
         """Load a :meth:`save_state` checkpoint into the built policy, critic and optimizer."""
@@ -346,7 +355,13 @@ class PPORunner:
         restore_weights(self.model, checkpoint)
         with quiet_accelerate_logs():
             loaded = load_accelerator_state(
-                str(state_dir), [self.value_model], [self.optimizer], [self.scheduler], [], 0, strict=False
+                str(state_dir),
+                [self.value_model],
+                [self.optimizer],
+                [self.scheduler],
+                [],
+                self.process_index,
+                strict=False,
             )
         if "step" not in loaded:  # accelerate only logs a failure to restore the RNG states
             raise ResumeError(f"cannot resume {checkpoint}: its random states could not be restored")
@@ -390,6 +405,7 @@ class PPORunner:
                 logs = self.train_step(step, next(batches)[first_index : first_index + share], first_index)
                 if save_steps and step % save_steps == 0:
                     run_evaluation()
+                checkpoints.stage(step, self.model)  # every rank writes its part of checkpoint-N (several processes)
                 if self.is_main_process:  # metrics.jsonl, progress bar, callbacks and checkpoints: written once
                     reporter.report(step, logs, self.model)
                 else:  # the same numbers (they are gathered), kept for this process's FitResult
@@ -444,7 +460,10 @@ class PPORunner:
         )
 
     def _stop_preempted(self, checkpoints: CheckpointManager, step: int) -> NoReturn:
-        """Save ``step`` for resuming (the main process), then stop every process."""
+        """Save ``step`` for resuming (every rank its part, the main process the rest), then stop every process."""
+        if not checkpoints.is_save_point(step):  # else checkpoint-N was written with this step
+            checkpoints.save_for_resume_at = step
+            checkpoints.stage(step, self.model)
         if self.is_main_process:
             checkpoints.save_for_resume(step, self.model)
         self.accelerator.wait_for_everyone()

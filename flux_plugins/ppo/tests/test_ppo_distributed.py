@@ -54,20 +54,29 @@ def early_stopping_model(tiny_model_dir, tmp_path) -> Path:
     return model
 
 
-def train(tmp_path: Path, name: str, model: Path, data: Path, launcher: list[str], batch_size: int):
+def train(
+    tmp_path: Path,
+    name: str,
+    model: Path,
+    data: Path,
+    launcher: list[str],
+    batch_size: int,
+    seed_per_prompt: bool = True,
+    extra: tuple[str, ...] = (),
+):
     config = tmp_path / f"{name}.yaml"
     output = tmp_path / name
     config.write_text(
         f"model_path: {model}\noutput_dir: {output}\nnum_steps: {STEPS}\nbatch_size: {batch_size}\n"
         "learning_rate: 1.0e-3\nprecision: fp32\nseed: 0\ncheckpoint: {save_steps: 2}\n"
-        "algorithm:\n  name: ppo\n  seed_per_prompt: true\n  num_generations: 2\n  max_completion_length: 8\n"
-        "  ppo_epochs: 2\n  num_minibatches: 2\n"
+        f"algorithm:\n  name: ppo\n  seed_per_prompt: {str(seed_per_prompt).lower()}\n  num_generations: 2\n"
+        "  max_completion_length: 8\n  ppo_epochs: 2\n  num_minibatches: 2\n"
         "  rewards: [{name: pattern_fraction, kwargs: {pattern: '[eE]'}}]\n"
     )
     started = time.perf_counter()
     result = subprocess.run(
         [*launcher, str(BIN / "flux"), "train", str(config), "--data", str(data), "--eval-data", str(data)]
-        + ["--no-progress"],
+        + ["--no-progress", *extra],
         capture_output=True,
         text=True,
         env={**os.environ, **CPU_ONLY},
@@ -118,3 +127,21 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, early_stop
         "metrics.png",
     ]
     assert torch.load(output / "checkpoint-2" / "ppo_state" / "ppo.pt", weights_only=True)["kl_coef"] > 0
+
+
+def test_a_two_process_run_resumes_with_each_rank_s_own_random_state(tmp_path, early_stopping_model, prompts_file):
+    """Without ``seed_per_prompt`` each rank samples from its own random stream, so checkpoint-N holds one RNG
+    state per rank (random_states_0.pkl, random_states_1.pkl) and a resumed rank continues its own: step 3
+    trained again from checkpoint-2 is step 3 of the uninterrupted run."""
+    torchrun = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2"]
+    _, whole, output, _ = train(tmp_path, "run", early_stopping_model, prompts_file, torchrun, 4, seed_per_prompt=False)
+    state = sorted(p.name for p in (output / "checkpoint-2" / "ppo_state").iterdir())
+    assert "random_states_0.pkl" in state and "random_states_1.pkl" in state
+    resume = ("--resume", str(output / "checkpoint-2"))
+    _, again, _, _ = train(
+        tmp_path, "run", early_stopping_model, prompts_file, torchrun, 4, seed_per_prompt=False, extra=resume
+    )
+    assert [line["step"] for line in again] == [1, 2, 3]
+    for name in COMPARED:
+        assert again[2][name] == pytest.approx(whole[2][name], abs=1e-6), name
+    assert whole[2]["reward"] != whole[1]["reward"]  # the steps differ: the comparison is not of constants
