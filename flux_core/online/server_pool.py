@@ -11,6 +11,12 @@ list). :meth:`ServerPool.call` runs a request on the live server with the fewest
 in flight (ties in turn); a server that raises :class:`ServerUnavailable` is dropped with
 one warning naming it and the request runs again on another. When no server is left the
 run stops with one line: the last server's failure.
+
+A dropped server can come back (restarted, or its network healed): at each weight sync
+(:meth:`ServerPool.call_all`), dropped servers are asked ``GET /health`` (at most every
+:data:`REJOIN_PROBE_SECONDS`, :data:`PROBE_TIMEOUT_SECONDS` each); one that answers loads the
+weights with the others and, once it has, takes rollouts again (one warning says so). It never
+serves rollouts from weights other than the current ones.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from flux_core.errors import FluxError
 BACKOFF_SECONDS = 0.5  # first retry delay; doubles per retry
 MAX_BACKOFF_SECONDS = 8.0
 STOPPED = "the run stopped, checkpoints written so far are complete"
+REJOIN_PROBE_SECONDS = 30.0  # how often a weight sync asks a dropped server whether it is back
+PROBE_TIMEOUT_SECONDS = 2.0  # a dropped server that does not answer /health this fast stays dropped
 
 T = TypeVar("T")
 
@@ -75,12 +83,13 @@ class ServerClient:
     def close(self) -> None:
         self._client.close()
 
-    def check_health(self) -> None:
-        """``GET /health``; one try only: a server that is not up at start is a setup mistake."""
+    def check_health(self, timeout: float | None = None) -> None:
+        """``GET /health``; one try only: a server that is not up at start is a setup mistake.
+        ``timeout``: seconds (default: the client's)."""
         import httpx2
 
         try:
-            response = self._client.get("/health")
+            response = self._client.get("/health", **({} if timeout is None else {"timeout": timeout}))
         except httpx2.HTTPError as error:
             raise ServerError(
                 f"cannot reach the rollout server at sglang.base_url={self.url}: {describe(error)}; "
@@ -144,6 +153,7 @@ class ServerPool:
             raise ServerError("sglang.base_url is an empty list: give one rollout server URL or several")
         self.servers = [ServerClient(url, timeout, max_retries, transport) for url in urls]
         self.dropped: list[str] = []
+        self._away: dict[str, tuple[ServerClient, float]] = {}  # dropped: url -> (client, when to ask again)
         self._lock = threading.Lock()
         self._turn = itertools.count()
         try:
@@ -159,7 +169,7 @@ class ServerPool:
             return [server.url for server in self.servers]
 
     def close(self) -> None:
-        for server in self.servers:
+        for server in [*self.servers, *(client for client, _ in self._away.values())]:
             server.close()
 
     def call(self, request: Callable[[ServerClient], T]) -> T:
@@ -181,24 +191,68 @@ class ServerPool:
                     server.outstanding -= 1
 
     def call_all(self, request: Callable[[ServerClient], T]) -> list[T]:
-        """``request(server)`` on every live server at once (weight syncs); servers that die are dropped."""
+        """``request(server)`` on every live server at once (weight syncs); servers that die are dropped.
+
+        Dropped servers that answer ``/health`` again get the request too, and rejoin once it succeeds.
+        """
         from concurrent.futures import ThreadPoolExecutor
 
         with self._lock:
             servers = list(self.servers)
         if not servers:
             raise ServerError(f"no rollout server is left; {STOPPED}")
+        returning = self._returning()
 
         def attempt(server: ServerClient) -> tuple[bool, Any]:
             try:
                 return True, request(server)
-            except ServerUnavailable as error:
-                self.drop(server, error)
-                return False, None
+            except ServerError as error:
+                if server in returning:  # not back after all: asked again later
+                    self._ask_again_later(server)
+                    return False, None
+                if isinstance(error, ServerUnavailable):
+                    self.drop(server, error)
+                    return False, None
+                raise
 
-        with ThreadPoolExecutor(max_workers=len(servers)) as pool:
-            outcomes = list(pool.map(attempt, servers))
+        with ThreadPoolExecutor(max_workers=len(servers) + len(returning)) as pool:
+            outcomes = list(pool.map(attempt, servers + returning))
+        for server, (succeeded, _) in zip(servers + returning, outcomes):
+            if server in returning and succeeded:
+                self._rejoin(server)
         return [answer for succeeded, answer in outcomes if succeeded]
+
+    def _returning(self) -> list[ServerClient]:
+        """Dropped servers due to be asked again that answer ``GET /health`` now."""
+        now = time.monotonic()
+        with self._lock:
+            due = [client for client, when in self._away.values() if when <= now]
+        returning = []
+        for client in due:
+            try:
+                client.check_health(timeout=PROBE_TIMEOUT_SECONDS)
+            except ServerError:
+                self._ask_again_later(client)
+            else:
+                returning.append(client)
+        return returning
+
+    def _ask_again_later(self, server: ServerClient) -> None:
+        with self._lock:
+            if server.url in self._away:
+                self._away[server.url] = (server, time.monotonic() + REJOIN_PROBE_SECONDS)
+
+    def _rejoin(self, server: ServerClient) -> None:
+        with self._lock:
+            self._away.pop(server.url, None)
+            self.servers.append(server)
+            count = len(self.servers)
+        warnings.warn(
+            f"rollout server at {server.url} is back: it loaded the current weights and takes rollouts again "
+            f"({count} servers)",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def drop(self, server: ServerClient, error: ServerUnavailable) -> None:
         """Stop using ``server`` (one warning); with none left, raise ``error`` as the run's last line."""
@@ -206,6 +260,7 @@ class ServerPool:
             if server in self.servers:
                 self.servers.remove(server)
                 self.dropped.append(server.url)
+                self._away[server.url] = (server, time.monotonic() + REJOIN_PROBE_SECONDS)
                 left = len(self.servers)
             else:
                 left = None  # dropped already by a concurrent request

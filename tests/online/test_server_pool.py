@@ -182,3 +182,48 @@ def test_a_bad_list_of_servers_is_one_line(base_url, message):
     with pytest.raises(ConfigError, match=message) as raised:
         grpo_config(base_url)
     assert "\n" not in str(raised.value)
+
+
+def test_a_dropped_server_that_comes_back_rejoins_after_loading_the_current_weights(
+    tiny_model_dir, tokenizer, tmp_path, monkeypatch
+):
+    from flux_core.modeling import load_model
+
+    monkeypatch.setattr(server_pool, "REJOIN_PROBE_SECONDS", 0.0)
+    model = load_model(str(tiny_model_dir))
+    servers = Servers(A, B)
+    backend = servers.backend(tokenizer, tmp_path, max_concurrency=2, max_retries=0)
+    servers.dead.add(B)
+    with pytest.warns(UserWarning, match="dropped it"):
+        backend.generate([f"prompt {i}" for i in range(4)], n=1, sampling=SAMPLING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # still down: asked, and no word about it
+        backend.sync_weights(model)
+    assert [url for url, _ in servers.loads] == [A] and backend.pool.urls == [A]
+
+    servers.dead.discard(B)  # restarted
+    before = servers.requests[B, "/generate"]
+    assert backend.generate([f"prompt {i}" for i in range(4)], n=1, sampling=SAMPLING)  # not before a sync
+    assert servers.requests[B, "/generate"] == before
+    with pytest.warns(UserWarning) as caught:
+        backend.sync_weights(model)
+    assert [str(w.message) for w in caught] == [
+        f"rollout server at {B} is back: it loaded the current weights and takes rollouts again (2 servers)"
+    ]
+    assert [url for url, _ in servers.loads] == [A, A, B]  # B loaded the weights before it rejoined
+    rollouts = backend.generate([f"prompt {i}" for i in range(8)], n=1, sampling=SAMPLING)
+    assert servers.requests[B, "/generate"] == before + 2 and {r.completion_ids[0] for r in rollouts} == {8, 9}
+
+
+def test_a_dropped_server_is_asked_again_only_every_rejoin_interval(tiny_model_dir, tokenizer, tmp_path):
+    from flux_core.modeling import load_model
+
+    model = load_model(str(tiny_model_dir))
+    servers = Servers(A, B)
+    backend = servers.backend(tokenizer, tmp_path, max_retries=0)
+    servers.dead.add(B)
+    with pytest.warns(UserWarning, match="dropped it"):
+        backend.sync_weights(model)
+    servers.dead.discard(B)
+    backend.sync_weights(model)  # within REJOIN_PROBE_SECONDS of the drop: not asked yet
+    assert backend.pool.urls == [A] and [url for url, _ in servers.loads] == [A, A]
