@@ -160,10 +160,11 @@ class SGLangBackend:
         start = time.perf_counter()
         write_weights(model, self.weights_dir)
         payload = {"model_path": str(self.weights_dir.resolve())}
-        for url, body in self.pool.call_all(
-            lambda server: (server.url, server.post("/update_weights_from_disk", payload))
-        ):
-            check_weight_update(body, url, self.weights_dir)
+
+        def load(server: Any) -> None:  # checked per server: a returning one that fails stays out
+            check_weight_update(server.post("/update_weights_from_disk", payload), server.url, self.weights_dir)
+
+        self.pool.call_all(load)
         self.weight_syncs += 1
         self.last_sync_seconds = time.perf_counter() - start
 

@@ -53,6 +53,7 @@ class Servers:
         self.requests: Counter = Counter()
         self.loads: list[tuple[str, dict]] = []
         self.dead: set[str] = set()
+        self.failing_loads: set[str] = set()  # answer a weight update with success: false
         self.seconds = seconds
         self.lock = threading.Lock()
         self.urls = urls
@@ -68,7 +69,8 @@ class Servers:
             self.requests[url, request.url.path] += 1
         if request.url.path == "/update_weights_from_disk":
             self.loads.append((url, body))
-            return httpx2.Response(200, json={"success": True, "message": "ok", "num_paused_requests": 0})
+            ok = url not in self.failing_loads
+            return httpx2.Response(200, json={"success": ok, "message": "ok" if ok else "shapes differ"})
         time.sleep(self.seconds)
         return answer(len(body["input_ids"]), token=9 if url == A else 8)
 
@@ -227,3 +229,24 @@ def test_a_dropped_server_is_asked_again_only_every_rejoin_interval(tiny_model_d
     servers.dead.discard(B)
     backend.sync_weights(model)  # within REJOIN_PROBE_SECONDS of the drop: not asked yet
     assert backend.pool.urls == [A] and [url for url, _ in servers.loads] == [A, A]
+
+
+def test_a_returning_server_whose_weight_update_fails_stays_out(tiny_model_dir, tokenizer, tmp_path, monkeypatch):
+    from flux_core.modeling import load_model
+
+    monkeypatch.setattr(server_pool, "REJOIN_PROBE_SECONDS", 0.0)
+    model = load_model(str(tiny_model_dir))
+    servers = Servers(A, B)
+    backend = servers.backend(tokenizer, tmp_path, max_retries=0)
+    servers.dead.add(B)
+    with pytest.warns(UserWarning, match="dropped it"):
+        backend.sync_weights(model)
+    servers.dead.discard(B)
+    servers.failing_loads.add(B)  # back, but started on another model
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        backend.sync_weights(model)  # the run goes on without it
+    assert backend.pool.urls == [A] and [url for url, _ in servers.loads] == [A, A, B]
+    servers.failing_loads.add(A)  # a live server failing its update still stops the run
+    with pytest.raises(FluxError, match=f"{A}"):
+        backend.sync_weights(model)
