@@ -186,12 +186,32 @@ def test_a_bad_list_of_servers_is_one_line(base_url, message):
     assert "\n" not in str(raised.value)
 
 
+@pytest.fixture
+def rejoin_at_once(monkeypatch):
+    """Dropped servers are asked whether they are back at every weight sync (request it before a drop)."""
+    monkeypatch.setattr(server_pool, "REJOIN_PROBE_SECONDS", 0.0)
+
+
+@pytest.fixture
+def b_dropped_at_a_sync(tiny_model_dir, tokenizer, tmp_path):
+    """Servers A and B, B dropped at a weight sync (it refused the connection); the model for more syncs."""
+    from flux_core.modeling import load_model
+
+    model = load_model(str(tiny_model_dir))
+    servers = Servers(A, B)
+    backend = servers.backend(tokenizer, tmp_path, max_retries=0)
+    servers.dead.add(B)
+    with pytest.warns(UserWarning, match="dropped it"):
+        backend.sync_weights(model)
+    servers.dead.discard(B)  # restarted
+    return servers, backend, model
+
+
 def test_a_dropped_server_that_comes_back_rejoins_after_loading_the_current_weights(
-    tiny_model_dir, tokenizer, tmp_path, monkeypatch
+    tiny_model_dir, tokenizer, tmp_path, rejoin_at_once
 ):
     from flux_core.modeling import load_model
 
-    monkeypatch.setattr(server_pool, "REJOIN_PROBE_SECONDS", 0.0)
     model = load_model(str(tiny_model_dir))
     servers = Servers(A, B)
     backend = servers.backend(tokenizer, tmp_path, max_concurrency=2, max_retries=0)
@@ -217,31 +237,14 @@ def test_a_dropped_server_that_comes_back_rejoins_after_loading_the_current_weig
     assert servers.requests[B, "/generate"] == before + 2 and {r.completion_ids[0] for r in rollouts} == {8, 9}
 
 
-def test_a_dropped_server_is_asked_again_only_every_rejoin_interval(tiny_model_dir, tokenizer, tmp_path):
-    from flux_core.modeling import load_model
-
-    model = load_model(str(tiny_model_dir))
-    servers = Servers(A, B)
-    backend = servers.backend(tokenizer, tmp_path, max_retries=0)
-    servers.dead.add(B)
-    with pytest.warns(UserWarning, match="dropped it"):
-        backend.sync_weights(model)
-    servers.dead.discard(B)
+def test_a_dropped_server_is_asked_again_only_every_rejoin_interval(b_dropped_at_a_sync):
+    servers, backend, model = b_dropped_at_a_sync
     backend.sync_weights(model)  # within REJOIN_PROBE_SECONDS of the drop: not asked yet
     assert backend.pool.urls == [A] and [url for url, _ in servers.loads] == [A, A]
 
 
-def test_a_returning_server_whose_weight_update_fails_stays_out(tiny_model_dir, tokenizer, tmp_path, monkeypatch):
-    from flux_core.modeling import load_model
-
-    monkeypatch.setattr(server_pool, "REJOIN_PROBE_SECONDS", 0.0)
-    model = load_model(str(tiny_model_dir))
-    servers = Servers(A, B)
-    backend = servers.backend(tokenizer, tmp_path, max_retries=0)
-    servers.dead.add(B)
-    with pytest.warns(UserWarning, match="dropped it"):
-        backend.sync_weights(model)
-    servers.dead.discard(B)
+def test_a_returning_server_whose_weight_update_fails_stays_out(rejoin_at_once, b_dropped_at_a_sync):
+    servers, backend, model = b_dropped_at_a_sync
     servers.failing_loads.add(B)  # back, but started on another model
     with warnings.catch_warnings():
         warnings.simplefilter("error")
