@@ -9,6 +9,7 @@ path and, for a misspelled key, the closest valid one.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 import warnings
 from pathlib import Path
@@ -611,10 +612,11 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. --set algorithm.beta=0.2")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {override!r}: value is not valid YAML") from None
+    try:  # as a config file is read: duplicate keys and alias bombs refused too
+        value, _ = parse_yaml(raw, source="value")
+    except ConfigError as error:
+        problem = re.sub(r"^value:\d+: (invalid YAML: )?", "", str(error))  # a one-line value: no line to name
+        raise ConfigError(f"--set {override!r}: the value is not valid YAML: {problem}") from None
     parts = key.strip().split(".")
     target: Any = data
     for depth, part in enumerate(parts):

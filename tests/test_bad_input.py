@@ -276,6 +276,12 @@ def nan_weight(checkpoint: Path) -> None:
     save_file(weights, checkpoint / "model.safetensors", metadata={"format": "pt"})
 
 
+# trl.x = 10**6 ones behind six anchors
+SET_ALIAS_BOMB = "trl.x=[&a [1,1,1,1,1,1,1,1,1,1], " + ", ".join(
+    f"&{name} [{', '.join([f'*{previous}'] * 10)}]" for previous, name in zip("abcde", "bcdef")
+) + "]"
+
+
 def alias_bomb(levels: int = 9) -> str:
     """A config whose ``trl`` block hides ``9**levels`` strings behind ``levels`` lines of aliases."""
     lines = ['  a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
@@ -843,6 +849,13 @@ CASES = [
         1,
         (f"{CONFIG}:9: invalid YAML: its aliases expand to more than 100,000 values (an alias bomb?)",),
         setup=config(alias_bomb()),
+    ),
+    Case(
+        "set-value-alias-bomb",  # one line of flow YAML can hold a bomb too
+        ("train", CONFIG, "--set", SET_ALIAS_BOMB),
+        1,
+        (f"--set '{SET_ALIAS_BOMB}': the value is not valid YAML: its aliases expand to more than 100,000 values",),
+        setup=config("model_path: m\nalgorithm: {name: dpo}\n"),
     ),
     Case(
         "yaml-alias-inside-its-own-anchor",
