@@ -150,6 +150,21 @@ def test_the_tables_name_only_documented_commands():
     assert not SKIP.keys() & (CASES.keys() | set(AFTER_A_RUN))
 
 
+# A repository file named in backquotes: `tests/run/test_kill.py`, `flux_core/run/fsdp.py`, `configs/dpo.yaml`.
+NAMED_FILE = re.compile(r"`((?:tests|flux_core|flux_plugins|benchmarks|examples|configs|docs)/[\w./-]+\.(?:py|yaml|md|sh))`")
+
+
+def test_every_repository_file_the_documents_name_exists():
+    """A doc that points at a test as its evidence must point at one that is there (files move between folders)."""
+    missing = []
+    for document in [*DOCUMENTS, REPO / "benchmarks" / "README.md"]:
+        for number, line in enumerate(document.read_text().splitlines(), start=1):
+            for name in NAMED_FILE.findall(line):
+                if "NAME" not in name and not (REPO / name).exists():  # NAME: a placeholder (test_NAME.py)
+                    missing.append(f"{document.relative_to(REPO)}:{number}: {name}")
+    assert not missing, missing
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
