@@ -50,14 +50,14 @@ class ServerProcess:
                 self.process.wait(timeout=15)
 
 
-def start_server(model_dir: Path, *flags: str, env: dict[str, str] | None = None) -> ServerProcess:
-    """Start `flux serve MODEL --port 0 [FLAGS]` (``env`` added to the environment) and wait (bounded) for the URL
-    it prints and a healthy /health."""
+def start_server(model_dir: Path, *flags: str, env: dict[str, str] | None = None, port: int = 0) -> ServerProcess:
+    """Start `flux serve MODEL --port PORT [FLAGS]` (``env`` added to the environment; port 0: a free one) and wait
+    (bounded) for the URL it prints and a healthy /health."""
     import httpx2
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     process = subprocess.Popen(
-        [FLUX, "serve", str(model_dir), "--port", "0", "--seed", "0", *flags],
+        [FLUX, "serve", str(model_dir), "--port", str(port), "--seed", "0", *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
