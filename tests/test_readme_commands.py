@@ -151,7 +151,9 @@ def test_the_tables_name_only_documented_commands():
 
 
 # A repository file named in backquotes: `tests/run/test_kill.py`, `flux_core/run/fsdp.py`, `configs/dpo.yaml`.
-NAMED_FILE = re.compile(r"`((?:tests|flux_core|flux_plugins|benchmarks|examples|configs|docs)/[\w./-]+\.(?:py|yaml|md|sh))`")
+NAMED_FILE = re.compile(
+    r"`((?:tests|flux_core|flux_plugins|benchmarks|examples|configs|docs)/[\w./-]+\.(?:py|yaml|md|sh))`"
+)
 
 
 def test_every_repository_file_the_documents_name_exists():
