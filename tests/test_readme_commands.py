@@ -55,7 +55,8 @@ SKIP = {
     # The same launcher, command and CLI run in tests that compare them with one process (about 25 s each
     # here): the configs' paths are checked by test_shipped_configs_resolve_..., as for the demos.
     "torchrun --standalone --nproc_per_node 2 $(which flux) train configs/dpo-demo.yaml --data preferences.jsonl": (
-        "a 2-process launch: tests/run/test_distributed.py runs `torchrun --standalone --nproc_per_node 2 flux train`"
+        "a 2-process launch: tests/run/test_resume.py runs `torchrun --nproc_per_node 2 flux train` and compares it "
+        "with one process"
     ),
     "CUDA_VISIBLE_DEVICES= torchrun --standalone --nproc_per_node 2 $(which flux) train configs/ppo-demo.yaml": (
         "a 2-process launch: flux_plugins/ppo/tests/test_ppo_distributed.py runs the same torchrun with PPO"

@@ -1,9 +1,10 @@
-"""`flux train` under a 2-process launch (torchrun) matches one process with the same global batch,
-with eval at save points (a collective) included.
+"""`flux train` under a 2-process NCCL launch (torchrun, two GPUs) matches one process with the same global batch,
+with eval at save points (a collective) included; both pin fp32, so one process and two agree to 1e-4.
 
-The CPU variant (gloo) runs everywhere, a GPU machine included: its processes are told to see
-no GPU. The NCCL variant needs two GPUs (two processes on one GPU fail with "invalid device
-ordinal"). Both pin fp32, so one process and two agree to 1e-4.
+The same check over gloo on CPU runs everywhere as part of
+tests/run/test_resume.py::test_under_torchrun_every_rank_stops_at_the_same_step_and_the_run_resumes (a 2-process
+run, preempted and resumed, against one process: losses and the save points' eval loss). The NCCL variant needs two
+GPUs (two processes on one GPU fail with "invalid device ordinal").
 """
 
 import json
@@ -17,10 +18,7 @@ import torch
 
 BIN = Path(sys.executable).parent
 
-# Environment of the launched processes, per variant.
-CPU_ONLY = {"CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"}  # torch sees no GPU: gloo on CPU
 DEVICES = [
-    pytest.param(CPU_ONLY, id="cpu-gloo"),
     pytest.param(
         {},
         id="cuda-nccl",

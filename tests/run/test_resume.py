@@ -234,9 +234,17 @@ def free_port() -> int:
 def test_under_torchrun_every_rank_stops_at_the_same_step_and_the_run_resumes(
     tmp_path, tiny_model_dir, preferences_file
 ):
+    """Also the check that 2 processes train what 1 does with the same global batch (losses within 1e-4), with
+    eval at save points, a collective, giving the same held-out loss; only the main process prints."""
     # batch_size is per process: 2 x 4 here is the reference's 8
     config = write_config(
-        tmp_path / "run.yaml", tiny_model_dir, tmp_path / "run", "dpo", preferences_file, batch_size=4
+        tmp_path / "run.yaml",
+        tiny_model_dir,
+        tmp_path / "run",
+        "dpo",
+        preferences_file,
+        batch_size=4,
+        eval_data=str(preferences_file),
     )
     output = tmp_path / "run"
 
@@ -255,9 +263,15 @@ def test_under_torchrun_every_rank_stops_at_the_same_step_and_the_run_resumes(
     assert loads(output / "checkpoint-4")
 
     resumed = PausedRun(tmp_path / "second", [], str(config), "--resume", launcher=torchrun())
-    code, _, err = resumed.finish()
+    code, out, err = resumed.finish()
     assert code == 0, err[-3000:]
+    assert out.count("flux: trained 8 steps") == 1  # only the main process prints
     reference = FluxConfig.from_yaml(config, overrides=[f"output_dir={tmp_path / 'reference'}", "batch_size=8"])
-    expected = FluxTrainer(reference, show_progress=False).fit().metric("loss")
-    assert [row["step"] for row in metrics(output)] == list(range(1, 9))
-    assert [row["loss"] for row in metrics(output)] == pytest.approx(expected, abs=1e-4)
+    expected = FluxTrainer(reference, show_progress=False).fit()
+    rows = metrics(output)
+    assert [row["step"] for row in rows] == list(range(1, 9))  # one metrics line per step, not one per process
+    assert [row["loss"] for row in rows] == pytest.approx(expected.metric("loss"), abs=1e-4)
+    evaluated = {row["step"]: row["eval_loss"] for row in rows if "eval_loss" in row}
+    reference_eval = {r.step: r.metrics["eval_loss"] for r in expected.history if "eval_loss" in r.metrics}
+    assert list(evaluated) == list(reference_eval) == [4, 8]  # the save points
+    assert list(evaluated.values()) == pytest.approx(list(reference_eval.values()), abs=1e-4)
