@@ -22,7 +22,8 @@ install: $(BIN)/python
 		$(BIN)/pip uninstall --quiet --yes flux-core && $(BIN)/pip install --quiet --no-deps --force-reinstall -e .; fi
 	@$(BIN)/flux plugins
 
-# One worker per core (-n auto; 2 on CI: ~18 min for 1171 tests on a fresh clone); loadscope keeps each test
+# One worker per core (-n auto; 2 on a 2-core machine: 14-20 min for the ~1180 tests of a fresh clone, as the
+# machine's speed moved on 2026-12-07; the project's CI measured 15 min); loadscope keeps each test
 # module, and its module-scoped fixtures (GRPO's 120-step run), on one worker. WORKERS=0: serial.
 WORKERS ?= auto
 test:
