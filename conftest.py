@@ -66,3 +66,19 @@ def dpo_config(tiny_model_dir, tmp_path):
         return FluxConfig.from_dict(data)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    """The tiny model's tokenizer as Flux loads it (tests of rollout backends and servers)."""
+    from flux_core.modeling import load_tokenizer
+
+    return load_tokenizer(str(tiny_model_dir))
+
+
+@pytest.fixture
+def no_backoff(monkeypatch):
+    """Rollout-server retries without the backoff sleeps (mock servers answer at once)."""
+    from flux_core.online import server_pool
+
+    monkeypatch.setattr(server_pool, "BACKOFF_SECONDS", 0.0)

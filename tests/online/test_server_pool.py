@@ -21,21 +21,11 @@ from flux_core.online import server_pool
 from flux_core.online.rollout import SamplingParams
 from flux_core.online.sglang import SGLangBackend
 
+pytestmark = pytest.mark.usefixtures("no_backoff")  # retries at once (fixture in conftest.py)
+
 A, B, C = "http://127.0.0.1:30001", "http://127.0.0.1:30002", "http://127.0.0.1:30003"
 EOS = 2
 SAMPLING = SamplingParams(max_new_tokens=1)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    from flux_core.modeling import load_tokenizer
-
-    return load_tokenizer(str(tiny_model_dir))
-
-
-@pytest.fixture(autouse=True)
-def no_backoff(monkeypatch):
-    monkeypatch.setattr(server_pool, "BACKOFF_SECONDS", 0.0)
 
 
 def answer(batch_size: int, token: int = 9) -> httpx2.Response:

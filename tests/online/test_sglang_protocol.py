@@ -21,24 +21,13 @@ import httpx2
 import pytest
 
 from flux_core.errors import FluxError
-from flux_core.online import server_pool
 from flux_core.online.rollout import SamplingParams
 from flux_core.online.sglang import SGLangBackend
 
+pytestmark = pytest.mark.usefixtures("no_backoff")  # retries at once (fixture in conftest.py)
+
 URL = "http://127.0.0.1:30000"
 EOS = 2
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    from flux_core.modeling import load_tokenizer
-
-    return load_tokenizer(str(tiny_model_dir))
-
-
-@pytest.fixture(autouse=True)
-def no_backoff(monkeypatch):
-    monkeypatch.setattr(server_pool, "BACKOFF_SECONDS", 0.0)
 
 
 def sglang_item(output_ids, logprobs, finish):
