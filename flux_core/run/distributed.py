@@ -16,6 +16,7 @@ stops the run at the first checkpoint, on every rank, with one line saying so.
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -31,23 +32,18 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+@functools.cache  # once per process
 def leave_process_group_at_exit() -> None:
-    """Destroy the default process group when the interpreter exits, if it is still up (once per process).
+    """Destroy the default process group when the interpreter exits, if it is still up.
 
     Nothing else tears it down (neither TRL's Trainer nor accelerate), and a process that exits with
     a gloo group alive can abort in the interpreter's teardown ("terminate called without an active
     exception", SIGABRT: gloo's worker threads outlive Python), which makes a finished run fail under
     torchrun. ``atexit`` runs while Python is still whole; destroying a group is local to the process.
     """
-    global _leaving_registered
-    if not _leaving_registered:
-        import atexit
+    import atexit
 
-        atexit.register(_destroy_process_group)
-        _leaving_registered = True
-
-
-_leaving_registered = False
+    atexit.register(_destroy_process_group)
 
 
 def _destroy_process_group() -> None:
